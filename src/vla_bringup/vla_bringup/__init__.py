@@ -1,0 +1,1 @@
+"""Launch files, robot profiles, the bringup plan and the vla-up runner for machines without ros2 launch."""

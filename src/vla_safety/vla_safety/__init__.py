@@ -1,0 +1,1 @@
+"""Fail-closed safety monitor between the policy and the robot: limits, validation, watchdogs, latched e-stop, driver adapters."""

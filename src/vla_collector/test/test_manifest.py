@@ -5,7 +5,7 @@ import json
 import pytest
 from vla_collector.manifest import ActionType, CameraSpec, EmbodimentManifest, ManifestError
 
-PANDA = tuple(f"panda_joint{i}" for i in range(1, 8)) + ("panda_finger_joint1",)
+PANDA = (*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1")
 
 
 def make(**overrides):

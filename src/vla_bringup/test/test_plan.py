@@ -1,0 +1,88 @@
+"""The bringup plan as data: every profile builds, arguments are checked, sim bridges keep their contracts."""
+
+import ast
+from pathlib import Path
+
+import pytest
+from vla_bringup.plan import PROFILE_ARGS, PROFILES, SIM_BRIDGES, PlanError, Sim, build_plan
+
+SRC = Path(__file__).resolve().parents[2]
+
+
+def console_scripts(package: str) -> set[str]:
+    """The console scripts a package's setup.py declares (read, not executed)."""
+    tree = ast.parse((SRC / package / "setup.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values, strict=True):
+                if isinstance(key, ast.Constant) and key.value == "console_scripts":
+                    return {ast.literal_eval(e).split("=")[0].strip() for e in value.elts}
+    return set()
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_builds_with_its_defaults(profile):
+    plan = build_plan(profile)
+    assert plan.nodes
+    for node in plan.nodes:
+        assert node.executable in console_scripts(node.package), (
+            f"{node.package} does not declare {node.executable}"
+        )
+        for pf in node.param_files:
+            assert (SRC / pf.package / pf.path).is_file(), f"{pf.package}/{pf.path} missing"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_argument_choice_builds(profile):
+    for arg in PROFILE_ARGS[profile]:
+        for choice in arg.choices:
+            given = {arg.name: choice}
+            if profile == "sim" and arg.name == "sim" and choice != "embedded":
+                given["commander"] = "policy"
+            build_plan(profile, given)
+
+
+def test_unknown_profile_argument_and_choice_are_refused():
+    with pytest.raises(PlanError, match="unknown profile"):
+        build_plan("simulation")
+    with pytest.raises(PlanError, match="no argument"):
+        build_plan("sim", {"robto": "panda"})
+    with pytest.raises(PlanError, match="not one of"):
+        build_plan("sim", {"robot": "kuka"})
+
+
+def test_safety_monitor_is_the_only_path_to_the_robot():
+    """The policy and the expert publish to /policy/joint_commands; only safety_node reaches the robot."""
+    for profile in PROFILES:
+        for commander in ("policy", "expert") if profile == "sim" else (None,):
+            plan = build_plan(profile, {"commander": commander} if commander else {})
+            names = [n.name for n in plan.nodes]
+            assert "safety_node" in names
+            for node in plan.nodes:
+                if node.name in ("policy_node", "expert_node"):
+                    targets = dict(node.remappings).get("/joint_commands", "/policy/joint_commands")
+                    assert targets == "/policy/joint_commands", f"{profile}: {node.name} bypasses safety"
+
+
+@pytest.mark.parametrize("sim", list(Sim))
+def test_sim_profiles_speak_their_bridges_topics(sim):
+    """Contract of each simulator profile: where safe commands go, in which message type."""
+    plan = build_plan("sim", {"sim": sim.value})
+    bridge = SIM_BRIDGES[sim]
+    safety = plan.node("safety_node")
+    assert safety.parameters["output_adapter"] == bridge.adapter
+    sent_to = safety.parameters.get("output_topic") or dict(safety.remappings).get(
+        "/joint_commands", "/joint_commands"
+    )
+    assert sent_to == bridge.command_topic
+    assert dict(plan.node("policy_node").remappings)["/camera/image_raw"] == bridge.camera_topic
+    assert ("sim_node" in [n.name for n in plan.nodes]) == (sim is Sim.EMBEDDED)
+
+
+def test_known_bridge_contracts():
+    assert SIM_BRIDGES[Sim.ISAAC].command_topic == "/joint_command"  # Isaac Sim's ROS 2 bridge, JointState
+    assert (
+        SIM_BRIDGES[Sim.GAZEBO].adapter == "forward_command"
+    )  # forward_position_controller, Float64MultiArray
+    with pytest.raises(PlanError, match="expert"):
+        build_plan("sim", {"sim": "gazebo", "commander": "expert"})

@@ -1,0 +1,293 @@
+"""The bringup plan: which nodes a profile starts, with what parameters and remappings, as pure data.
+
+One plan feeds both the launch files (``launch/*.launch.py``, through :mod:`vla_bringup.launch_support`) and
+the ``vla-up`` runner (:mod:`vla_bringup.runner`), so the two cannot drift apart. No rclpy, no launch here.
+
+Profiles:
+  ``sim``     simulator + policy + safety monitor. ``sim:=embedded`` (default) starts our PyBullet
+              ``sim_node``; ``sim:=gazebo`` / ``sim:=isaac`` start nothing for the simulator and speak the
+              topics and message types of those bridges instead (see :data:`SIM_BRIDGES`).
+  ``robot``   camera + policy + safety monitor for a real arm; the safety output goes to the driver through
+              the adapter its robot profile names.
+  ``record``  demonstrations through topics: simulator (or robot) + a commander (the scripted expert in sim)
+              + safety monitor + collector.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+ParamValue = bool | int | float | str | list[str] | list[float] | list[int]
+
+
+class PlanError(ValueError):
+    """A profile or argument is unknown or malformed."""
+
+
+@dataclass(frozen=True)
+class ParamFile:
+    """A parameter YAML installed by a package (``share/<package>/<path>``), found through the ament index."""
+
+    package: str
+    path: str
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node process: ``ros2 run <package> <executable> --ros-args ...``."""
+
+    name: str
+    package: str
+    executable: str
+    parameters: Mapping[str, ParamValue] = field(default_factory=dict)
+    param_files: tuple[ParamFile, ...] = ()
+    remappings: tuple[tuple[str, str], ...] = ()
+    required: bool = True  # the whole plan stops when a required node dies
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise PlanError(f"node name {self.name!r} must be a valid ROS node name")
+        for src, dst in self.remappings:
+            if not src or not dst:
+                raise PlanError(f"node {self.name}: empty remapping {src!r}:={dst!r}")
+
+
+@dataclass(frozen=True)
+class Argument:
+    """A launch argument (``name:=value``) with its default and, optionally, the values it accepts."""
+
+    name: str
+    default: str
+    description: str
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    profile: str
+    arguments: Mapping[str, str]
+    nodes: tuple[NodeSpec, ...]
+
+    def node(self, name: str) -> NodeSpec:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(f"plan {self.profile!r} has no node {name!r}: {[n.name for n in self.nodes]}")
+
+
+class Sim(str, enum.Enum):
+    EMBEDDED = "embedded"
+    GAZEBO = "gazebo"
+    ISAAC = "isaac"
+
+
+@dataclass(frozen=True)
+class SimBridge:
+    """How the stack talks to a simulator: where commands go, in which message type, and where sensors arrive."""
+
+    command_topic: str
+    adapter: str  # the safety node's output adapter: joint_state | forward_command | joint_trajectory
+    joint_states_topic: str
+    camera_topic: str
+
+
+# The embedded simulator speaks all three command types, like ros2_control's controllers; Gazebo's
+# gz_ros2_control exposes forward_position_controller (Float64MultiArray); Isaac Sim's ROS 2 bridge
+# (the joint-state action graph) subscribes JointState on /joint_command and publishes /joint_states.
+SIM_BRIDGES: Mapping[Sim, SimBridge] = {
+    Sim.EMBEDDED: SimBridge("/joint_commands", "joint_state", "/joint_states", "/camera/image_raw"),
+    Sim.GAZEBO: SimBridge(
+        "/forward_position_controller/commands", "forward_command", "/joint_states", "/camera/image_raw"
+    ),
+    Sim.ISAAC: SimBridge("/joint_command", "joint_state", "/joint_states", "/rgb"),
+}
+
+
+COMMON_ARGS = (
+    Argument("robot", "panda", "robot profile: joint limits and driver adapter", ("panda", "ur5e", "so101")),
+    Argument("model", "", "policy checkpoint directory (empty: the bundled default checkpoint)"),
+    Argument("log_level", "info", "ROS log level of every node", ("debug", "info", "warn", "error")),
+)
+
+PROFILE_ARGS: Mapping[str, tuple[Argument, ...]] = {
+    "sim": (
+        *COMMON_ARGS,
+        Argument("sim", "embedded", "which simulator", tuple(s.value for s in Sim)),
+        Argument("commander", "policy", "what commands the arm: the VLA policy or the scripted expert", ("policy", "expert")),
+        Argument("task", "pick", "embedded sim: task family at start"),
+        Argument("seed", "0", "embedded sim: scene seed at start"),
+        Argument("use_sim_time", "true", "all nodes on the simulator's /clock", ("true", "false")),
+    ),
+    "robot": (
+        *COMMON_ARGS,
+        Argument("camera_source", "test_pattern", "camera source: test_pattern, a device index/path, a file, a URL, a directory"),
+        Argument("use_sim_time", "false", "all nodes on /clock (replay)", ("true", "false")),
+    ),
+    "record": (
+        *COMMON_ARGS,
+        Argument("sim", "embedded", "simulator to record in ('none' on a real robot with a teleoperator)", ("embedded", "none")),
+        Argument("task", "pick", "embedded sim: task family at start"),
+        Argument("seed", "0", "embedded sim: scene seed at start"),
+        Argument("dataset", "outputs/dataset", "LeRobot v3 dataset root episodes are appended to"),
+        Argument("use_sim_time", "true", "all nodes on the simulator's /clock", ("true", "false")),
+    ),
+}  # fmt: skip
+
+PROFILES = tuple(PROFILE_ARGS)
+
+
+def resolve_arguments(profile: str, given: Mapping[str, str]) -> dict[str, str]:
+    """Defaults merged with ``given``; unknown names and values outside ``choices`` are refused."""
+    if profile not in PROFILE_ARGS:
+        raise PlanError(f"unknown profile {profile!r}; choose one of {list(PROFILES)}")
+    declared = {a.name: a for a in PROFILE_ARGS[profile]}
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise PlanError(f"profile {profile!r} has no argument(s) {unknown}; it takes {sorted(declared)}")
+    values = {name: a.default for name, a in declared.items()}
+    values.update({k: str(v) for k, v in given.items()})
+    for name, value in values.items():
+        choices = declared[name].choices
+        if choices and value not in choices:
+            raise PlanError(f"{name}:={value!r} is not one of {list(choices)}")
+    return values
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _common(args: Mapping[str, str]) -> dict[str, ParamValue]:
+    return {"use_sim_time": _flag(args["use_sim_time"])}
+
+
+def _safety(args: Mapping[str, str], bridge: SimBridge) -> NodeSpec:
+    remaps: tuple[tuple[str, str], ...] = (("/joint_states", bridge.joint_states_topic),)
+    if bridge.adapter == "joint_state":
+        remaps += (("/joint_commands", bridge.command_topic),)
+    return NodeSpec(
+        name="safety_node",
+        package="vla_safety",
+        executable="safety_node",
+        param_files=(ParamFile("vla_safety", "config/safety_node.yaml"),),
+        parameters={
+            **_common(args),
+            "robot_profile": args["robot"],
+            "output_adapter": bridge.adapter,
+            **({} if bridge.adapter == "joint_state" else {"output_topic": bridge.command_topic}),
+        },
+        remappings=remaps,
+    )
+
+
+def _policy(args: Mapping[str, str], bridge: SimBridge) -> NodeSpec:
+    params: dict[str, ParamValue] = {**_common(args), "robot_profile": args["robot"]}
+    if args["model"]:
+        params["checkpoint"] = os.path.abspath(os.path.expanduser(args["model"]))
+    return NodeSpec(
+        name="policy_node",
+        package="vla_policy",
+        executable="policy_node",
+        param_files=(ParamFile("vla_policy", "config/policy_node.yaml"),),
+        parameters=params,
+        remappings=(("/camera/image_raw", bridge.camera_topic), ("/joint_states", bridge.joint_states_topic)),
+    )
+
+
+def _embedded_sim(args: Mapping[str, str]) -> NodeSpec:
+    return NodeSpec(
+        name="sim_node",
+        package="vla_sim",
+        executable="sim_node",
+        param_files=(ParamFile("vla_sim", "config/sim_node.yaml"),),
+        parameters={
+            # the simulator owns /clock, so it never runs on sim time itself
+            "task": args["task"],
+            "seed": int(args["seed"]),
+            "publish_instruction": True,  # the sim announces its task on /task_instruction
+        },
+    )
+
+
+def _expert(args: Mapping[str, str]) -> NodeSpec:
+    # The expert is a teleoperator: its commands pass the safety monitor like the policy's do.
+    return NodeSpec(
+        name="expert_node",
+        package="vla_sim",
+        executable="expert_node",
+        param_files=(ParamFile("vla_sim", "config/expert_node.yaml"),),
+        parameters=_common(args),
+        remappings=(("/joint_commands", "/policy/joint_commands"),),
+    )
+
+
+def build_sim(args: Mapping[str, str]) -> list[NodeSpec]:
+    sim = Sim(args["sim"])
+    bridge = SIM_BRIDGES[sim]
+    nodes = []
+    if sim is Sim.EMBEDDED:
+        nodes.append(_embedded_sim(args))
+    nodes.append(_safety(args, bridge))
+    if args["commander"] == "expert":
+        if sim is not Sim.EMBEDDED:
+            raise PlanError(
+                "commander:=expert needs the embedded simulator (it reads the scene's object poses)"
+            )
+        nodes.append(_expert(args))
+    else:
+        nodes.append(_policy(args, bridge))
+    return nodes
+
+
+def build_robot(args: Mapping[str, str]) -> list[NodeSpec]:
+    bridge = SimBridge("/joint_commands", "joint_state", "/joint_states", "/camera/image_raw")
+    camera = NodeSpec(
+        name="camera_node",
+        package="vla_perception",
+        executable="camera_node",
+        param_files=(ParamFile("vla_perception", "config/camera_node.yaml"),),
+        parameters={**_common(args), "source": args["camera_source"]},
+    )
+    return [camera, _safety(args, bridge), _policy(args, bridge)]
+
+
+def build_record(args: Mapping[str, str]) -> list[NodeSpec]:
+    bridge = SIM_BRIDGES[Sim.EMBEDDED]
+    nodes = []
+    if args["sim"] == "embedded":
+        nodes += [_embedded_sim(args), _expert(args)]
+    nodes.append(_safety(args, bridge))
+    nodes.append(
+        NodeSpec(
+            name="collector_node",
+            package="vla_collector",
+            executable="collector_node",
+            param_files=(ParamFile("vla_collector", "config/collector_node.yaml"),),
+            parameters={
+                **_common(args),
+                "dataset_root": os.path.abspath(os.path.expanduser(args["dataset"])),
+            },
+        )
+    )
+    return nodes
+
+
+BUILDERS: Mapping[str, Callable[[Mapping[str, str]], list[NodeSpec]]] = {
+    "sim": build_sim,
+    "robot": build_robot,
+    "record": build_record,
+}
+
+
+def build_plan(profile: str, given: Mapping[str, str] | None = None) -> Plan:
+    """The plan for ``profile`` with ``given`` launch arguments (``name -> value`` strings)."""
+    args = resolve_arguments(profile, given or {})
+    nodes = tuple(BUILDERS[profile](args))
+    names = [n.name for n in nodes]
+    if len(set(names)) != len(names):
+        raise PlanError(f"plan {profile!r} has duplicate node names {names}")
+    return Plan(profile=profile, arguments=args, nodes=nodes)

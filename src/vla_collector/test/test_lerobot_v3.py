@@ -1,0 +1,258 @@
+"""LeRobotDataset v3.0: reading LeRobot's own fixture, and writing the same layout ourselves."""
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from vla_collector.lerobot_v3 import (
+    DatasetError,
+    DatasetSpec,
+    ImageStatsAccumulator,
+    LeRobotV3Dataset,
+    LeRobotV3Writer,
+    VideoCodecConfig,
+    aggregate_stats,
+    vector_stats,
+)
+from vla_collector.manifest import ActionType, CameraSpec, EmbodimentManifest
+
+FIXTURE = Path(__file__).resolve().parents[3] / ".." / "shared" / "fixtures" / "lerobot_v3_reference"
+if not FIXTURE.is_dir():
+    FIXTURE = Path("/work/shared/fixtures/lerobot_v3_reference")
+needs_fixture = pytest.mark.skipif(
+    not FIXTURE.is_dir(), reason="shared/fixtures/lerobot_v3_reference not present"
+)
+
+JOINTS = (*(f"panda_joint{i}" for i in range(1, 8)), "gripper")
+TASKS = ("pick up the red block", "put the red block on the blue block", "pick up the red block")
+
+
+def fixture_like(root: Path) -> LeRobotV3Writer:
+    """Write, with our writer, the dataset the fixture README describes."""
+    spec = DatasetSpec(
+        fps=10,
+        robot_type="panda",
+        state_names=JOINTS,
+        action_names=JOINTS,
+        cameras=(CameraSpec("front", 64, 64), CameraSpec("wrist", 48, 64)),
+    )
+    writer = LeRobotV3Writer.create(root, spec)
+    rng = np.random.default_rng(0)
+    for ep, n in enumerate((12, 13, 14)):
+        state = rng.normal(0, 0.1, (n, 8)).astype(np.float32)
+        front = np.zeros((n, 64, 64, 3), np.uint8)
+        front[:, :, :, ep % 3] = (40 + 15 * np.arange(n)).clip(0, 255)[:, None, None]
+        wrist = np.broadcast_to((10 * np.arange(n)).astype(np.uint8)[:, None, None, None], (n, 48, 64, 3))
+        writer.write_episode(state, state + 0.01, {"front": front, "wrist": wrist}, TASKS[ep])
+    return writer
+
+
+@needs_fixture
+def test_reads_lerobots_own_dataset_exactly():
+    ds = LeRobotV3Dataset(FIXTURE)
+    assert ds.fps == 10 and ds.num_episodes == 3 and ds.num_frames == 39
+    assert ds.tasks == ["pick up the red block", "put the red block on the blue block"]
+    assert [e.length for e in ds.episodes] == [12, 13, 14]
+    assert [e.tasks for e in ds.episodes] == [(t,) for t in TASKS]
+    assert ds.camera_names == ("front", "wrist")
+    for i, info in enumerate(ds.episodes):
+        ep = ds.episode(i)
+        assert ep.state.shape == (info.length, 8) and ep.state.dtype == np.float32
+        np.testing.assert_allclose(ep.action, ep.state + 0.01, atol=1e-6)
+        np.testing.assert_allclose(ep.timestamp, np.arange(info.length) / 10, atol=1e-6)
+        assert list(ep.frame_index) == list(range(info.length))
+        assert set(ep.tasks) == {TASKS[i]}
+        front = ds.frames(i, "front")
+        assert front.shape == (info.length, 64, 64, 3)
+        expected = 40 + 15 * np.arange(info.length)
+        np.testing.assert_allclose(front[:, 0, 0, i % 3], expected, atol=3)
+        others = [c for c in range(3) if c != i % 3]
+        assert front[:, 0, 0, others].max() <= 3
+        wrist = ds.frames(i, "wrist")
+        assert wrist.shape == (info.length, 48, 64, 3)
+        np.testing.assert_allclose(
+            wrist[:, 24, 32, :], np.repeat((10 * np.arange(info.length))[:, None], 3, 1), atol=3
+        )
+    manifest = ds.manifest  # no embodiment.json in LeRobot's output: derived from info.json
+    assert manifest.joint_names == JOINTS and manifest.fps == 10
+    assert [c.name for c in manifest.cameras] == ["front", "wrist"]
+    assert manifest.normalization["action"]["mean"] == pytest.approx(ds.stats["action"]["mean"].tolist())
+
+
+def _schema(path: Path) -> dict[str, str]:
+    return {f.name: str(f.type) for f in pq.read_schema(path)}
+
+
+def _video_params(path: Path) -> tuple:
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        return (c.format.name, s.codec_context.name, s.codec_context.pix_fmt, s.average_rate, s.time_base)
+
+
+@needs_fixture
+def test_writer_output_matches_lerobots_layout(tmp_path):
+    fixture_like(tmp_path / "ds")
+    ours, ref = tmp_path / "ds", FIXTURE
+    ours_info, ref_info = (json.loads((r / "meta/info.json").read_text()) for r in (ours, ref))
+    assert list(ours_info) == list(ref_info)
+    assert ours_info["features"] == ref_info["features"]
+    for key in (
+        "total_episodes",
+        "total_frames",
+        "total_tasks",
+        "data_path",
+        "video_path",
+        "splits",
+        "robot_type",
+    ):
+        assert ours_info[key] == ref_info[key], key
+    # parquet schemas (fixed_size_list<float>[8]), the HF features key, episode metadata and tasks
+    data = "data/chunk-000/file-000.parquet"
+    assert _schema(ours / data) == _schema(ref / data)
+    assert (
+        json.loads(pq.read_schema(ours / data).metadata[b"huggingface"])["info"]
+        == json.loads(pq.read_schema(ref / data).metadata[b"huggingface"])["info"]
+    )
+    episodes = "meta/episodes/chunk-000/file-000.parquet"
+    assert _schema(ours / episodes) == _schema(ref / episodes)
+    assert _schema(ours / "meta/tasks.parquet") == _schema(ref / "meta/tasks.parquet")
+    assert pq.read_schema(ours / "meta/tasks.parquet").pandas_metadata["index_columns"] == ["task"]
+    # stats: same features, stat names and shapes
+    ours_stats, ref_stats = (json.loads((r / "meta/stats.json").read_text()) for r in (ours, ref))
+    assert set(ours_stats) == set(ref_stats)
+    for feat, stats in ref_stats.items():
+        assert set(ours_stats[feat]) == set(stats), feat
+        for name, value in stats.items():
+            assert np.shape(ours_stats[feat][name]) == np.shape(value), (feat, name)
+    assert ours_stats["observation.images.front"]["count"] == [39]
+    # videos: container, codec, pixel format, rate
+    for cam in ("front", "wrist"):
+        ref_video = ref / f"videos/observation.images.{cam}/chunk-000/file-000.mp4"
+        assert (
+            _video_params(ours / f"videos/observation.images.{cam}/chunk-000/file-000.mp4")[:4]
+            == (_video_params(ref_video)[:4])
+        )
+    # and it reads back with the contents it was given
+    ds = LeRobotV3Dataset(ours)
+    assert [e.length for e in ds.episodes] == [12, 13, 14]
+    np.testing.assert_allclose(ds.frames(1, "front")[:, 0, 0, 1], 40 + 15 * np.arange(13), atol=3)
+    np.testing.assert_allclose(ds.frames(2, "wrist")[:, 0, 0, 0], 10 * np.arange(14), atol=3)
+    assert ds.episode(2).index.tolist() == list(range(25, 39))
+    # image stats agree with LeRobot's numbers for the same content (its stats come from the same frames)
+    np.testing.assert_allclose(
+        ours_stats["observation.images.wrist"]["mean"],
+        ref_stats["observation.images.wrist"]["mean"],
+        atol=0.01,
+    )
+    assert ds.manifest == EmbodimentManifest.load(ours)
+    assert ds.manifest.normalization_hash
+
+
+def test_append_reopens_and_continues(tmp_path):
+    fixture_like(tmp_path / "ds")
+    writer = LeRobotV3Writer.open(tmp_path / "ds")
+    assert writer.num_episodes == 3 and writer.num_frames == 39
+    n = 5
+    writer.write_episode(
+        np.zeros((n, 8), np.float32),
+        np.ones((n, 8), np.float32),
+        {"front": np.zeros((n, 64, 64, 3), np.uint8), "wrist": np.zeros((n, 48, 64, 3), np.uint8)},
+        ["stack"] * 2 + ["pick up the red block"] * 3,
+    )
+    ds = LeRobotV3Dataset(tmp_path / "ds")
+    assert ds.num_episodes == 4 and ds.num_frames == 44
+    assert ds.tasks == ["pick up the red block", "put the red block on the blue block", "stack"]
+    assert ds.episode(3).task_index.tolist() == [2, 2, 0, 0, 0]
+    assert json.loads((tmp_path / "ds/meta/info.json").read_text())["splits"] == {"train": "0:4"}
+
+
+def test_repair_after_a_crash_between_payload_and_commit(tmp_path):
+    fixture_like(tmp_path / "ds")
+    root = tmp_path / "ds"
+    # What a crash leaves: staged video, a data file and a video no episode names, a temp file, stale info.
+    (root / ".staging/episode-000003").mkdir(parents=True)
+    (root / ".staging/episode-000003/front.mp4").write_bytes(b"partial")
+    orphan = root / "data/chunk-000/file-003.parquet"
+    orphan.write_bytes((root / "data/chunk-000/file-000.parquet").read_bytes())
+    (root / "videos/observation.images.front/chunk-000/file-003.mp4").write_bytes(b"x")
+    (root / "meta/.info.json.abc.tmp").write_text("{")
+    info = json.loads((root / "meta/info.json").read_text())
+    info["total_episodes"] = 7
+    (root / "meta/info.json").write_text(json.dumps(info))
+    writer = LeRobotV3Writer.open(root)
+    assert not orphan.exists() and not (root / ".staging").exists()
+    assert not list((root / "meta").glob(".*.tmp"))
+    assert json.loads((root / "meta/info.json").read_text())["total_episodes"] == 3
+    assert writer.num_episodes == 3
+    assert LeRobotV3Dataset(root).num_frames == 39
+
+
+def test_bad_input_is_refused_with_clear_errors(tmp_path):
+    writer = fixture_like(tmp_path / "ds")
+    rec = writer.begin_episode()
+    images = {"front": np.zeros((64, 64, 3), np.uint8), "wrist": np.zeros((48, 64, 3), np.uint8)}
+    with pytest.raises(DatasetError, match="sizes"):
+        rec.add_frame(np.zeros(7), np.zeros(8), images, "t")
+    with pytest.raises(DatasetError, match="NaN"):
+        rec.add_frame(np.full(8, np.nan), np.zeros(8), images, "t")
+    with pytest.raises(DatasetError, match="front"):
+        rec.add_frame(np.zeros(8), np.zeros(8), {**images, "front": np.zeros((64, 64), np.uint8)}, "t")
+    with pytest.raises(DatasetError, match="cameras"):
+        rec.add_frame(np.zeros(8), np.zeros(8), {"front": images["front"]}, "t")
+    with pytest.raises(DatasetError, match="task"):
+        rec.add_frame(np.zeros(8), np.zeros(8), images, "")
+    with pytest.raises(DatasetError, match="already"):
+        writer.begin_episode()
+    with pytest.raises(DatasetError, match="at least one frame"):
+        rec.finish()
+    assert LeRobotV3Dataset(tmp_path / "ds").num_episodes == 3
+    with pytest.raises(DatasetError, match="already holds"):
+        LeRobotV3Writer.create(tmp_path / "ds", writer.spec)
+    with pytest.raises(DatasetError, match="not a LeRobot dataset"):
+        LeRobotV3Dataset(tmp_path / "nothing")
+    with pytest.raises(DatasetError, match="even"):
+        DatasetSpec(
+            fps=10, robot_type="p", state_names=("a",), action_names=("a",), cameras=(CameraSpec("c", 3, 4),)
+        )
+    with pytest.raises(DatasetError, match="fps"):
+        DatasetSpec(fps=0, robot_type="p", state_names=("a",), action_names=("a",))
+    with pytest.raises(DatasetError, match="codec"):
+        VideoCodecConfig(codec="mjpeg")
+    with pytest.raises(DatasetError, match="does not exist"):
+        LeRobotV3Dataset(tmp_path / "ds").episode(3)
+
+
+def test_h264_option_and_manifest_with_units(tmp_path):
+    spec = DatasetSpec(
+        fps=15,
+        robot_type="panda",
+        state_names=("panda_joint1", "panda_finger_joint1"),
+        action_names=("panda_joint1", "panda_finger_joint1"),
+        cameras=(CameraSpec("front", 32, 32),),
+        video=VideoCodecConfig(codec="libx264", g=4, crf=18),
+        action_type=ActionType.ABSOLUTE_JOINT_POSITION,
+    )
+    writer = LeRobotV3Writer.create(tmp_path / "ds", spec)
+    frames = np.stack([np.full((32, 32, 3), 8 * i, np.uint8) for i in range(9)])
+    writer.write_episode(np.zeros((9, 2), np.float32), np.zeros((9, 2), np.float32), {"front": frames}, "t")
+    ds = LeRobotV3Dataset(tmp_path / "ds")
+    assert ds.features["observation.images.front"]["info"]["video.codec"] == "h264"
+    np.testing.assert_allclose(ds.frames(0, "front")[:, 5, 5, 0], 8 * np.arange(9), atol=2)
+    assert ds.manifest.joint_units == ("rad", "m") and ds.manifest.fps == 15
+
+
+def test_statistics_helpers():
+    acc = ImageStatsAccumulator()
+    for v in (0, 255):
+        acc.add(np.full((4, 4, 3), v, np.uint8))
+    stats = acc.stats()
+    assert stats["mean"].shape == (3, 1, 1) and stats["mean"][0, 0, 0] == pytest.approx(0.5)
+    assert stats["std"][1, 0, 0] == pytest.approx(0.5) and stats["count"].tolist() == [2]
+    a, b = vector_stats(np.zeros((10, 2))), vector_stats(np.ones((30, 2)))
+    agg = aggregate_stats([{"x": a}, {"x": b}])["x"]
+    assert agg["mean"] == pytest.approx([0.75, 0.75]) and agg["count"].tolist() == [40]
+    assert agg["std"] == pytest.approx(np.std(np.r_[np.zeros(10), np.ones(30)]))
+    assert agg["min"].tolist() == [0, 0] and agg["max"].tolist() == [1, 1]

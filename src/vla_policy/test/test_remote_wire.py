@@ -1,0 +1,99 @@
+"""The vla-serve message format: compact binary images, and malformed messages refused with WireError."""
+
+import json
+import struct
+
+import numpy as np
+import pytest
+from vla_policy.backends.wire import (
+    MAGIC,
+    Message,
+    MessageType,
+    WireError,
+    chunk_message,
+    decode,
+    encode,
+    message_chunk,
+    observation_message,
+)
+from vla_policy.interface import ActionChunk
+
+
+def test_image_travels_as_bytes_not_json():
+    image = np.arange(32 * 40 * 3, dtype=np.uint8).reshape(32, 40, 3)
+    data = encode(observation_message({"observation.images.front": image, "task": "x"}, 3))
+    (header_len,) = struct.unpack(">I", data[4:8])
+    assert header_len < 300  # a small header...
+    assert len(data) == 8 + header_len + image.nbytes  # ...then the raw pixels
+    message = decode(data)
+    np.testing.assert_array_equal(message.arrays["observation.images.front"], image)
+    assert message.id == 3
+
+
+def test_chunk_round_trip():
+    chunk = ActionChunk(np.random.default_rng(0).normal(size=(4, 2)), ("a", "b"), 5.0, 0.1)
+    back = message_chunk(decode(encode(chunk_message(chunk, 9))))
+    np.testing.assert_array_equal(back.actions, chunk.actions)
+    assert (back.names, back.stamp, back.dt) == (chunk.names, chunk.stamp, chunk.dt)
+
+
+def _raw(header, payload=b""):
+    blob = json.dumps(header).encode()
+    return MAGIC + struct.pack(">I", len(blob)) + blob + payload
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (b"nope", "magic"),
+        (MAGIC + struct.pack(">I", 999), "does not fit"),
+        (_raw({"type": "launch"}), "malformed"),
+        (
+            _raw(
+                {
+                    "type": "infer",
+                    "blobs": [{"key": "k", "encoding": "raw", "dtype": "<f8", "shape": [2], "length": 16}],
+                },
+                b"\0" * 8,
+            ),
+            "past the end",
+        ),
+        (
+            _raw(
+                {
+                    "type": "infer",
+                    "blobs": [{"key": "k", "encoding": "raw", "dtype": "<f8", "shape": [3], "length": 16}],
+                },
+                b"\0" * 16,
+            ),
+            "needs",
+        ),
+        (
+            _raw(
+                {
+                    "type": "infer",
+                    "blobs": [{"key": "k", "encoding": "raw", "dtype": "|O", "shape": [1], "length": 8}],
+                },
+                b"\0" * 8,
+            ),
+            "not allowed",
+        ),
+        (_raw({"type": "ok"}, b"extra"), "trailing"),
+        ("a text frame", "text"),
+    ],
+)
+def test_malformed_messages_are_refused(data, match):
+    with pytest.raises(WireError, match=match):
+        decode(data)
+
+
+def test_error_reply_raises():
+    from vla_policy.backends.wire import RemoteError
+
+    with pytest.raises(RemoteError, match="boom"):
+        message_chunk(Message(MessageType.ERROR, 1, {"message": "boom"}))
+
+
+def test_non_rgb_images_are_refused_on_encode():
+    with pytest.raises(WireError, match="HxWx3 uint8"):
+        encode(observation_message({"observation.images.front": np.zeros((4, 4), np.float32)}, 1))

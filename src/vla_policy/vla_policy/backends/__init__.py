@@ -1,0 +1,63 @@
+"""Policy backends behind :class:`vla_policy.interface.Policy`, each with the embodiment manifest it was made for.
+
+* ``native``: a checkpoint of our own model, through ``vla_policy.load_policy`` (issue 7).
+* ``huggingface``: a transformers image-text-to-text VLA (OpenVLA-style action tokens) from a local directory.
+* ``remote``: a policy served by ``vla-serve`` on another machine, over websocket.
+
+Heavy imports (torch, transformers, websockets) happen inside the loaders, so importing this is cheap.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from vla_collector.manifest import EmbodimentManifest
+
+from vla_policy.backends.errors import InferenceTimeout, InferenceUnavailable
+from vla_policy.interface import Policy
+
+__all__ = [
+    "BackendKind",
+    "InferenceTimeout",
+    "InferenceUnavailable",
+    "LoadedPolicy",
+    "load_local_backend",
+    "load_remote_backend",
+]
+
+
+class BackendKind(str, enum.Enum):
+    NATIVE = "native"
+    HUGGINGFACE = "huggingface"
+    REMOTE = "remote"
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    policy: Policy
+    manifest: EmbodimentManifest
+    description: str  # one line for logs: backend and where the model came from
+
+
+def load_local_backend(kind: BackendKind, model_dir: str, device: str = "cpu") -> LoadedPolicy:
+    """A policy that runs in this process (native checkpoint or Hugging Face directory)."""
+    kind = BackendKind(kind)
+    if kind is BackendKind.NATIVE:
+        from vla_policy.backends.native import load_native
+
+        return load_native(model_dir, device=device)
+    if kind is BackendKind.HUGGINGFACE:
+        from vla_policy.backends.huggingface import HFConfig, HuggingFacePolicy
+
+        policy = HuggingFacePolicy(HFConfig(model_dir=model_dir, device=device))
+        return LoadedPolicy(policy, policy.manifest, f"huggingface model {model_dir}")
+    raise ValueError(f"{kind.value} is not a local backend")
+
+
+def load_remote_backend(uri: str, token: str, timeout_s: float, image_encoding: str = "raw") -> LoadedPolicy:
+    """Connect to ``vla-serve`` and fetch the served model's manifest (raises if unreachable)."""
+    from vla_policy.backends.remote import RemoteConfig, RemotePolicy
+
+    policy = RemotePolicy(RemoteConfig(uri=uri, timeout_s=timeout_s, image_encoding=image_encoding), token)
+    return LoadedPolicy(policy, policy.manifest(), f"remote policy at {uri}")

@@ -1,0 +1,206 @@
+"""``vla-serve``: run a policy on this machine (a GPU box, say) for policy nodes elsewhere, over websocket.
+
+    VLA_SERVE_TOKEN=... vla-serve --backend native --model /models/pick_cube [--host 127.0.0.1] [--port 8765]
+
+Listens on localhost unless ``--host`` says otherwise. Every connection must present
+``Authorization: Bearer <token>`` in its handshake (token from ``VLA_SERVE_TOKEN`` or ``--token-file``);
+without a token the server refuses to start. Plain ``ws://`` sends the token in clear: beyond a trusted
+network, pass ``--tls-cert/--tls-key`` (clients then use ``wss://``). Inference is serialized (one model);
+each connection is served by its own thread. Message format: :mod:`vla_policy.backends.wire`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import logging
+import os
+import ssl
+import sys
+import threading
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+from vla_collector.manifest import EmbodimentManifest
+
+from vla_policy.backends.wire import (
+    Message,
+    MessageType,
+    WireError,
+    chunk_message,
+    decode,
+    encode,
+    message_observation,
+)
+from vla_policy.interface import Policy
+
+LOG = logging.getLogger("vla_serve")
+TOKEN_ENV = "VLA_SERVE_TOKEN"
+MAX_MESSAGE_BYTES = 64 << 20
+
+
+class PolicyServer:
+    """Serves one :class:`Policy` and its manifest. ``start()`` returns once listening; ``close()`` stops."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        manifest: EmbodimentManifest,
+        token: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8765,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        if not token:
+            raise ValueError(f"vla-serve needs an auth token ({TOKEN_ENV} or --token-file)")
+        self.policy = policy
+        self.manifest = manifest
+        self._token = token.encode()
+        self._host, self._port, self._ssl = host, port, ssl_context
+        self._infer_lock = threading.Lock()
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self.requests = 0
+        self.rejected_connections = 0
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        if self._server is None:
+            raise RuntimeError("server not started")
+        return int(self._server.socket.getsockname()[1])
+
+    def start(self) -> PolicyServer:
+        from websockets.sync.server import serve
+
+        self._server = serve(
+            self._handle,
+            self._host,
+            self._port,
+            ssl=self._ssl,
+            process_request=self._authorize,
+            compression=None,
+            max_size=MAX_MESSAGE_BYTES,
+        )
+        self._thread = threading.Thread(target=self._server.serve_forever, name="vla-serve", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+
+    def __enter__(self) -> PolicyServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _authorize(self, connection: Any, request: Any) -> Any:
+        given = request.headers.get("Authorization", "")
+        expected = b"Bearer " + self._token
+        if not hmac.compare_digest(given.encode(), expected):
+            self.rejected_connections += 1
+            LOG.warning("refused a connection from %s: bad or missing token", connection.remote_address)
+            return connection.respond(HTTPStatus.UNAUTHORIZED, "bad or missing token\n")
+        return None
+
+    def _handle(self, connection: Any) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            for data in connection:
+                connection.send(encode(self._answer(data)))
+        except ConnectionClosed:
+            pass
+
+    def _answer(self, data: bytes | str) -> Message:
+        try:
+            request = decode(data)  # type: ignore[arg-type]
+        except WireError as e:
+            LOG.warning("bad request: %s", e)
+            return Message(MessageType.ERROR, 0, {"message": f"bad request: {e}"})
+        self.requests += 1
+        try:
+            if request.type is MessageType.MANIFEST:
+                return Message(MessageType.MANIFEST, request.id, {"manifest": self.manifest.to_dict()})
+            if request.type is MessageType.RESET:
+                with self._infer_lock:
+                    self.policy.reset()
+                return Message(MessageType.OK, request.id)
+            if request.type is MessageType.INFER:
+                observation = message_observation(request)
+                with self._infer_lock:
+                    chunk = self.policy.infer(observation)
+                return chunk_message(chunk, request.id)
+            return Message(MessageType.ERROR, request.id, {"message": f"unexpected {request.type.value}"})
+        except Exception as e:  # the model raised: tell the client, keep serving others
+            LOG.warning("request %d failed: %s: %s", request.id, type(e).__name__, e)
+            return Message(MessageType.ERROR, request.id, {"message": f"{type(e).__name__}: {e}"})
+
+
+def read_token(token_file: str | None, env: str = TOKEN_ENV) -> str:
+    """The token from a file (first line) or the environment; never from the command line (ps shows it)."""
+    if token_file:
+        token = Path(token_file).read_text().strip()
+        if not token:
+            raise ValueError(f"token file {token_file} is empty")
+        return token
+    return os.environ.get(env, "").strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vla_policy.backends import BackendKind, load_local_backend
+
+    parser = argparse.ArgumentParser(prog="vla-serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", choices=[k.value for k in BackendKind if k is not BackendKind.REMOTE])
+    parser.add_argument("--model", required=True, help="checkpoint (native) or model directory (huggingface)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface to listen on (default: localhost only)"
+    )
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--token-file", help=f"file holding the auth token (default: ${TOKEN_ENV})")
+    parser.add_argument("--tls-cert", help="PEM certificate: serve wss://")
+    parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    parser.add_argument("--device", default="cpu", help="torch device for the model")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[vla-serve] %(levelname)s %(message)s")
+    if not args.backend:
+        parser.error("--backend is required")
+    try:
+        token = read_token(args.token_file)
+        if not token:
+            raise ValueError(f"no auth token: set {TOKEN_ENV} or pass --token-file")
+        context = None
+        if args.tls_cert or args.tls_key:
+            if not (args.tls_cert and args.tls_key):
+                raise ValueError("--tls-cert and --tls-key go together")
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(args.tls_cert, args.tls_key)
+        loaded = load_local_backend(BackendKind(args.backend), args.model, device=args.device)
+    except (OSError, ValueError, RuntimeError) as e:
+        LOG.error("%s", e)
+        return 2
+    server = PolicyServer(
+        loaded.policy, loaded.manifest, token, host=args.host, port=args.port, ssl_context=context
+    )
+    server.start()
+    scheme = "wss" if context else "ws"
+    LOG.info("serving %s on %s://%s:%d", loaded.description, scheme, args.host, server.port)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and context is None:
+        LOG.warning("listening beyond localhost without TLS: the token travels in clear")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

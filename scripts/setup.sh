@@ -41,7 +41,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   trap 'rm -f "$reqs"' EXIT
   if [ "$mode" = system-ros ]; then grep -v '^ros-jazzy-' requirements.txt >"$reqs"; else cp requirements.txt "$reqs"; fi
   say "installing pinned dependencies (about a minute on a fresh venv)"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$reqs"
+  # (the filter drops pip's warnings about this machine's empty local indexes, nothing else)
+  if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$reqs" 2>&1 \
+    | { grep -v 'is ignored: it is neither a file nor a directory' || true; }; then
+    die "pip install failed (see above)"
+  fi
   echo "$want" >"$stamp"
 else
   say "dependencies up to date ($venv)"

@@ -1,0 +1,236 @@
+"""safety_node: rclpy wiring around :class:`vla_safety.monitor.SafetyMonitor`; the decisions live there.
+
+Subscribes ``/policy/joint_commands`` (JointState), ``/joint_states``, ``/policy/heartbeat`` (Header),
+``/safety/estop`` (Bool, True engages). Services ``/safety/estop`` and ``/safety/reset`` (std_srvs/Trigger).
+Publishes the safe command (``output_topic``, adapter by ``output_adapter``), ``/safety/state``
+(DiagnosticStatus, reliable + transient local) and ``/diagnostics``. One thread: callbacks never overlap.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # type: ignore[import-untyped]
+from rcl_interfaces.msg import ParameterDescriptor  # type: ignore[import-untyped]
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.utilities import ok as rclpy_ok
+from sensor_msgs.msg import JointState  # type: ignore[import-untyped]
+from std_msgs.msg import Bool, Header  # type: ignore[import-untyped]
+from std_srvs.srv import Trigger  # type: ignore[import-untyped]
+
+from vla_safety.adapters import (
+    OutputConfig,
+    OutputKind,
+    command_from_msg,
+    make_output,
+    state_from_msg,
+    status_message,
+)
+from vla_safety.limits import load_limits
+from vla_safety.monitor import Decision, JointStateSample, MonitorConfig, SafetyMonitor, Status
+
+PANDA_JOINTS = [*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1"]
+STATUS_NAME = "vla_safety: safety_monitor"
+
+# Bounded queues everywhere: a flood can only drop messages, never grow memory.
+COMMAND_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)  # type: ignore[no-untyped-call]
+STATE_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)  # type: ignore[no-untyped-call]
+LATCHED_QOS = QoSProfile(  # type: ignore[no-untyped-call]
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    history=HistoryPolicy.KEEP_LAST,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+
+# name -> (default, description). The one list of parameters (README documents the same).
+PARAMETERS: dict[str, tuple[Any, str]] = {
+    "robot_profile": (
+        "panda",
+        "Robot profile name under config/robots/ (panda, ur5e, so101) or a YAML path; '' = none",
+    ),
+    "urdf_path": ("", "URDF whose <limit>s are merged in, most restrictive wins; '' = none"),
+    "joints": (
+        PANDA_JOINTS,
+        "Commanded joints, in output order; every one needs finite position and velocity limits",
+    ),
+    "command_timeout": (0.25, "s without a valid policy command before decelerating to a hold"),
+    "state_timeout": (0.25, "s without /joint_states before a latched fault"),
+    "heartbeat_timeout": (
+        0.5,
+        "s without /policy/heartbeat before holding; 0 disables the heartbeat watchdog",
+    ),
+    "max_command_age": (0.5, "s: commands stamped older than this (node ROS clock) are rejected"),
+    "max_future": (0.1, "s: commands stamped further in the future are rejected"),
+    "max_step_dt": (0.1, "s: the most time one step is credited (step cap = max_velocity * max_step_dt)"),
+    "velocity_scale": (1.0, "(0, 1]: fraction of each joint's velocity limit to allow"),
+    "start_pose_tolerance": (
+        0.1,
+        "s of travel at the velocity limit: how near the first command must be to the pose",
+    ),
+    "far_outside_fraction": (0.05, "fraction of a joint's range beyond a hard limit that latches a fault"),
+    "max_joints": (64, "Commands with more joints (or names longer than 256 chars) are rejected"),
+    "publish_while_holding": (True, "Keep publishing the hold command at `rate` after deceleration ends"),
+    "auto_arm": (True, "Arm on the first valid /joint_states; if false, only /safety/reset arms"),
+    "output_adapter": ("joint_state", "joint_state | float64_multi_array | joint_trajectory"),
+    "output_topic": ("/joint_commands", "Where the safe command goes"),
+    "trajectory_time_from_start": (0.1, "s: time_from_start of the single point (joint_trajectory adapter)"),
+    "rate": (50.0, "Hz: watchdog and hold-output rate"),
+    "diagnostics_period": (1.0, "s between /diagnostics messages"),
+    "log_throttle": (1.0, "s between repeated log lines of one kind"),
+}
+
+
+class SafetyNode(Node):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("safety_node", **kwargs)
+        for name, (default, description) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        self.monitor_config = MonitorConfig(
+            joints=tuple(p["joints"]),
+            **{k: p[k] for k in ("command_timeout", "state_timeout", "heartbeat_timeout", "max_command_age")},
+            **{k: p[k] for k in ("max_future", "max_step_dt", "velocity_scale", "start_pose_tolerance")},
+            far_outside_fraction=p["far_outside_fraction"],
+            max_joints=p["max_joints"],
+            publish_while_holding=p["publish_while_holding"],
+        )
+        self.output_config = OutputConfig(
+            OutputKind(p["output_adapter"]), p["output_topic"], p["trajectory_time_from_start"]
+        )
+        self.hardware_id = p["robot_profile"] or p["urdf_path"]
+        # Raises LimitsError (the node refuses to start) unless every commanded joint is finitely limited.
+        self.monitor = SafetyMonitor(load_limits(p["robot_profile"], p["urdf_path"]), self.monitor_config)
+        self.log = self.get_logger()  # type: ignore[no-untyped-call]
+        self.auto_arm = bool(p["auto_arm"])
+        self.throttle = float(p["log_throttle"])
+        self.state: JointStateSample | None = None
+        self._published_state: tuple[object, ...] = ()
+
+        self.out_pub = self.create_publisher(self.output_config.message_type, self.output_config.topic, 10)
+        self.state_pub = self.create_publisher(DiagnosticStatus, "/safety/state", LATCHED_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(JointState, "/policy/joint_commands", self.on_command, COMMAND_QOS)
+        self.create_subscription(JointState, "/joint_states", self.on_joint_states, STATE_QOS)
+        self.create_subscription(Header, "/policy/heartbeat", self.on_heartbeat, STATE_QOS)
+        self.create_subscription(Bool, "/safety/estop", self.on_estop_topic, 10)
+        self.create_service(Trigger, "/safety/estop", self.on_estop_service)
+        self.create_service(Trigger, "/safety/reset", self.on_reset_service)
+        self.create_timer(1.0 / float(p["rate"]), self.on_tick)
+        self.create_timer(float(p["diagnostics_period"]), self.on_diagnostics)
+        self.publish_state(self.monitor.last_decision, force=True)
+        lims = self.monitor.limits
+        self.log.info(
+            f"guarding {list(self.monitor_config.joints)} with limits from {self.hardware_id!r}; output "
+            f"{self.output_config.kind.value} on {self.output_config.topic}; "
+            + "; ".join(
+                f"{n}: [{lim.lower:.4g}, {lim.upper:.4g}] v<={lim.max_velocity:.4g}"
+                for n, lim in lims.items()
+            )
+        )
+
+    # --- callbacks: a few lines each --------------------------------------------------------------
+
+    def on_command(self, msg: JointState) -> None:
+        decision = self.monitor.check(command_from_msg(msg), self.state, time.monotonic(), self.ros_now())
+        self.act(decision)
+
+    def on_joint_states(self, msg: JointState) -> None:
+        self.state = state_from_msg(msg, time.monotonic())
+        if self.auto_arm and not self.monitor.armed:
+            self.auto_arm = False  # only the first time; later re-arming is an explicit reset
+            self.act(self.monitor.reset(self.state, time.monotonic()))
+
+    def on_heartbeat(self, _msg: Header) -> None:
+        self.monitor.heartbeat(time.monotonic())
+
+    def on_estop_topic(self, msg: Bool) -> None:
+        if msg.data:
+            self.act(self.monitor.engage_estop(time.monotonic(), "/safety/estop topic"))
+        else:
+            self.log.warning("/safety/estop False ignored: only /safety/reset clears the e-stop")
+
+    def on_estop_service(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
+        decision = self.monitor.engage_estop(time.monotonic(), "/safety/estop service")
+        self.act(decision)
+        resp.success, resp.message = True, decision.reason
+        return resp
+
+    def on_reset_service(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
+        decision = self.monitor.reset(self.state, time.monotonic())
+        self.act(decision)
+        resp.success, resp.message = decision.status is Status.OK, decision.reason
+        return resp
+
+    def on_tick(self) -> None:
+        self.act(self.monitor.tick(self.state, time.monotonic()))
+
+    def on_diagnostics(self) -> None:
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        array.status = [self.status_msg(self.monitor.last_decision)]
+        self.diag_pub.publish(array)
+        self.publish_state(self.monitor.last_decision, force=True)
+
+    # --- helpers ------------------------------------------------------------------------------------
+
+    def ros_now(self) -> float:
+        return float(self.get_clock().now().nanoseconds) * 1e-9
+
+    def act(self, decision: Decision) -> None:
+        """Send what the monitor decided, report a change of state, log (throttled) what was refused."""
+        if decision.positions is not None:
+            stamp = self.get_clock().now().to_msg()
+            self.out_pub.publish(
+                make_output(self.output_config, self.monitor_config.joints, decision.positions, stamp)
+            )
+        self.publish_state(decision)
+        if decision.status in (Status.REJECTED, Status.FAULT, Status.ESTOP, Status.HOLD):
+            self.log.warning(
+                f"{decision.status.name}: {decision.reason}", throttle_duration_sec=self.throttle
+            )
+        elif decision.status is Status.CLAMPED:
+            self.log.info(
+                f"CLAMPED {list(decision.joints)}: {decision.reason}", throttle_duration_sec=self.throttle
+            )
+
+    def status_msg(self, decision: Decision) -> DiagnosticStatus:
+        extra = {
+            "armed": str(self.monitor.armed),
+            "estop_latched": str(self.monitor.estop_latched),
+            "fault_latched": str(self.monitor.fault_latched),
+        }
+        return status_message(decision, self.monitor.counters.as_dict(), extra, STATUS_NAME, self.hardware_id)
+
+    def publish_state(self, decision: Decision, force: bool = False) -> None:
+        key = (decision.status, decision.causes, decision.joints, self.monitor.armed)
+        if force or key != self._published_state:
+            self._published_state = key
+            self.state_pub.publish(self.status_msg(decision))
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node: SafetyNode | None = None
+    try:
+        node = SafetyNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ValueError as e:  # LimitsError and config errors: refuse to start, say why
+        print(f"safety_node: refusing to start: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if node is not None:
+            node.destroy_node()  # type: ignore[no-untyped-call]
+        if rclpy_ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

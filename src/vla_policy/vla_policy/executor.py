@@ -86,7 +86,8 @@ class Tick:
 
     status: TickStatus
     action: np.ndarray | None  # [D], None when EMPTY
-    chunk_age_s: float  # now - stamp of the newest contributing chunk (nan when EMPTY)
+    chunk_stamp: float  # observation stamp of the newest contributing chunk (nan when EMPTY)
+    chunk_age_s: float  # now - chunk_stamp (nan when EMPTY)
     queued_chunks: int
     remaining_s: float  # how far ahead the queue still reaches from now (0 when EMPTY)
 
@@ -166,10 +167,12 @@ class ActionExecutor:
                 self._drop_faded(now)
             covering = [q for q in self._queue if q.chunk.stamp <= now + 1e-9]
             if not covering:
-                return Tick(TickStatus.EMPTY, None, math.nan, len(self._queue), self._remaining(now))
+                return Tick(
+                    TickStatus.EMPTY, None, math.nan, math.nan, len(self._queue), self._remaining(now)
+                )
             action = self._blend(covering, now)
-            age = now - covering[-1].chunk.stamp
-            return Tick(TickStatus.ACTION, action, age, len(self._queue), self._remaining(now))
+            stamp = covering[-1].chunk.stamp
+            return Tick(TickStatus.ACTION, action, stamp, now - stamp, len(self._queue), self._remaining(now))
 
     def _remaining(self, now: float) -> float:
         return max([0.0, *(q.end - now for q in self._queue)])

@@ -1,0 +1,236 @@
+"""The policy node's decisions, without rclpy: configuration, the start-up embodiment check, when to hold,
+how to build an observation, and the timing statistics the node reports.
+
+``policy_node`` wires this to topics; tests drive it directly with plain values and a fake clock.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from vla_collector.manifest import ActionType, EmbodimentManifest, ManifestError
+
+from vla_policy.backends import BackendKind
+from vla_policy.executor import ExecutorConfig
+
+
+class HoldReason(enum.Enum):
+    """Why no command goes out this tick (NONE: a command does). Ordered by precedence in :func:`hold_reason`."""
+
+    NONE = "commanding"
+    STARTING = "waiting for the first /joint_states (embodiment check)"
+    DISABLED = "disabled via ~/enable"
+    NO_INSTRUCTION = "no instruction (empty /task_instruction)"
+    NO_STATE = "no /joint_states yet"
+    STALE_STATE = "/joint_states are stale"
+    NO_IMAGE = "no camera frame yet"
+    STALE_IMAGE = "camera frames are stale"
+    QUEUE_EMPTY = "no action queued (waiting for inference)"
+
+
+@dataclass(frozen=True)
+class CameraInput:
+    name: str  # the manifest's camera name: observation.images.<name>
+    topic: str
+
+
+@dataclass(frozen=True)
+class PolicyNodeConfig:
+    backend: BackendKind = BackendKind.NATIVE
+    checkpoint: str = ""  # native checkpoint or Hugging Face model directory
+    device: str = "cpu"
+    remote_uri: str = "ws://127.0.0.1:8765"
+    remote_token_file: str = ""  # empty: the VLA_REMOTE_TOKEN environment variable
+    remote_timeout_s: float = 1.0
+    remote_image_encoding: str = "raw"
+    control_rate_hz: float = 50.0
+    heartbeat_rate_hz: float = 20.0
+    diagnostics_rate_hz: float = 1.0
+    max_image_age_s: float = 0.5
+    max_state_age_s: float = 0.25
+    refill_below_s: float = 0.6  # start the next inference when the queue reaches less than this ahead
+    cameras: tuple[CameraInput, ...] = (CameraInput("front", "/camera/image_raw"),)
+    robot_profile: str = "panda"  # safety limits (vla_safety.limits), checked against the manifest
+    urdf_path: str = ""
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "backend", BackendKind(self.backend))
+        object.__setattr__(self, "cameras", tuple(self.cameras))
+        if self.backend is not BackendKind.REMOTE and not self.checkpoint:
+            raise ValueError(
+                f"the {self.backend.value} backend needs the 'checkpoint' parameter (a model directory)"
+            )
+        if not 1.0 <= self.control_rate_hz <= 500.0:
+            raise ValueError(f"control_rate_hz must be in [1, 500], got {self.control_rate_hz}")
+        if not 10.0 <= self.heartbeat_rate_hz <= 1000.0:
+            raise ValueError(
+                f"heartbeat_rate_hz must be >= 10 (the safety monitor expects it), got {self.heartbeat_rate_hz}"
+            )
+        if not 0.0 < self.diagnostics_rate_hz <= 100.0:
+            raise ValueError(f"diagnostics_rate_hz must be in (0, 100], got {self.diagnostics_rate_hz}")
+        for name in ("max_image_age_s", "max_state_age_s", "remote_timeout_s", "refill_below_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value}")
+        if not self.cameras:
+            raise ValueError("at least one camera is required")
+        names = [c.name for c in self.cameras]
+        if len(set(names)) != len(names):
+            raise ValueError(f"camera names must be unique: {names}")
+        if any(not c.topic for c in self.cameras):
+            raise ValueError("every camera needs a topic")
+        if not (self.robot_profile or self.urdf_path):
+            raise ValueError(
+                "set robot_profile and/or urdf_path: the safety limits the model is checked against"
+            )
+
+    @property
+    def control_period_s(self) -> float:
+        return 1.0 / self.control_rate_hz
+
+
+def cameras_from_lists(names: Sequence[str], topics: Sequence[str]) -> tuple[CameraInput, ...]:
+    if len(names) != len(topics):
+        raise ValueError(f"{len(names)} camera names but {len(topics)} camera topics")
+    return tuple(CameraInput(n, t) for n, t in zip(names, topics, strict=True))
+
+
+def check_embodiment(
+    manifest: EmbodimentManifest,
+    joint_state_names: Sequence[str],
+    limited_joints: Iterable[str],
+    cameras: Iterable[str],
+) -> None:
+    """Fail closed before the first command: raise :class:`ManifestError` on any mismatch between the model's
+    manifest and the robot (first /joint_states), the safety configuration and the configured cameras."""
+    if manifest.action_type is not ActionType.ABSOLUTE_JOINT_POSITION:
+        raise ManifestError(
+            f"the model outputs {manifest.action_type.value} actions; this node commands absolute joint positions"
+        )
+    if len(set(joint_state_names)) != len(joint_state_names):
+        raise ManifestError(f"/joint_states has duplicate names: {list(joint_state_names)}")
+    manifest.check_joint_state(joint_state_names)
+    missing = [n for n in manifest.action_names if n not in set(joint_state_names)]
+    if missing:
+        raise ManifestError(f"the model commands joints {missing} that /joint_states does not report")
+    manifest.check_joints_limited(limited_joints)
+    manifest.check_cameras(cameras)
+
+
+class StateIndex:
+    """Picks the manifest's joints, in its order, out of a /joint_states message (which may order them otherwise)."""
+
+    def __init__(self, manifest_joints: Sequence[str]) -> None:
+        self.joints = tuple(manifest_joints)
+        self._cache: tuple[tuple[str, ...], np.ndarray] | None = None
+
+    def __call__(self, names: Sequence[str], positions: Sequence[float]) -> np.ndarray:
+        names = tuple(names)
+        if len(names) != len(positions):
+            raise ValueError(f"/joint_states has {len(names)} names but {len(positions)} positions")
+        if self._cache is None or self._cache[0] != names:
+            lookup = {n: i for i, n in enumerate(names)}
+            missing = [j for j in self.joints if j not in lookup]
+            if missing:
+                raise ValueError(f"/joint_states lacks {missing}")
+            self._cache = (names, np.array([lookup[j] for j in self.joints]))
+        state = np.asarray(positions, dtype=np.float64)[self._cache[1]]
+        if not np.all(np.isfinite(state)):
+            raise ValueError("/joint_states holds NaN or inf positions")
+        return state.astype(np.float32)
+
+
+def hold_reason(
+    *,
+    started: bool,
+    enabled: bool,
+    instruction: str,
+    state_age_s: float | None,
+    image_ages_s: Mapping[str, float | None],
+    config: PolicyNodeConfig,
+) -> HoldReason:
+    """Whether inputs allow commanding now (queue emptiness is the executor's to say)."""
+    if not started:
+        return HoldReason.STARTING
+    if not enabled:
+        return HoldReason.DISABLED
+    if not instruction.strip():
+        return HoldReason.NO_INSTRUCTION
+    if state_age_s is None:
+        return HoldReason.NO_STATE
+    if not -0.05 <= state_age_s <= config.max_state_age_s:
+        return HoldReason.STALE_STATE
+    for age in image_ages_s.values():
+        if age is None:
+            return HoldReason.NO_IMAGE
+    for age in image_ages_s.values():
+        if age is not None and not -0.05 <= age <= config.max_image_age_s:
+            return HoldReason.STALE_IMAGE
+    return HoldReason.NONE
+
+
+class RollingStats:
+    """The last ``size`` samples of something (latencies, periods) and their percentiles."""
+
+    def __init__(self, size: int = 500) -> None:
+        self._values: deque[float] = deque(maxlen=size)
+
+    def add(self, value: float) -> None:
+        if math.isfinite(value):
+            self._values.append(value)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def values(self) -> np.ndarray:
+        return np.fromiter(self._values, float)
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.values(), q)) if self._values else math.nan
+
+    def mean(self) -> float:
+        return float(np.mean(self.values())) if self._values else math.nan
+
+
+class ControlTiming:
+    """Achieved control rate, period jitter and observation-to-command latency, from tick times.
+
+    ``tick(now, published, chunk_stamp)``: ``now`` on the node's clock; ``chunk_stamp`` is the observation
+    stamp of the newest chunk the command came from; the first command from a chunk gives one latency sample.
+    """
+
+    def __init__(self, period_s: float, window: int = 500) -> None:
+        self.period_s = period_s
+        self.periods = RollingStats(window)
+        self.latencies = RollingStats(window)
+        self._last_tick: float | None = None
+        self._last_chunk_stamp: float | None = None
+        self.ticks = 0
+        self.published = 0
+
+    def tick(self, now: float, published: bool, chunk_stamp: float | None) -> None:
+        if self._last_tick is not None:
+            self.periods.add(now - self._last_tick)
+        self._last_tick = now
+        self.ticks += 1
+        if published:
+            self.published += 1
+            if chunk_stamp is not None and chunk_stamp != self._last_chunk_stamp:
+                self._last_chunk_stamp = chunk_stamp
+                self.latencies.add(now - chunk_stamp)
+
+    @property
+    def achieved_rate_hz(self) -> float:
+        mean = self.periods.mean()
+        return 1.0 / mean if mean and math.isfinite(mean) and mean > 0 else math.nan
+
+    def jitter_p99_s(self) -> float:
+        if not len(self.periods):
+            return math.nan
+        return float(np.percentile(np.abs(self.periods.values() - self.period_s), 99))

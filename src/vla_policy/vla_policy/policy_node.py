@@ -1,0 +1,408 @@
+"""``policy_node``: a VLA policy driving /policy/joint_commands at a steady control rate.
+
+Inference runs in its own thread and feeds an :class:`~vla_policy.executor.ActionExecutor`; a ROS timer
+ticks the executor at ``control_rate_hz`` and publishes what it says, so the control rate does not depend on
+the model's latency. Nothing is published (the safety monitor then holds the robot) while inputs are stale,
+the instruction is empty, the node is disabled, or the queue is empty. Before the first command the model's
+embodiment manifest is checked against the safety limits, the cameras and the first /joint_states; a mismatch
+stops the node with exit code 2. Decisions live in :mod:`vla_policy.node_core`; this module is wiring.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.task import Future
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Header, String
+from std_srvs.srv import SetBool
+from vla_collector.manifest import ManifestError
+from vla_perception.codec import CodecError, image_to_rgb8
+from vla_perception.freshness import FrameStatus, LatestFrame, time_to_ns
+
+from vla_policy.backends import (
+    BackendKind,
+    InferenceUnavailable,
+    LoadedPolicy,
+    load_local_backend,
+    load_remote_backend,
+)
+from vla_policy.executor import ActionExecutor as ActionQueue
+from vla_policy.executor import ExecutorConfig, PushStatus, TickStatus
+from vla_policy.interface import ActionChunk
+from vla_policy.node_core import (
+    ControlTiming,
+    HoldReason,
+    PolicyNodeConfig,
+    RollingStats,
+    StateIndex,
+    cameras_from_lists,
+    check_embodiment,
+    hold_reason,
+)
+from vla_policy.serve import read_token
+
+REMOTE_TOKEN_ENV = "VLA_REMOTE_TOKEN"
+INSTRUCTION_QOS = QoSProfile(
+    depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
+EXIT_REFUSED = 2
+
+# name -> (default, description). Types follow the defaults.
+PARAMETERS: dict[str, tuple[Any, str]] = {
+    "backend": ("native", "policy backend: native | huggingface | remote"),
+    "checkpoint": ("", "model directory: native checkpoint or Hugging Face model (with embodiment.json)"),
+    "device": ("cpu", "torch device for local backends"),
+    "remote_uri": ("ws://127.0.0.1:8765", "vla-serve address for the remote backend (ws:// or wss://)"),
+    "remote_token_file": ("", f"file with the vla-serve auth token (empty: ${REMOTE_TOKEN_ENV})"),
+    "remote_timeout_s": (1.0, "remote inference timeout; a slower answer gives no chunk and the robot holds"),
+    "remote_image_encoding": ("raw", "images to vla-serve: raw (uint8) or jpeg"),
+    "control_rate_hz": (50.0, "rate of /policy/joint_commands (20-50 Hz typical)"),
+    "heartbeat_rate_hz": (20.0, "rate of /policy/heartbeat (>= 10 Hz), published even while holding"),
+    "diagnostics_rate_hz": (1.0, "rate of /diagnostics"),
+    "max_image_age_s": (0.5, "hold when the newest camera frame is older than this (stamp age, ROS time)"),
+    "max_state_age_s": (0.25, "hold when the newest /joint_states is older than this (stamp age, ROS time)"),
+    "refill_below_s": (0.6, "start the next inference once the queue reaches less than this far ahead"),
+    "camera_names": (["front"], "cameras the model sees (observation.images.<name>), as in its manifest"),
+    "camera_topics": (["/camera/image_raw"], "sensor_msgs/Image topic of each camera, same order"),
+    "robot_profile": ("panda", "vla_safety robot profile whose joint limits the manifest is checked against"),
+    "urdf_path": ("", "URDF whose joint limits are merged with the profile (most restrictive wins)"),
+    "blend": ("crossfade", "chunk blending: crossfade | temporal_ensemble | latest"),
+    "interpolation": ("linear", "between a chunk's steps: linear | hold"),
+    "ensemble_decay": (0.01, "temporal_ensemble weight exp(-m*i), i=0 the oldest chunk"),
+    "crossfade_s": (0.2, "crossfade duration from the previous chunk to a new one"),
+    "max_chunk_age_s": (1.0, "refuse a chunk whose observation is older than this when it arrives"),
+    "start_enabled": (True, "command as soon as inputs allow (false: wait for ~/enable)"),
+}
+
+
+class PolicyNode(Node):
+    def __init__(self) -> None:
+        super().__init__("policy_node")
+        for name, (default, description) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        self.config = PolicyNodeConfig(
+            backend=p["backend"],
+            checkpoint=p["checkpoint"],
+            device=p["device"],
+            remote_uri=p["remote_uri"],
+            remote_token_file=p["remote_token_file"],
+            remote_timeout_s=p["remote_timeout_s"],
+            remote_image_encoding=p["remote_image_encoding"],
+            control_rate_hz=p["control_rate_hz"],
+            heartbeat_rate_hz=p["heartbeat_rate_hz"],
+            diagnostics_rate_hz=p["diagnostics_rate_hz"],
+            max_image_age_s=p["max_image_age_s"],
+            max_state_age_s=p["max_state_age_s"],
+            refill_below_s=p["refill_below_s"],
+            cameras=cameras_from_lists(p["camera_names"], p["camera_topics"]),
+            robot_profile=p["robot_profile"],
+            urdf_path=p["urdf_path"],
+            executor=ExecutorConfig(
+                blend=p["blend"],
+                interpolation=p["interpolation"],
+                ensemble_decay=p["ensemble_decay"],
+                crossfade_s=p["crossfade_s"],
+                max_chunk_age_s=p["max_chunk_age_s"],
+            ),
+        )
+        cfg = self.config
+        self.fatal: Future = Future()
+        self.loaded = self._load_backend()
+        manifest = self.loaded.manifest
+        # The safety limits and cameras can be checked now; the joints when the first /joint_states arrives.
+        from vla_safety.limits import limited_joints
+
+        self._limited = limited_joints(cfg.robot_profile, cfg.urdf_path)
+        manifest.check_joints_limited(self._limited)
+        manifest.check_cameras([c.name for c in cfg.cameras])
+        self.get_logger().info(
+            f"loaded {self.loaded.description}; waiting for /joint_states to check the embodiment"
+        )
+
+        self.queue = ActionQueue(manifest.action_names, cfg.executor)
+        self.timing = ControlTiming(cfg.control_period_s)
+        self.inference_latency = RollingStats(200)
+        self._state_index = StateIndex(manifest.joint_names)
+        self._frames = {c.name: LatestFrame[Image]() for c in cfg.cameras}
+        self._joint_state: LatestFrame[JointState] = LatestFrame()
+        self._started = False
+        self._enabled = bool(p["start_enabled"])
+        self._instruction = ""
+        self._reset_pending = True
+        self._hold = HoldReason.STARTING
+        self._last_chunk_status = PushStatus.ACCEPTED
+        self._model_errors = 0
+        self._unavailable = 0
+        self._stop = threading.Event()
+
+        for camera in cfg.cameras:
+            self.create_subscription(
+                Image,
+                camera.topic,
+                lambda msg, name=camera.name: self._on_image(name, msg),
+                qos_profile_sensor_data,
+            )
+        self.create_subscription(JointState, "/joint_states", self._on_joint_state, qos_profile_sensor_data)
+        self.create_subscription(String, "/task_instruction", self._on_instruction, INSTRUCTION_QOS)
+        self._command_pub = self.create_publisher(JointState, "/policy/joint_commands", 10)
+        self._heartbeat_pub = self.create_publisher(Header, "/policy/heartbeat", 10)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_service(SetBool, "~/enable", self._on_enable)
+        self.create_timer(cfg.control_period_s, self._on_control_tick)
+        self.create_timer(1.0 / cfg.heartbeat_rate_hz, self._on_heartbeat)
+        self.create_timer(1.0 / cfg.diagnostics_rate_hz, self._on_diagnostics)
+        self._worker = threading.Thread(target=self._inference_loop, name="policy-inference", daemon=True)
+        self._worker.start()
+
+    # --- setup -----------------------------------------------------------------------------------------
+
+    def _load_backend(self) -> LoadedPolicy:
+        cfg = self.config
+        if cfg.backend is BackendKind.REMOTE:
+            token = read_token(cfg.remote_token_file, REMOTE_TOKEN_ENV)
+            return load_remote_backend(cfg.remote_uri, token, cfg.remote_timeout_s, cfg.remote_image_encoding)
+        return load_local_backend(cfg.backend, cfg.checkpoint, device=cfg.device)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._worker.join(timeout=5.0)
+        close = getattr(self.loaded.policy, "close", None)
+        if callable(close):
+            close()
+
+    def _now_s(self) -> float:
+        return self.get_clock().now().nanoseconds / 1e9
+
+    # --- callbacks (wiring only) -----------------------------------------------------------------------
+
+    def _on_image(self, name: str, msg: Image) -> None:
+        self._frames[name].put(msg, time_to_ns(msg.header.stamp))
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        if not self._started:
+            self._check_embodiment(list(msg.name))
+        self._joint_state.put(msg, time_to_ns(msg.header.stamp))
+
+    def _on_instruction(self, msg: String) -> None:
+        if msg.data != self._instruction:
+            self.queue.clear()  # a new task: nothing computed for the old one may be played
+            self._instruction, self._reset_pending = msg.data, True
+            self.get_logger().info(
+                f"instruction: {msg.data!r}" if msg.data.strip() else "instruction cleared: idle"
+            )
+
+    def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        self._enabled = bool(request.data)
+        if not self._enabled:
+            self.queue.clear()
+        response.success, response.message = True, "enabled" if self._enabled else "disabled: holding"
+        self.get_logger().info(response.message)
+        return response
+
+    def _on_control_tick(self) -> None:
+        now = self._now_s()
+        self._hold = self._input_hold(now)
+        tick = self.queue.tick(now) if self._hold is HoldReason.NONE else None
+        if self._hold is not HoldReason.NONE:
+            self.queue.clear()
+        elif tick is not None and tick.status is TickStatus.EMPTY:
+            self._hold = HoldReason.QUEUE_EMPTY
+        elif tick is not None and tick.action is not None:
+            self._publish_command(tick.action)
+        published = self._hold is HoldReason.NONE
+        self.timing.tick(now, published, tick.chunk_stamp if published and tick is not None else None)
+
+    def _on_heartbeat(self) -> None:
+        self._heartbeat_pub.publish(Header(stamp=self.get_clock().now().to_msg(), frame_id=self.get_name()))
+
+    def _on_diagnostics(self) -> None:
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        array.status.append(self._diagnostic_status())
+        self._diagnostics_pub.publish(array)
+
+    # --- decisions -------------------------------------------------------------------------------------
+
+    def _check_embodiment(self, joint_state_names: list[str]) -> None:
+        try:
+            check_embodiment(
+                self.loaded.manifest, joint_state_names, self._limited, [c.name for c in self.config.cameras]
+            )
+        except ManifestError as e:
+            if not self.fatal.done():
+                self.fatal.set_result(f"refusing to run {self.loaded.description}: {e}")
+            return
+        self._started = True
+        self.get_logger().info("embodiment manifest matches the robot, the safety limits and the cameras")
+
+    def _input_hold(self, now: float) -> HoldReason:
+        now_ns = int(now * 1e9)
+        state = self._joint_state.check(self.config.max_state_age_s, now_ns)
+        images = {
+            name: frame.check(self.config.max_image_age_s, now_ns) for name, frame in self._frames.items()
+        }
+        return hold_reason(
+            started=self._started,
+            enabled=self._enabled,
+            instruction=self._instruction,
+            state_age_s=None if state.status is FrameStatus.EMPTY else state.sample.age_s,  # type: ignore[union-attr]
+            image_ages_s={
+                n: None if c.status is FrameStatus.EMPTY else c.sample.age_s for n, c in images.items()
+            },  # type: ignore[union-attr]
+            config=self.config,
+        )
+
+    def _publish_command(self, action: Any) -> None:
+        msg = JointState()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.name = list(self.queue.names)
+        msg.position = [float(v) for v in action]
+        self._command_pub.publish(msg)
+
+    # --- inference thread ------------------------------------------------------------------------------
+
+    def _inference_loop(self) -> None:
+        idle = min(0.01, self.config.control_period_s / 2)
+        while not self._stop.is_set():
+            try:
+                ran = self._inference_step()
+            except InferenceUnavailable as e:
+                self._unavailable += 1
+                self.get_logger().warning(f"no chunk, holding: {e}", throttle_duration_sec=2.0)
+                ran = False
+            except (CodecError, ValueError) as e:
+                self._model_errors += 1
+                self.get_logger().error(f"bad input or output, holding: {e}", throttle_duration_sec=2.0)
+                self._stop.wait(0.1)
+                ran = False
+            except Exception as e:  # the model raised: hold, report, retry
+                self._model_errors += 1
+                self.get_logger().error(
+                    f"inference failed, holding: {type(e).__name__}: {e}", throttle_duration_sec=2.0
+                )
+                self._stop.wait(0.5)
+                ran = False
+            if not ran:
+                self._stop.wait(idle)
+
+    def _inference_step(self) -> bool:
+        now = self._now_s()
+        if self._input_hold(now) is not HoldReason.NONE:
+            return False
+        if self.queue.remaining(now) > self.config.refill_below_s:
+            return False
+        epoch = self.queue.epoch
+        if self._reset_pending:
+            self._reset_pending = False
+            self.loaded.policy.reset()
+        observation, stamp = self._observation()
+        started = time.monotonic()
+        chunk = self.loaded.policy.infer(observation)
+        self.inference_latency.add(time.monotonic() - started)
+        if abs(chunk.stamp - stamp) > 1e-6:  # the node knows when the observation was taken
+            chunk = ActionChunk(chunk.actions, chunk.names, stamp, chunk.dt)
+        self._last_chunk_status = self.queue.push(chunk, self._now_s(), epoch)
+        if self._last_chunk_status is not PushStatus.ACCEPTED:
+            self.get_logger().warning(
+                f"chunk refused: {self._last_chunk_status.value}", throttle_duration_sec=2.0
+            )
+        return True
+
+    def _observation(self) -> tuple[dict[str, Any], float]:
+        observation: dict[str, Any] = {"task": self._instruction}
+        stamps = []
+        for name, frame in self._frames.items():
+            sample = frame.check(self.config.max_image_age_s).sample
+            if sample is None:
+                raise InferenceUnavailable(f"camera {name} has no frame")
+            observation[f"observation.images.{name}"] = image_to_rgb8(sample.frame)
+            stamps.append(sample.stamp_ns)
+        state = self._joint_state.check(self.config.max_state_age_s).sample
+        if state is None:
+            raise InferenceUnavailable("no /joint_states")
+        observation["observation.state"] = self._state_index(state.frame.name, state.frame.position)
+        stamp = min(stamps) / 1e9  # the oldest input: actions are timed from when the scene was seen
+        observation["timestamp"] = stamp
+        return observation, stamp
+
+    def _diagnostic_status(self) -> DiagnosticStatus:
+        status = DiagnosticStatus(name=f"{self.get_name()}: policy", hardware_id=self.loaded.description)
+        hold = self._hold
+        if hold is HoldReason.NONE:
+            status.level, status.message = DiagnosticStatus.OK, "commanding"
+        elif hold in (HoldReason.DISABLED, HoldReason.NO_INSTRUCTION):
+            status.level, status.message = DiagnosticStatus.OK, f"holding: {hold.value}"
+        else:
+            status.level, status.message = DiagnosticStatus.WARN, f"holding: {hold.value}"
+        now = self._now_s()
+        tick_probe = self.queue.remaining(now)
+        values = {
+            "hold_reason": hold.name,
+            "instruction": self._instruction,
+            "inference_latency_p50_ms": _ms(self.inference_latency.percentile(50)),
+            "inference_latency_p99_ms": _ms(self.inference_latency.percentile(99)),
+            "queue_depth_s": f"{tick_probe:.3f}",
+            "control_rate_target_hz": f"{self.config.control_rate_hz:.2f}",
+            "control_rate_achieved_hz": f"{self.timing.achieved_rate_hz:.2f}",
+            "control_jitter_p99_ms": _ms(self.timing.jitter_p99_s()),
+            "obs_to_command_latency_p50_ms": _ms(self.timing.latencies.percentile(50)),
+            "obs_to_command_latency_p99_ms": _ms(self.timing.latencies.percentile(99)),
+            "commands_published": str(self.timing.published),
+            "chunks_refused": str(self.queue.refused_chunks),
+            "last_chunk_status": self._last_chunk_status.value,
+            "stale_actions_skipped": str(self.queue.skipped_actions),
+            "model_errors": str(self._model_errors),
+            "inference_unavailable": str(self._unavailable),
+            "frames_overwritten": str(sum(f.overwritten for f in self._frames.values())),
+        }
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        return status
+
+
+def _ms(seconds: float) -> str:
+    return "nan" if math.isnan(seconds) else f"{seconds * 1e3:.2f}"
+
+
+def main(args: list[str] | None = None) -> int:
+    # Python switches threads every 5 ms by default: too coarse for a 50 Hz timer beside an inference thread.
+    sys.setswitchinterval(float(os.environ.get("VLA_POLICY_SWITCH_INTERVAL_S", "0.001")))
+    rclpy.init(args=args)
+    node: PolicyNode | None = None
+    code = 0
+    try:
+        node = PolicyNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin_until_future_complete(node.fatal)
+        if node.fatal.done():
+            node.get_logger().fatal(str(node.fatal.result()))
+            code = EXIT_REFUSED
+    except (ManifestError, ValueError, RuntimeError, OSError) as e:
+        # Bad parameters, a missing model, an embodiment mismatch, limits that cannot be loaded: refuse.
+        rclpy.logging.get_logger("policy_node").fatal(f"refusing to start: {type(e).__name__}: {e}")
+        code = EXIT_REFUSED
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.stop()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

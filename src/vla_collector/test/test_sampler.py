@@ -1,0 +1,133 @@
+"""The fixed-rate sampler: tick placement, causality, action lookahead, drops, gaps and the verdict."""
+
+import pytest
+from vla_collector.sampler import NS, EpisodeVerdict, FrameSampler, SamplerConfig, joint_vector
+
+MS = 1_000_000
+
+
+def feed(sampler, until_ms, state_hz=100, cam_hz=30, action_hz=100, skip_cam=(), start_ms=0):
+    """Synthetic streams; payload = stamp in ms so tests can see what was chosen."""
+    events = []
+    for hz, kind in ((state_hz, "state"), (cam_hz, "cam"), (action_hz, "action")):
+        k = 0
+        while (t := start_ms + k * 1000 / hz) <= until_ms:
+            if not (kind == "cam" and any(a <= t < b for a, b in skip_cam)):
+                events.append((t, kind))
+            k += 1
+    frames = []
+    for t, kind in sorted(events):
+        ns = int(t * MS)
+        if kind == "state":
+            sampler.add_state(ns, t)
+        elif kind == "cam":
+            sampler.add_image("front", ns, t)
+        else:
+            sampler.add_action(ns, t)
+        frames += sampler.advance(ns)
+    return frames
+
+
+def test_ticks_are_exact_and_observations_causal():
+    s = FrameSampler(SamplerConfig(fps=10), task="pick")
+    frames = feed(s, 2000)
+    tail, report = s.finish(2000 * MS)
+    frames += tail
+    assert [f.t_ns for f in frames] == [k * NS // 10 for k in range(len(frames))]
+    assert len(frames) == 20  # ticks 0.0..1.9 s: the last needs commands up to 2.0 s
+    for f in frames:
+        assert f.state.stamp_ns <= f.t_ns and f.images["front"].stamp_ns <= f.t_ns
+        assert f.t_ns < f.action.stamp_ns + 1 <= f.t_ns + NS // 10  # the command issued during the frame
+        assert f.task == "pick" and f.fresh
+    assert report.verdict is EpisodeVerdict.ACCEPTED and report.real_rate_hz == pytest.approx(10)
+    assert report.streams["camera/front"]["rate_hz"] == pytest.approx(30, rel=0.01)
+    assert report.largest_gap_s == pytest.approx(1 / 30, abs=1e-3)
+
+
+def test_live_emission_waits_for_lookahead_and_latency():
+    s = FrameSampler(SamplerConfig(fps=10, latency_s=0.05))
+    for t in (0, 10):
+        s.add_state(t * MS, t)
+        s.add_image("front", t * MS, t)
+        s.add_action(t * MS, t)
+    assert s.advance(149 * MS) == []  # tick 0 needs now >= 0 + 100 ms lookahead + 50 ms latency
+    assert [f.index for f in s.advance(150 * MS)] == [0]
+
+
+def test_a_stalled_camera_drops_frames_and_refuses_the_episode():
+    s = FrameSampler(SamplerConfig(fps=10, rate_tolerance=0.05, max_gap_s=5.0))
+    frames = feed(s, 3000, skip_cam=[(1000, 1600)])
+    tail, report = s.finish(3000 * MS)
+    frames += tail
+    late = [f for f in frames if not f.fresh]
+    assert late and all(f.late_streams == ("camera/front",) for f in late)
+    assert report.dropped_frames == len(late) and report.verdict is EpisodeVerdict.RATE_TOO_LOW
+    assert "camera/front" in report.reason and report.largest_gap_stream == "camera/front"
+    assert report.largest_gap_s == pytest.approx(0.6 + 1 / 30, abs=0.02)
+    # frames keep their clock: timestamps do not pretend the gap away
+    assert [f.t_ns for f in frames] == [k * NS // 10 for k in range(len(frames))]
+
+
+def test_a_long_gap_alone_refuses_the_episode():
+    # 15 % drops tolerated, but the camera's 0.4 s gap exceeds max_gap 0.3 s
+    s = FrameSampler(SamplerConfig(fps=10, rate_tolerance=0.5, max_gap_s=0.3))
+    feed(s, 3000, skip_cam=[(1000, 1400)])
+    _, report = s.finish(3000 * MS)
+    assert report.verdict is EpisodeVerdict.GAP_TOO_LONG and "camera/front" in report.reason
+
+
+def test_a_slow_camera_is_a_rate_problem_not_a_silent_duplicate():
+    s = FrameSampler(SamplerConfig(fps=10))
+    feed(s, 3000, cam_hz=5)
+    _, report = s.finish(3000 * MS)
+    assert report.verdict is EpisodeVerdict.RATE_TOO_LOW
+    assert report.streams["camera/front"]["distinct_samples"] < report.frames
+
+
+def test_nothing_to_sample_is_reported_empty_and_names_the_missing_stream():
+    s = FrameSampler(SamplerConfig(fps=10, cameras=("front", "wrist")))
+    feed(s, 1000)
+    frames, report = s.finish(1000 * MS)
+    assert frames == [] and report.verdict is EpisodeVerdict.EMPTY and "camera/wrist" in report.reason
+
+
+def test_instruction_changes_apply_from_their_time_and_start_is_respected():
+    s = FrameSampler(SamplerConfig(fps=10), start_ns=500 * MS)
+    s.set_task(0, "first")
+    s.set_task(1000 * MS, "second")
+    frames = feed(s, 2000)
+    frames += s.finish(2000 * MS)[0]
+    assert frames[0].t_ns == 500 * MS
+    assert {f.task for f in frames if f.t_ns < NS} == {"first"}
+    assert {f.task for f in frames if f.t_ns >= NS} == {"second"}
+
+
+def test_out_of_order_messages_are_sorted_and_counted():
+    s = FrameSampler(SamplerConfig(fps=10))
+    feed(s, 500)
+    s.add_state(450 * MS, "late")
+    assert s.report().streams["state"]["out_of_order"] == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"fps": 0},
+        {"fps": 2.5},
+        {"rate_tolerance": 1.0},
+        {"max_gap_s": 0},
+        {"latency_s": -1},
+        {"cameras": ("a", "a")},
+    ],
+)
+def test_bad_config_is_refused(kwargs):
+    with pytest.raises(ValueError):
+        SamplerConfig(**kwargs)
+
+
+def test_joint_vector_orders_and_names_missing_joints():
+    assert joint_vector(["b", "a"], [2.0, 1.0], ["a", "b"]) == [1.0, 2.0]
+    with pytest.raises(KeyError, match="'c'"):
+        joint_vector(["a"], [1.0], ["a", "c"])
+    with pytest.raises(ValueError, match="positions"):
+        joint_vector(["a", "b"], [1.0], ["a"])

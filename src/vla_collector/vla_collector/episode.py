@@ -1,0 +1,281 @@
+"""From recorded messages to dataset episodes: topic mapping, decoding, and bag conversion.
+
+The same path serves the live recorder (frames from :class:`~vla_collector.sampler.FrameSampler`), the
+recovery of an episode whose recorder died, and ``vla-dataset convert`` for any rosbag2 MCAP bag.
+Messages stay raw CDR until a frame needs them; images are converted by ``vla_perception.codec``.
+
+Pure Python: no rclpy.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sensor_msgs.msg import Image
+from vla_perception.codec import image_to_rgb8
+
+from vla_collector.bag import BagError, BagReader, RawMessage, deserialize, header_stamp_ns
+from vla_collector.lerobot_v3 import (
+    DatasetError,
+    DatasetSpec,
+    EpisodeRecorder,
+    EpisodeSummary,
+    LeRobotV3Writer,
+    VideoCodecConfig,
+)
+from vla_collector.manifest import CameraSpec
+from vla_collector.sampler import EpisodeReport, Frame, FrameSampler, SamplerConfig, joint_vector
+
+PANDA_JOINTS = (*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1")
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+JOINT_STATE_TYPE = "sensor_msgs/msg/JointState"
+STRING_TYPE = "std_msgs/msg/String"
+
+
+class ConversionError(ValueError):
+    """Recorded data cannot become an episode (missing topic, wrong type, unknown joint...)."""
+
+
+@dataclass(frozen=True)
+class TopicMap:
+    """Which topic feeds which dataset stream."""
+
+    state: str = "/joint_states"
+    action: str = "/joint_commands"
+    cameras: Mapping[str, str] = field(default_factory=lambda: {"front": "/camera/image_raw"})
+    instruction: str = "/task_instruction"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cameras", dict(self.cameras))
+        if not self.state or not self.action:
+            raise ConversionError("state and action topics must be set")
+        topics = [self.state, self.action, *self.cameras.values()]
+        if self.state == self.action:
+            raise ConversionError(f"state and action cannot share the topic {self.state}")
+        if len(set(topics)) != len(topics):
+            raise ConversionError(f"a topic feeds two streams: {topics}")
+
+    def recorded_topics(self) -> dict[str, str]:
+        """topic -> message type for everything the recorder subscribes to."""
+        topics = {self.state: JOINT_STATE_TYPE, self.action: JOINT_STATE_TYPE}
+        topics.update({t: IMAGE_TYPE for t in self.cameras.values()})
+        if self.instruction:
+            topics[self.instruction] = STRING_TYPE
+        return topics
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "action": self.action,
+            "cameras": dict(self.cameras),
+            "instruction": self.instruction,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TopicMap:
+        return cls(d["state"], d["action"], dict(d["cameras"]), d.get("instruction", ""))
+
+
+@dataclass(frozen=True)
+class DatasetTarget:
+    """The dataset episodes go to, and what its rows mean (empty joint names: taken from the first
+    /joint_states message; empty action names: the state's)."""
+
+    root: Path
+    fps: int = 10
+    robot_type: str = "panda"
+    state_names: tuple[str, ...] = PANDA_JOINTS
+    action_names: tuple[str, ...] = PANDA_JOINTS
+    video: VideoCodecConfig = field(default_factory=VideoCodecConfig)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+        object.__setattr__(self, "state_names", tuple(self.state_names))
+        object.__setattr__(self, "action_names", tuple(self.action_names))
+
+    def spec(self, cameras: Iterable[CameraSpec]) -> DatasetSpec:
+        return DatasetSpec(
+            fps=self.fps,
+            robot_type=self.robot_type,
+            state_names=self.state_names,
+            action_names=self.action_names or self.state_names,
+            cameras=tuple(cameras),
+            video=self.video,
+        )
+
+
+def decode_rgb(cdr: bytes) -> np.ndarray:
+    """CDR sensor_msgs/Image -> HxWx3 uint8 rgb, through the one codec."""
+    m = deserialize(IMAGE_TYPE, cdr)
+    msg = Image(
+        height=int(m.height),
+        width=int(m.width),
+        encoding=m.encoding,
+        is_bigendian=int(m.is_bigendian),
+        step=int(m.step),
+    )
+    msg.data = np.asarray(m.data, dtype=np.uint8).tobytes()
+    return np.ascontiguousarray(image_to_rgb8(msg))
+
+
+def decode_joints(cdr: bytes, wanted: tuple[str, ...]) -> list[float]:
+    m = deserialize(JOINT_STATE_TYPE, cdr)
+    return joint_vector(list(m.name), list(m.position), wanted)
+
+
+def decode_string(cdr: bytes) -> str:
+    return str(deserialize(STRING_TYPE, cdr).data)
+
+
+def message_stamp(cdr: bytes, receive_ns: int) -> int:
+    """The header stamp, or the receive time when the publisher left it zero."""
+    stamp = header_stamp_ns(cdr)
+    return stamp if stamp > 0 else receive_ns
+
+
+class EpisodeBuilder:
+    """Frames -> one dataset episode. The dataset is opened (or created) on the first frame, when the
+    camera sizes are known; a size that differs from the dataset's is refused."""
+
+    def __init__(
+        self,
+        target: DatasetTarget,
+        cameras: Iterable[str],
+        writer: LeRobotV3Writer | None = None,
+    ) -> None:
+        self.target = target
+        self.cameras = tuple(cameras)
+        self.writer = writer
+        self._recorder: EpisodeRecorder | None = None
+        self.frames = 0
+
+    def add(self, frame: Frame) -> None:
+        if not self.target.state_names:  # take the joints (and their order) from the first state message
+            names = tuple(deserialize(JOINT_STATE_TYPE, frame.state.payload).name)
+            self.target = replace(
+                self.target, state_names=names, action_names=self.target.action_names or names
+            )
+        state = decode_joints(frame.state.payload, self.target.state_names)
+        action = decode_joints(frame.action.payload, self.target.action_names or self.target.state_names)
+        images = {cam: decode_rgb(frame.images[cam].payload) for cam in self.cameras}
+        if self._recorder is None:
+            specs = [CameraSpec(cam, img.shape[0], img.shape[1]) for cam, img in images.items()]
+            spec = self.target.spec(specs)
+            if self.writer is None:
+                self.writer = LeRobotV3Writer.open_or_create(self.target.root, spec)
+            elif self.writer.spec.features() != spec.features():
+                raise DatasetError(
+                    f"camera sizes {[(c.name, c.height, c.width) for c in specs]} do not match the dataset's "
+                    f"{[(c.name, c.height, c.width) for c in self.writer.spec.cameras]}"
+                )
+            self._recorder = self.writer.begin_episode()
+        if not frame.task:
+            raise ConversionError(
+                "no task instruction for this episode (publish /task_instruction or set a default task)"
+            )
+        self._recorder.add_frame(state, action, images, frame.task)
+        self.frames += 1
+
+    def commit(self) -> EpisodeSummary:
+        if self._recorder is None:
+            raise DatasetError("the episode has no frames")
+        return self._recorder.finish()
+
+    def abort(self) -> None:
+        if self._recorder is not None:
+            self._recorder.abort()
+            self._recorder = None
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    report: EpisodeReport
+    summary: EpisodeSummary | None  # None when the episode was refused
+
+
+def frames_from_messages(
+    messages: Iterable[RawMessage],
+    topics: TopicMap,
+    sampler: FrameSampler,
+) -> Iterable[tuple[RawMessage, list[Frame]]]:
+    """Feed recorded messages to a sampler in log order; yields each message with the frames it decides."""
+    cam_by_topic = {t: c for c, t in topics.cameras.items()}
+    for m in messages:
+        if m.topic == topics.instruction:
+            text = decode_string(m.data)
+            if text:
+                sampler.set_task(m.log_time_ns, text)
+            yield m, []
+            continue
+        try:
+            stamp = message_stamp(m.data, m.log_time_ns)
+        except BagError as e:
+            raise ConversionError(f"{m.topic}: {e}") from None
+        if m.topic == topics.state:
+            sampler.add_state(stamp, m.data)
+        elif m.topic == topics.action:
+            sampler.add_action(stamp, m.data)
+        elif m.topic in cam_by_topic:
+            sampler.add_image(cam_by_topic[m.topic], stamp, m.data)
+        else:
+            yield m, []
+            continue
+        yield m, sampler.advance(m.log_time_ns)
+
+
+def convert_bag(
+    bag: str | os.PathLike[str],
+    target: DatasetTarget,
+    topics: TopicMap,
+    *,
+    sampler_config: SamplerConfig | None = None,
+    default_task: str = "",
+    writer: LeRobotV3Writer | None = None,
+    write_refused: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[ConversionResult, LeRobotV3Writer | None]:
+    """One bag -> one dataset episode (unless the report refuses it and ``write_refused`` is false).
+
+    Frames are encoded as they are decided (memory stays bounded); a refused episode is aborted at the end.
+    """
+    reader = BagReader(bag)
+    available = reader.topics()
+    needed = {topics.state: JOINT_STATE_TYPE, topics.action: JOINT_STATE_TYPE}
+    needed.update({t: IMAGE_TYPE for t in topics.cameras.values()})
+    for topic, msg_type in needed.items():
+        if topic not in available:
+            raise ConversionError(f"{bag}: topic {topic} is not in the bag (it has {sorted(available)})")
+        if available[topic].msg_type != msg_type:
+            raise ConversionError(f"{bag}: {topic} is {available[topic].msg_type}, expected {msg_type}")
+    config = sampler_config or SamplerConfig(cameras=tuple(topics.cameras))
+    if set(config.cameras) != set(topics.cameras):
+        raise ConversionError(f"sampler cameras {config.cameras} != mapped cameras {sorted(topics.cameras)}")
+    builder = EpisodeBuilder(target, config.cameras, writer)
+    sampler = FrameSampler(config, task=default_task)
+    last_ns = 0
+    try:
+        for message, frames in frames_from_messages(
+            reader.messages({*needed, topics.instruction}), topics, sampler
+        ):
+            if message.topic in needed:
+                last_ns = max(last_ns, message.log_time_ns)
+            for frame in frames:
+                builder.add(frame)
+            if progress is not None:
+                progress(1)
+        tail, report = sampler.finish(last_ns + 1)
+        for frame in tail:
+            builder.add(frame)
+        if report.frames == 0 or (not report.accepted and not write_refused):
+            builder.abort()
+            return ConversionResult(report, None), builder.writer
+        summary = builder.commit()
+    except BaseException:
+        builder.abort()
+        raise
+    return ConversionResult(report, summary), builder.writer

@@ -578,14 +578,17 @@ class SafetyMonitor:
             causes.append(Cause.VELOCITY_LIMIT)
             return prev.copy(), tuple(causes)
         abs_step = np.abs(step)
-        s_vel = float(np.min(np.where(moving, self._vmax * dt_eff / np.where(moving, abs_step, 1.0), np.inf)))
+        with np.errstate(over="ignore", divide="ignore"):  # tiny steps give huge ratios: min() takes care
+            s_vel = float(
+                np.min(np.where(moving, self._vmax * dt_eff / np.where(moving, abs_step, 1.0), np.inf))
+            )
         # Allowed new velocity per joint: within max_acceleration*dt of the last one, or anywhere between it and 0.
         v_prev = self._last_velocity
         dv = self._amax * dt_eff
         v_lo = np.minimum(v_prev - dv, 0.0)
         v_hi = np.maximum(v_prev + dv, 0.0)
         v_req = step / dt_eff
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             bound = np.where(v_req > 0, v_hi / v_req, np.where(v_req < 0, v_lo / v_req, np.inf))
         s_acc = float(np.min(np.where(np.isnan(bound), np.inf, bound)))
         s = min(1.0, s_vel, s_acc)

@@ -1,0 +1,135 @@
+"""Position, velocity, step and acceleration limits, start pose, far-outside fault; limits frozen while armed."""
+
+import numpy as np
+import pytest
+from factories import LIMITS, Rig
+from vla_safety.limits import JointLimits, LimitsError
+from vla_safety.monitor import Cause, Status
+
+NO_ACCEL = {
+    n: JointLimits(n, lim.min_position, lim.max_position, lim.max_velocity) for n, lim in LIMITS.items()
+}
+
+
+def test_clamps_to_the_position_limit_minus_margin():
+    rig = Rig(pose=(1.85, 0.0, 0.02))
+    d = rig.send((1.95, 0.0, 0.02))
+    assert d.status is Status.CLAMPED
+    assert Cause.POSITION_LIMIT in d.causes
+    assert d.joints == ("j1",)
+    assert d.positions is not None
+    assert d.positions[0] == pytest.approx(1.9)
+
+
+def test_from_outside_the_limit_only_inward_motion_is_allowed():
+    rig = Rig(pose=(1.95, 0.0, 0.02))  # inside the hard limit (2.0), outside the margin (1.9)
+    d = rig.send((1.97, 0.0, 0.02))
+    assert d.status is Status.CLAMPED
+    assert d.positions is not None
+    assert d.positions[0] == pytest.approx(1.95)  # no further out
+    rig.advance(0.05)
+    d = rig.send((1.94, 0.0, 0.02))
+    assert d.status is Status.OK
+    assert d.positions[0] == pytest.approx(1.94)  # inward is fine
+
+
+def test_far_outside_the_limits_latches_a_fault():
+    rig = Rig(pose=(1.85, 0.0, 0.02))
+    assert rig.send((1.85, 0.0, 0.02)).status is Status.OK
+    rig.pose = [2.25, 0.0, 0.02]  # measured beyond 2.2: 5% of the 4 rad range past the hard limit 2.0
+    rig.advance(0.02)
+    d = rig.send((1.85, 0.0, 0.02))
+    assert d.status is Status.FAULT
+    assert d.causes == (Cause.FAR_OUTSIDE,)
+    assert d.joints == ("j1",)
+    assert rig.monitor.fault_latched
+    rig.advance(0.02)
+    assert rig.send((2.0, 0.0, 0.02)).status is Status.FAULT
+    assert rig.monitor.counters.dropped_fault == 1
+
+
+def test_velocity_limit_scales_the_whole_step_keeping_its_direction():
+    rig = Rig(limits=NO_ACCEL)
+    assert rig.send((0.0, 0.0, 0.02)).status is Status.OK
+    rig.advance(0.02)
+    d = rig.send((0.1, 0.1, 0.02))  # j1 may move 1.0 * 0.02 = 0.02 rad: the step is scaled by 0.2
+    assert d.status is Status.CLAMPED
+    assert d.causes == (Cause.VELOCITY_LIMIT,)
+    assert d.positions is not None
+    assert d.positions[0] == pytest.approx(0.02)
+    assert d.positions[1] == pytest.approx(0.02)  # j2's own limit (0.04) is not binding: same direction kept
+    assert set(d.joints) == {"j1", "j2"}
+
+
+def test_step_cap_bounds_a_step_after_a_gap():
+    rig = Rig(limits=NO_ACCEL)
+    assert rig.send((0.0, 0.0, 0.02)).status is Status.OK
+    rig.advance(0.2)  # longer than max_step_dt (0.1 s), shorter than the command timeout
+    d = rig.send((0.5, 0.0, 0.02))
+    assert d.causes == (Cause.STEP_LIMIT,)
+    assert d.positions is not None
+    assert d.positions[0] == pytest.approx(0.1)  # 1.0 rad/s * 0.1 s, not * 0.2 s
+
+
+def test_acceleration_limited_against_the_previous_command():
+    rig = Rig()
+    assert rig.send((0.0, 0.0, 0.02)).status is Status.OK
+    rig.advance(0.02)
+    d = rig.send((0.02, 0.0, 0.02))  # from rest, j1 may reach 10 rad/s^2 * 0.02 s = 0.2 rad/s: 0.004 rad
+    assert d.causes == (Cause.ACCELERATION_LIMIT,)
+    assert d.positions is not None
+    assert d.positions[0] == pytest.approx(0.004)
+    rig.advance(0.02)
+    d = rig.send((0.04, 0.0, 0.02))  # now up to 0.4 rad/s: 0.008 rad further
+    assert d.positions is not None
+    assert d.positions[0] == pytest.approx(0.012)
+
+
+def test_braking_is_never_limited():
+    rig = Rig(velocity_scale=1.0)
+    x = 0.0
+    for _ in range(10):  # ramp up to speed
+        rig.advance(0.02)
+        d = rig.send((x + 0.02, 0.0, 0.02))
+        assert d.positions is not None
+        x = d.positions[0]
+    rig.advance(0.02)
+    d = rig.send((x, 0.0, 0.02))  # stop now: allowed even though it exceeds the deceleration limit
+    assert d.status is Status.OK
+    assert d.positions is not None
+    assert d.positions[0] == pytest.approx(x)
+
+
+def test_velocity_scale_slows_every_joint():
+    rig = Rig(limits=NO_ACCEL, velocity_scale=0.5)
+    assert rig.send((0.0, 0.0, 0.02)).status is Status.OK
+    rig.advance(0.02)
+    d = rig.send((0.1, 0.0, 0.02))
+    assert d.positions is not None
+    assert d.positions[0] == pytest.approx(0.01)
+
+
+def test_start_pose_check_applies_after_every_reset():
+    rig = Rig()
+    assert rig.send((0.05, 0.0, 0.02)).status is Status.OK
+    rig.monitor.engage_estop(rig.t, "test")
+    rig.advance(0.02)
+    assert rig.monitor.reset(rig.state(), rig.t).status is Status.OK
+    d = rig.send((0.5, 0.0, 0.02))
+    assert d.causes == (Cause.START_POSE,)
+
+
+def test_limits_cannot_change_while_armed():
+    rig = Rig()
+    with pytest.raises(LimitsError, match="while the monitor is armed"):
+        rig.monitor.set_limits(NO_ACCEL)
+    rig.monitor.disarm()
+    rig.monitor.set_limits(NO_ACCEL)
+    assert rig.monitor.limits["j1"].max_acceleration is None
+
+
+def test_output_never_aliases_internal_state():
+    rig = Rig()
+    d = rig.send((0.05, 0.0, 0.02))
+    assert isinstance(d.positions, tuple)
+    assert np.isfinite(d.positions).all()

@@ -3,8 +3,9 @@ save_pretrained/from_pretrained; plus OpenVLA's bin arithmetic with known values
 
 import numpy as np
 import pytest
-from vla_collector.manifest import ActionType, CameraSpec, EmbodimentManifest, ManifestError
+from vla_collector.manifest import EmbodimentManifest, ManifestError
 from vla_policy.backends.huggingface import ActionBins, action_bounds
+from vla_policy.backends.tiny import PANDA_Q01, PANDA_Q99
 
 JOINTS = (*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1")
 WORDS = [
@@ -62,76 +63,14 @@ def test_action_bounds_prefer_quantiles_and_check_dims():
 
 @pytest.fixture(scope="module")
 def tiny_llava(tmp_path_factory):
-    """A tiny Llava with a word-level tokenizer whose last 256 ids are action tokens, saved like a hub model."""
-    torch = pytest.importorskip("torch")
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-        PreTrainedTokenizerFast,
-        SiglipVisionConfig,
-    )
-    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+    """A tiny Llava whose last 256 token ids are action tokens, saved like a hub model (random weights)."""
+    pytest.importorskip("transformers")
+    from vla_policy.backends.tiny import write_tiny_llava
 
-    words = ["<unk>", "<pad>", "<s>", "</s>", "<image>", *WORDS]
-    vocab = {w: i for i, w in enumerate(words)}
-    vocab.update({f"<act_{i}>": len(words) + i for i in range(256)})
-    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>"
-    )
-    fast.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    vision = SiglipVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=8,
-    )
-    text = LlamaConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=vocab["<image>"],
-        vision_feature_layer=-1,
-        vision_feature_select_strategy="full",
-        image_seq_length=16,
-    )
-    torch.manual_seed(0)
-    model = LlavaForConditionalGeneration(config).eval()
-    processor = LlavaProcessor(
-        image_processor=SiglipImageProcessorPil(size={"height": 32, "width": 32}),
-        tokenizer=fast,
-        patch_size=8,
-        vision_feature_select_strategy="full",
-        num_additional_image_tokens=0,
-    )
-    path = tmp_path_factory.mktemp("tiny_llava")
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    stats = {"q01": [-1.0] * 7 + [0.0], "q99": [1.0] * 7 + [0.04], "min": [-2.0] * 8, "max": [2.0] * 8}
-    EmbodimentManifest(
-        robot_type="panda",
-        joint_names=JOINTS,
-        action_names=JOINTS,
-        action_type=ActionType.ABSOLUTE_JOINT_POSITION,
-        fps=10.0,
-        cameras=(CameraSpec("front", 48, 64),),
-        normalization={"action": stats},
-    ).save(path / "embodiment.json")
-    return path, len(vocab)
+    path = write_tiny_llava(tmp_path_factory.mktemp("tiny_llava"))
+    from transformers import AutoProcessor
+
+    return path, AutoProcessor.from_pretrained(path, local_files_only=True).tokenizer.vocab_size
 
 
 def observation(seed=0):
@@ -158,7 +97,7 @@ def test_hf_backend_matches_a_hand_decoded_greedy_pass(tiny_llava):
     assert chunk.names == JOINTS
     assert chunk.stamp == 12.5
     assert chunk.dt == pytest.approx(0.1)
-    lo, hi = np.array([-1.0] * 7 + [0.0]), np.array([1.0] * 7 + [0.04])
+    lo, hi = np.array(PANDA_Q01), np.array(PANDA_Q99)
     assert np.all(chunk.actions >= lo) and np.all(chunk.actions <= hi)
 
     # The same thing by hand: greedy over the last 256 ids, one token per joint, OpenVLA's decoding.

@@ -1,0 +1,131 @@
+"""safety_node over real topics: pass-through, e-stop latch (service and topic) and reset, watchdog hold."""
+
+import time
+
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticStatus
+from ros_harness import HOME, Running, wait_for
+from std_msgs.msg import Bool
+from vla_safety.safety_node import LATCHED_QOS
+
+pytestmark = pytest.mark.ros
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ros():
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+
+
+@pytest.fixture
+def running():
+    r = Running()
+    yield r
+    r.close()
+
+
+def drive(r: Running, seconds: float, delta: float = 0.0) -> None:
+    """Send commands at 20 Hz, moving joint 1 by ``delta`` per command from where the robot is."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        with r.robot.lock:
+            target = list(r.robot.pose)
+        target[0] += delta
+        r.robot.command(target)
+        time.sleep(0.05)
+
+
+def test_commands_pass_then_estop_latches_until_an_explicit_reset(running):
+    r = running
+    robot = r.robot
+    wait_for(lambda: r.safety.monitor.armed, 10.0, "the monitor to arm on /joint_states")
+    drive(r, 0.5, delta=0.01)
+    wait_for(lambda: len(robot.outputs) >= 3, 5.0, "safe commands on /joint_commands")
+    assert robot.outputs[-1][1][0] > HOME[0]
+
+    resp = robot.call(robot.estop_cli)
+    assert resp.success
+    wait_for(lambda: robot.status() == "ESTOP", 5.0, "/safety/state ESTOP")
+    with robot.lock:
+        held = list(robot.pose)
+    drive(r, 0.5, delta=0.05)  # the policy keeps pushing: dropped and counted
+    with robot.lock:
+        during = [p for t, p in robot.outputs[-5:]]
+    assert all(p == held for p in during), "output moved while the e-stop was latched"
+    assert r.safety.monitor.counters.dropped_estop >= 5
+
+    robot.estop_pub.publish(Bool(data=False))
+    time.sleep(0.5)
+    assert robot.status() == "ESTOP"  # False on the topic never clears it; time neither
+
+    resp = robot.call(robot.reset_cli)
+    assert resp.success, resp.message
+    wait_for(lambda: robot.status() == "OK", 5.0, "/safety/state OK after reset")
+    n = len(robot.outputs)
+    time.sleep(0.5)
+    assert len(robot.outputs) == n, "a reset must not send anything (re-arm without moving)"
+
+    drive(r, 0.3, delta=0.01)
+    wait_for(lambda: len(robot.outputs) > n, 5.0, "commands flowing again after reset")
+
+    robot.estop_pub.publish(Bool(data=True))
+    wait_for(lambda: robot.status() == "ESTOP", 5.0, "/safety/state ESTOP from the topic")
+    assert r.safety.monitor.counters.estops == 2
+
+
+def test_state_is_latched_for_late_subscribers(running):
+    r = running
+    wait_for(lambda: r.safety.monitor.armed, 10.0, "arming")
+    r.robot.call(r.robot.estop_cli)
+    got = []
+    late = rclpy.create_node("late_joiner")
+    late.create_subscription(DiagnosticStatus, "/safety/state", got.append, LATCHED_QOS)
+    deadline = time.monotonic() + 5.0
+    while not got and time.monotonic() < deadline:
+        rclpy.spin_once(late, timeout_sec=0.05)
+    late.destroy_node()
+    assert got, "no latched /safety/state"
+    assert got[-1].message.startswith("ESTOP")
+    assert got[-1].level == DiagnosticStatus.ERROR
+
+
+def test_watchdog_decelerates_to_a_hold_when_commands_stop(running):
+    r = running
+    robot = r.robot
+    wait_for(lambda: r.safety.monitor.armed, 10.0, "arming")
+    drive(r, 1.0, delta=0.02)
+    stopped = time.monotonic()
+    took = wait_for(lambda: robot.status() == "HOLD", 3.0, "HOLD after the command timeout")
+    assert took < 0.25 + 0.5  # command_timeout plus scheduling slack on a loaded machine
+    time.sleep(0.6)
+    with robot.lock:
+        tail = [p for t, p in robot.outputs if t > stopped + took + 0.4]
+    assert len(tail) >= 5, "a decelerating hold keeps publishing"
+    assert all(p == tail[-1] for p in tail), "not at rest 0.4 s into the hold"
+
+
+def test_lost_heartbeat_holds(running):
+    r = running
+    robot = r.robot
+    wait_for(lambda: r.safety.monitor.armed, 10.0, "arming")
+    drive(r, 0.4, delta=0.01)
+    robot.heartbeat_on = False
+    drive(r, 1.0, delta=0.01)
+    assert robot.status() == "HOLD"
+    assert r.safety.monitor.last_decision.causes[0].value == "heartbeat_lost"
+    assert r.safety.monitor.counters.dropped_hold > 0
+
+
+def test_stale_joint_states_fault(running):
+    r = running
+    robot = r.robot
+    wait_for(lambda: r.safety.monitor.armed, 10.0, "arming")
+    drive(r, 0.3, delta=0.01)
+    robot.state_on = False
+    wait_for(lambda: robot.status() == "FAULT", 3.0, "FAULT on stale /joint_states")
+    robot.state_on = True
+    time.sleep(0.3)
+    assert robot.status() == "FAULT"  # latched
+    assert robot.call(robot.reset_cli).success

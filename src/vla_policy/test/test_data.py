@@ -1,0 +1,130 @@
+"""Datasets -> training samples: episode split, statistics, chunks, shared preprocessing, augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from vla_collector.lerobot_v3 import LeRobotV3Dataset
+from vla_collector.manifest import CameraSpec
+from vla_perception.preprocess import preprocess
+from vla_policy.data import (
+    DataError,
+    action_chunks,
+    build_samples,
+    color_jitter,
+    compute_normalizer,
+    config_for_dataset,
+    manifest_with_stats,
+    open_datasets,
+    split_episodes,
+)
+from vla_policy.models import PolicyKind, VLANetwork
+from vla_policy.models.checkpoint import Checkpoint
+from vla_policy.models.policy import NativePolicy
+from vla_policy.synthetic import write_synthetic_dataset
+from vla_policy.train import TINY_MODEL
+
+FIXTURE = "/work/shared/fixtures/lerobot_v3_reference"
+
+
+@pytest.fixture(scope="module")
+def dataset_root(tmp_path_factory):
+    return write_synthetic_dataset(tmp_path_factory.mktemp("ds") / "syn", episodes=5, frames=10)
+
+
+def test_split_is_by_episode_seeded_and_complete(dataset_root):
+    datasets, _ = open_datasets([dataset_root, dataset_root])
+    train, val = split_episodes(datasets, 0.2, seed=1)
+    assert len(val) == 2 and len(train) == 8
+    assert not set(train) & set(val)
+    assert sorted(train + val) == [(d, e) for d in range(2) for e in range(5)]
+    assert split_episodes(datasets, 0.2, seed=1) == (train, val)
+    assert split_episodes(datasets, 0.2, seed=2) != (train, val)
+    assert split_episodes(datasets, 0.0, seed=1)[1] == []
+
+
+def test_action_chunks_repeat_the_last_action_past_the_end():
+    actions = np.arange(5, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)
+    chunks = action_chunks(actions, 3)
+    assert chunks.shape == (5, 3, 2)
+    np.testing.assert_array_equal(chunks[0, :, 0], [0, 1, 2])
+    np.testing.assert_array_equal(chunks[4, :, 0], [4, 4, 4])
+
+
+def test_normalizer_uses_training_episodes_only(dataset_root):
+    datasets, _ = open_datasets([dataset_root])
+    norm = compute_normalizer(datasets, [(0, 0)])
+    ep = datasets[0].episode(0)
+    np.testing.assert_allclose(norm.action.mean, ep.action.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(norm.state.max, ep.state.max(0), rtol=1e-6)
+    other = compute_normalizer(datasets, [(0, 1)])
+    assert not np.allclose(other.action.mean, norm.action.mean)
+
+
+def test_config_adapts_to_the_reference_fixture():
+    datasets, manifest = open_datasets([FIXTURE])
+    cfg = config_for_dataset(manifest, datasets[0].camera_names, PolicyKind.NATIVE_VLA, **TINY_MODEL)
+    assert cfg.camera_names == ("front", "wrist")
+    assert cfg.state_dim == 8 and cfg.action_dim == 8
+    assert manifest.action_names[-1] == "gripper"
+
+
+def test_datasets_of_different_embodiments_are_refused(dataset_root, tmp_path):
+    other = write_synthetic_dataset(
+        tmp_path / "other", episodes=1, frames=4, fps=5, cameras=(CameraSpec("front", 32, 32),)
+    )
+    with pytest.raises(DataError, match="fps"):
+        open_datasets([dataset_root, other])
+
+
+def test_color_jitter_changes_pixels_not_shape():
+    frame = np.random.default_rng(0).integers(0, 255, (16, 24, 3), dtype=np.uint8)
+    out = color_jitter(frame, np.random.default_rng(1))
+    assert out.shape == frame.shape and out.dtype == np.uint8
+    assert not np.array_equal(out, frame)
+    np.testing.assert_array_equal(
+        frame, np.random.default_rng(0).integers(0, 255, (16, 24, 3), dtype=np.uint8)
+    )
+
+
+def test_clean_training_view_is_exactly_what_inference_sees(dataset_root):
+    datasets, manifest = open_datasets([dataset_root])
+    cfg = config_for_dataset(manifest, datasets[0].camera_names, PolicyKind.NATIVE_VLA, **TINY_MODEL)
+    torch.manual_seed(0)
+    net = VLANetwork(cfg, load_pretrained=False)
+    norm = compute_normalizer(datasets, [(0, 0), (0, 1)])
+    samples = build_samples(
+        datasets, [(0, 1)], cfg, norm, encode=net.trunk, augmented_copies=2, seed=0, progress=False
+    )
+    assert samples.features.shape[:3] == (10, 3, 2)
+    assert samples.features.dtype == torch.float16
+    assert samples.target.shape == (10, cfg.horizon, 8)
+    assert samples.texts == ["push the blue block right"]
+    # Frame 4 through the policy's own input path (preprocess with the inference spec, then the trunk).
+    ds = LeRobotV3Dataset(dataset_root)
+    policy = NativePolicy(Checkpoint(net, norm, manifest_with_stats(manifest, norm)))
+    obs = {
+        "observation.images.front": ds.frames(1, "front")[4],
+        "observation.images.wrist": ds.frames(1, "wrist")[4],
+        "observation.state": ds.episode(1).state[4],
+        "task": "push the blue block right",
+    }
+    images, _, state = policy.prepare(obs)
+    with torch.inference_mode():
+        expected = net.encode_images(images)[0].to(torch.float16)
+    torch.testing.assert_close(samples.features[4, 0], expected, atol=0, rtol=0)
+    torch.testing.assert_close(samples.state[4], state[0])
+    # The augmented copies differ from the clean one (random crop + colour jitter).
+    assert not torch.equal(samples.features[4, 1], samples.features[4, 0])
+
+
+def test_preprocess_spec_crops_randomly_only_in_training(dataset_root):
+    datasets, manifest = open_datasets([dataset_root])
+    cfg = config_for_dataset(manifest, datasets[0].camera_names, PolicyKind.NATIVE_VLA, **TINY_MODEL)
+    frame = datasets[0].frames(0, "front")[0]
+    infer = cfg.input_spec(training=False)
+    np.testing.assert_array_equal(preprocess(frame, infer), preprocess(frame, infer))
+    train = cfg.input_spec(training=True)
+    views = {preprocess(frame, train, np.random.default_rng(s)).tobytes() for s in range(6)}
+    assert len(views) > 1

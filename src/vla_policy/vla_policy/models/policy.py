@@ -1,0 +1,173 @@
+"""``load_policy``: a checkpoint directory -> an object implementing ``vla_policy.interface.Policy``.
+
+    from vla_policy import load_policy
+    policy = load_policy("outputs/run/best")          # native VLA or textbook baseline, CPU, eager torch
+    policy.reset()
+    chunk = policy.infer({"observation.images.front": rgb_uint8_hwc, "observation.state": q, "task": "...",
+                          "timestamp": t})          # -> ActionChunk, actions [H, D] in dataset units
+
+Images go through ``vla_perception.preprocess`` with the model's inference spec (the same function training
+used), the state is normalized with the checkpoint's statistics and the output un-normalized with them.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from vla_collector.manifest import EmbodimentManifest
+from vla_perception.preprocess import preprocess
+
+from vla_policy.interface import ActionChunk, Observation
+from vla_policy.models.checkpoint import ENCODER_ONNX, HEAD_ONNX, Checkpoint, load_checkpoint
+from vla_policy.models.config import ModelConfig
+from vla_policy.models.encoders import InstructionEncoder
+from vla_policy.models.normalization import STATE_KEY
+
+
+class Runtime(str, enum.Enum):
+    TORCH = "torch"  # eager PyTorch
+    ONNX = "onnx"  # onnxruntime on encoder.onnx + head.onnx (written by vla_policy.export)
+
+
+class ActionDecoding(str, enum.Enum):
+    REGRESSION = "regression"  # the L1 chunk head (default)
+    BINS = "bins"  # argmax of the 256-bin head, decoded to bin centres (needs discrete_head)
+
+
+class ObservationError(ValueError):
+    """An observation lacks a key the model needs, or has the wrong shape."""
+
+
+class NativePolicy:
+    """The native VLA or the textbook baseline behind the shared Policy interface (batch 1)."""
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        runtime: Runtime = Runtime.TORCH,
+        decoding: ActionDecoding = ActionDecoding.REGRESSION,
+        checkpoint_dir: Path | None = None,
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.network = checkpoint.network.eval()
+        self.normalizer = checkpoint.normalizer
+        self.runtime = Runtime(runtime)
+        self.decoding = ActionDecoding(decoding)
+        if self.decoding is ActionDecoding.BINS and not self.config.discrete_head:
+            raise ValueError("decoding=bins needs a model trained with discrete_head")
+        if self.runtime is Runtime.ONNX and self.decoding is ActionDecoding.BINS:
+            raise ValueError("the ONNX head exports the regression output only; use runtime=torch for bins")
+        self._spec = self.config.input_spec(training=False)
+        self._text = InstructionEncoder(self.config)
+        self._sessions: tuple[Any, Any] | None = None
+        if self.runtime is Runtime.ONNX:
+            if checkpoint_dir is None:
+                raise ValueError("runtime=onnx needs the checkpoint directory holding the exported graphs")
+            self._sessions = _onnx_sessions(checkpoint_dir)
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.network.config
+
+    @property
+    def manifest(self) -> EmbodimentManifest:
+        return self.checkpoint.manifest
+
+    @property
+    def horizon(self) -> int:
+        return self.config.horizon
+
+    @property
+    def dt(self) -> float:
+        return 1.0 / self.manifest.fps
+
+    def reset(self) -> None:
+        """Stateless between steps: the only cache (instruction embeddings) stays valid across episodes."""
+
+    def prepare(self, observation: Observation) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Observation -> (images [1, n_cam, 3, H, W], text [1, text_dim], normalized state [1, S])."""
+        images = []
+        for cam in self.config.camera_names:
+            key = f"observation.images.{cam}"
+            if key not in observation:
+                raise ObservationError(
+                    f"observation lacks {key!r} (the model's cameras: {self.config.camera_names})"
+                )
+            frame = np.asarray(observation[key])
+            images.append(preprocess(frame, self._spec))
+        if STATE_KEY not in observation:
+            raise ObservationError(f"observation lacks {STATE_KEY!r}")
+        state = np.asarray(observation[STATE_KEY], dtype=np.float32).reshape(-1)
+        if state.shape != (self.config.state_dim,):
+            raise ObservationError(
+                f"{STATE_KEY} has {state.size} values, the model expects {self.config.state_dim} "
+                f"({list(self.manifest.joint_names)})"
+            )
+        if not np.all(np.isfinite(state)):
+            raise ObservationError(f"{STATE_KEY} holds NaN or inf")
+        task = observation.get("task")
+        if not isinstance(task, str):
+            raise ObservationError("observation lacks the instruction 'task' (a string)")
+        image_tensor = torch.from_numpy(np.stack(images))[None]
+        text = self._text([task])
+        norm_state = self.normalizer.normalize_state(torch.from_numpy(state))[None]
+        return image_tensor, text, norm_state
+
+    def predict_normalized(
+        self, images: torch.Tensor, text: torch.Tensor, state: torch.Tensor
+    ) -> torch.Tensor:
+        """Batched forward pass -> normalized actions [B, H, A]."""
+        if self._sessions is not None:
+            encoder, head = self._sessions
+            (features,) = encoder.run(None, {"images": images.numpy()})
+            (actions,) = head.run(None, {"features": features, "text": text.numpy(), "state": state.numpy()})
+            return torch.from_numpy(actions)
+        device = self.network.action_low.device
+        with torch.inference_mode():
+            outputs = self.network(images.to(device), text.to(device), state.to(device))
+            if self.decoding is ActionDecoding.BINS:
+                return self.network.decode_bins(outputs).cpu()
+            return outputs["actions"].cpu()
+
+    def infer(self, observation: Observation) -> ActionChunk:
+        stamp = observation.get("timestamp")
+        stamp = time.time() if stamp is None else float(stamp)
+        images, text, state = self.prepare(observation)
+        actions = self.normalizer.unnormalize_action(self.predict_normalized(images, text, state)[0].double())
+        return ActionChunk(actions=actions.numpy(), names=self.manifest.action_names, stamp=stamp, dt=self.dt)
+
+
+def _onnx_sessions(directory: Path) -> tuple[Any, Any]:
+    import onnxruntime as ort
+
+    paths = [directory / ENCODER_ONNX, directory / HEAD_ONNX]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{directory} lacks {missing}: run `python -m vla_policy.export {directory}` first"
+        )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    return tuple(ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in paths)  # type: ignore[return-value]
+
+
+def load_policy(
+    checkpoint_dir: str | os.PathLike[str],
+    device: str = "cpu",
+    runtime: Runtime | str = Runtime.TORCH,
+    decoding: ActionDecoding | str = ActionDecoding.REGRESSION,
+) -> NativePolicy:
+    """Load a native VLA or textbook-baseline checkpoint as a ``Policy`` (``reset()``, ``infer(obs)``)."""
+    root = Path(checkpoint_dir)
+    if device != "cpu" and Runtime(runtime) is Runtime.ONNX:
+        raise ValueError("runtime=onnx runs on the CPU")
+    checkpoint = load_checkpoint(root, device="cpu")
+    if device != "cpu":
+        checkpoint.network.to(device)
+    return NativePolicy(checkpoint, Runtime(runtime), ActionDecoding(decoding), checkpoint_dir=root)

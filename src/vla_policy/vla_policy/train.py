@@ -1,0 +1,540 @@
+"""``vla-train``: train the native VLA (or the textbook baseline) on one or more LeRobot v3 datasets.
+
+    vla-train /data/pick /data/stack --output outputs/run1 --epochs 30
+    vla-train /data/pick --output outputs/base1 --policy textbook_baseline
+    torchrun --nproc_per_node 4 -m vla_policy.train /data/pick --output outputs/run1   # DDP, no code change
+
+The default recipe is built to fit 2 CPU cores: the EfficientNet-Lite0 trunk is frozen, so every frame is
+encoded once per augmented copy and cached (float16); epochs then only run the FiLM/TokenLearner/transformer
+head. Writes ``<output>/best`` and ``<output>/last`` (checkpoints ``load_policy`` reads), ``train_state/``
+(optimizer and RNG state for ``--resume``), ``metrics.csv``, ``loss_curve.png`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from vla_policy.data import (
+    SampleSet,
+    build_samples,
+    compute_normalizer,
+    config_for_dataset,
+    estimate_cache_bytes,
+    manifest_with_stats,
+    open_datasets,
+    split_episodes,
+)
+from vla_policy.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, write_json_atomic
+from vla_policy.models.config import ImageEncoderKind, PolicyKind, TextEncoderKind
+from vla_policy.models.encoders import InstructionEncoder
+from vla_policy.models.networks import VLANetwork
+from vla_policy.models.normalization import Normalizer
+
+BEST_DIR, LAST_DIR, STATE_DIR = "best", "last", "train_state"
+METRICS_FILE, CURVE_FILE, SUMMARY_FILE = "metrics.csv", "loss_curve.png", "summary.json"
+METRIC_COLUMNS = (
+    "epoch", "step", "lr", "train_loss", "val_loss", "val_l1", "train_samples_per_s", "elapsed_s",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    datasets: tuple[str, ...]
+    output: str
+    kind: PolicyKind = PolicyKind.NATIVE_VLA
+    epochs: int = 30
+    batch_size: int = 64  # per process under DDP
+    lr: float = 3e-4
+    weight_decay: float = 1e-2
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 1.0
+    val_fraction: float = 0.1
+    augmented_copies: int = 2  # jittered/cropped views cached per frame besides the clean one
+    seed: int = 0
+    device: str = "auto"  # auto: cuda when available
+    num_threads: int = 0  # 0: leave torch's default
+    max_steps: int = 0  # 0: no cap (a quick smoke run sets it)
+    resume: bool = False
+    progress: bool = True
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", PolicyKind(self.kind))
+        object.__setattr__(self, "datasets", tuple(str(d) for d in self.datasets))
+        if not self.datasets:
+            raise ValueError("give at least one dataset")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip <= 0:
+            raise ValueError("lr and grad_clip must be positive, weight_decay >= 0")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError("min_lr_ratio must be in [0, 1]")
+        if self.augmented_copies < 0 or self.warmup_steps < 0 or self.max_steps < 0 or self.num_threads < 0:
+            raise ValueError("augmented_copies, warmup_steps, max_steps and num_threads must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    output: Path
+    best: Path
+    last: Path
+    epochs_done: int
+    steps: int
+    best_val_loss: float
+    history: list[dict[str, float]]
+    train_samples_per_s: float
+    encode_frames_per_s: float
+
+
+def cosine_lr(step: int, total: int, cfg: TrainConfig) -> float:
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    progress = min(1.0, step / max(1, total))
+    cosine = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.lr * warm * cosine
+
+
+class _Distributed:
+    """torchrun's environment (RANK/WORLD_SIZE/LOCAL_RANK), or a single process."""
+
+    def __init__(self, device: str) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda" and self.world > 1:
+            device = f"cuda:{local}"
+            torch.cuda.set_device(local)
+        self.device = torch.device(device)
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def mean(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return float(t.item()) / self.world
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+class _Step(nn.Module):
+    """What DDP wraps: the trainable part, fed cached features (frozen trunk) or images."""
+
+    def __init__(self, network: VLANetwork) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor, state: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.network.config.freeze_image_encoder:
+            return self.network.head(x, text, state)
+        return self.network(x, text, state)
+
+
+def _batch(
+    samples: SampleSet,
+    idx: torch.Tensor,
+    text_table: torch.Tensor,
+    copy: torch.Tensor | None,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    copies = copy if copy is not None else torch.zeros(len(idx), dtype=torch.long)
+    x = samples.features[idx, copies].to(device=device, dtype=torch.float32)
+    text = text_table[samples.text_index[idx]].to(device)
+    return x, text, samples.state[idx].to(device), samples.target[idx].to(device)
+
+
+def _save_train_state(
+    directory: Path, optimizer: torch.optim.Optimizer, state: dict[str, Any], generator: torch.Generator
+) -> None:
+    """Optimizer tensors to safetensors, the rest to JSON (no pickle)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    opt = optimizer.state_dict()
+    tensors = {
+        f"{pid}.{name}": value.detach().cpu().contiguous()
+        for pid, per_param in opt["state"].items()
+        for name, value in per_param.items()
+    }
+    tensors["torch_rng"] = torch.get_rng_state()
+    tensors["generator_rng"] = generator.get_state()
+    save_file(tensors, str(directory / "optimizer.safetensors"))
+    write_json_atomic(directory / "trainer_state.json", {**state, "param_groups": opt["param_groups"]})
+
+
+def _load_train_state(
+    directory: Path, optimizer: torch.optim.Optimizer, generator: torch.Generator
+) -> dict[str, Any]:
+    state = json.loads((directory / "trainer_state.json").read_text())
+    tensors = load_file(str(directory / "optimizer.safetensors"))
+    torch.set_rng_state(tensors.pop("torch_rng"))
+    generator.set_state(tensors.pop("generator_rng"))
+    per_param: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        pid, name = key.split(".", 1)
+        per_param.setdefault(int(pid), {})[name] = value
+    optimizer.load_state_dict({"state": per_param, "param_groups": state.pop("param_groups")})
+    return state
+
+
+def _write_metrics(output: Path, history: list[dict[str, float]]) -> None:
+    with (output / METRICS_FILE).open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: row.get(k, "") for k in METRIC_COLUMNS})
+
+
+def plot_loss_curve(output: Path, history: list[dict[str, float]]) -> None:
+    if not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = [r["epoch"] for r in history]
+    ax.plot(epochs, [r["train_loss"] for r in history], label="train")
+    if any(math.isfinite(r["val_loss"]) for r in history):
+        ax.plot(epochs, [r["val_loss"] for r in history], label="val")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (normalized units)")
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(output / CURVE_FILE, dpi=100)
+    plt.close(fig)
+
+
+def evaluate_loss(
+    network: VLANetwork,
+    step: _Step,
+    samples: SampleSet,
+    *,
+    text_table: torch.Tensor,
+    normalizer: Normalizer,
+    device: torch.device,
+    batch_size: int = 256,
+) -> tuple[float, float]:
+    """(mean loss in normalized units, mean |error| in dataset units) on the clean view of every sample."""
+    step.eval()
+    losses, l1s, count = 0.0, 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, len(samples), batch_size):
+            idx = torch.arange(start, min(start + batch_size, len(samples)))
+            x, text, state, target = _batch(samples, idx, text_table, None, device)
+            outputs = step(x, text, state)
+            loss, _ = network.loss(outputs, target)
+            pred = normalizer.unnormalize_action(outputs["actions"].double().cpu())
+            truth = normalizer.unnormalize_action(target.double().cpu())
+            losses += float(loss) * len(idx)
+            l1s += float((pred - truth).abs().mean()) * len(idx)
+            count += len(idx)
+    step.train()
+    return losses / count, l1s / count
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    dist = _Distributed(cfg.device)
+    try:
+        return _train(cfg, dist)
+    finally:
+        dist.close()
+
+
+def _train(cfg: TrainConfig, dist: _Distributed) -> TrainResult:
+    output = Path(cfg.output)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)  # noqa: NPY002  (third-party code may use the global generator)
+    if dist.device.type == "cuda":  # CPU kernels are deterministic already; the call itself costs ~2 s
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    datasets, manifest = open_datasets(cfg.datasets)
+    train_eps, val_eps = split_episodes(datasets, cfg.val_fraction, cfg.seed)
+    config = config_for_dataset(manifest, datasets[0].camera_names, cfg.kind, **cfg.model_overrides)
+    state_dir = output / STATE_DIR
+    resuming = cfg.resume and (state_dir / "trainer_state.json").is_file()
+    if resuming:
+        previous = load_checkpoint(output / LAST_DIR)
+        if previous.config != config:
+            raise ValueError(f"--resume: {output / LAST_DIR} was trained with another model config")
+        network, normalizer = previous.network, previous.normalizer
+    else:
+        network = VLANetwork(config, load_pretrained=True)
+        normalizer = compute_normalizer(datasets, train_eps)
+        network.set_action_bounds(*normalizer.action_bounds())
+    manifest = manifest_with_stats(manifest, normalizer)
+    network.to(dist.device)
+
+    # --- samples: encode every frame once (per augmented copy) with the frozen trunk ------------------
+    frozen = config.freeze_image_encoder
+    n_frames = sum(datasets[d].episodes[e].length for d, e in train_eps)
+    if dist.main:
+        size = estimate_cache_bytes(n_frames, config, network.feature_shape, 1 + cfg.augmented_copies)
+        print(f"{n_frames} training frames in {len(train_eps)} episodes, {len(val_eps)} validation episodes; "
+              f"feature cache ~{size / 2**20:.0f} MiB", file=sys.stderr)  # fmt: skip
+    trunk = network.trunk.to(dist.device)
+
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        return trunk(x.to(dist.device)).cpu()
+
+    t0 = time.perf_counter()
+    encoder = encode if frozen else None
+    train_set = build_samples(
+        datasets, train_eps, config, normalizer, encode=encoder, augmented_copies=cfg.augmented_copies,
+        seed=cfg.seed, progress=cfg.progress and dist.main,
+    )  # fmt: skip
+    encode_s = time.perf_counter() - t0
+    encode_fps = n_frames * (1 + cfg.augmented_copies) * len(config.camera_names) / max(encode_s, 1e-9)
+    val_set = (
+        build_samples(datasets, val_eps, config, normalizer, encode=encoder, augmented_copies=0, seed=cfg.seed,
+                      progress=False)
+        if val_eps else None
+    )  # fmt: skip
+    instructions = InstructionEncoder(config)
+    train_text = instructions(train_set.texts)
+    val_text = instructions(val_set.texts) if val_set is not None else None
+
+    # --- optimisation ----------------------------------------------------------------------------------
+    step_module = _Step(network).to(dist.device)
+    trainable = [p for p in step_module.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim >= 2]
+    no_decay = [p for p in trainable if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+    )
+    model: nn.Module = step_module
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(
+            step_module, device_ids=[dist.device.index] if dist.device.type == "cuda" else None
+        )
+    generator = torch.Generator().manual_seed(cfg.seed)
+    steps_per_epoch = math.ceil(len(train_set) / dist.world / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs  # the schedule's length; --max-steps only stops early
+    stop_step = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
+    history: list[dict[str, float]] = []
+    step, start_epoch, best_val = 0, 0, math.inf
+    if resuming:
+        saved = _load_train_state(state_dir, optimizer, generator)
+        step, start_epoch, best_val = saved["step"], saved["epoch"], saved["best_val"]
+        history = saved["history"]
+        if saved["train_episodes"] != [list(r) for r in train_eps]:
+            raise ValueError("--resume: the train/val split differs from the first run (other data or seed?)")
+    amp = dist.device.type == "cuda"
+    info_base = {
+        "kind": config.kind.value,
+        "datasets": [str(Path(d).resolve()) for d in cfg.datasets],
+        "train_episodes": [list(r) for r in train_eps],
+        "val_episodes": [list(r) for r in val_eps],
+        "seed": cfg.seed,
+        "train_config": {k: v for k, v in asdict(cfg).items() if k not in ("datasets", "output", "kind")},
+    }
+    train_time, train_samples = 0.0, 0
+    bar = tqdm(total=stop_step, initial=step, desc=f"train {config.kind.value}", unit="step",
+               disable=not (cfg.progress and dist.main))  # fmt: skip
+    epoch = start_epoch
+    for epoch in range(start_epoch, cfg.epochs):
+        if step >= stop_step:
+            break
+        model.train()  # a resumed network comes back from load_checkpoint in eval mode
+        order = torch.randperm(len(train_set), generator=generator)[dist.rank :: dist.world]
+        copies = torch.randint(0, train_set.copies, (len(train_set),), generator=generator)
+        epoch_loss, epoch_n = 0.0, 0
+        t_epoch = time.perf_counter()
+        for start in range(0, len(order), cfg.batch_size):
+            if step >= stop_step:
+                break
+            idx = order[start : start + cfg.batch_size]
+            x, text, state, target = _batch(train_set, idx, train_text, copies[idx], dist.device)
+            lr = cosine_lr(step, total_steps, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=amp):
+                outputs = model(x, text, state)
+            loss, _ = network.loss({k: v.float() for k, v in outputs.items()}, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+            optimizer.step()
+            step += 1
+            epoch_loss += float(loss.detach()) * len(idx)
+            epoch_n += len(idx)
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", lr=f"{lr:.2e}")
+        elapsed = time.perf_counter() - t_epoch
+        train_time += elapsed
+        train_samples += epoch_n
+        train_loss = dist.mean(epoch_loss / max(epoch_n, 1))
+        val_loss, val_l1 = (math.nan, math.nan)
+        if val_set is not None and val_text is not None:
+            val_loss, val_l1 = evaluate_loss(
+                network, step_module, val_set, text_table=val_text, normalizer=normalizer, device=dist.device
+            )
+        row = {
+            "epoch": epoch + 1, "step": step, "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
+            "val_l1": val_l1, "train_samples_per_s": epoch_n * dist.world / max(elapsed, 1e-9),
+            "elapsed_s": train_time,
+        }  # fmt: skip
+        history.append(row)
+        score = val_loss if math.isfinite(val_loss) else train_loss
+        if dist.main:
+            info = {**info_base, "epoch": epoch + 1, "step": step, "val_loss": val_loss, "val_l1": val_l1,
+                    "train_loss": train_loss}  # fmt: skip
+            ckpt = Checkpoint(network=network, normalizer=normalizer, manifest=manifest, info=info)
+            save_checkpoint(ckpt, output / LAST_DIR)
+            if score < best_val:
+                best_val = score
+                save_checkpoint(ckpt, output / BEST_DIR)
+            _save_train_state(
+                state_dir, optimizer,
+                {"step": step, "epoch": epoch + 1, "best_val": best_val, "history": history,
+                 "train_episodes": info_base["train_episodes"]},
+                generator,
+            )  # fmt: skip
+            _write_metrics(output, history)
+        dist.barrier()
+    bar.close()
+    samples_per_s = train_samples * dist.world / max(train_time, 1e-9)
+    if dist.main:
+        summary = {
+            "kind": config.kind.value, "epochs": epoch + 1 if history else start_epoch, "steps": step,
+            "best_val_loss": best_val, "train_samples_per_s": samples_per_s,
+            "encode_frames_per_s": encode_fps, "encode_s": encode_s, "train_s": train_time,
+            "train_frames": n_frames, "device": str(dist.device), "world_size": dist.world,
+            "threads": torch.get_num_threads(),
+        }  # fmt: skip
+        write_json_atomic(output / SUMMARY_FILE, summary)
+        plot_loss_curve(output, history)
+    return TrainResult(
+        output=output, best=output / BEST_DIR, last=output / LAST_DIR,
+        epochs_done=int(history[-1]["epoch"]) if history else start_epoch, steps=step, best_val_loss=best_val,
+        history=history, train_samples_per_s=samples_per_s, encode_frames_per_s=encode_fps,
+    )  # fmt: skip
+
+
+TINY_MODEL = {
+    "image_encoder": ImageEncoderKind.TINY_CNN,
+    "text_encoder": TextEncoderKind.HASHED_BOW,
+    "text_dim": 32,
+    "d_model": 32,
+    "n_heads": 2,
+    "n_layers": 1,
+    "ff_dim": 64,
+    "tokens_per_camera": 4,
+    "film_blocks": 1,
+    "fusion_dim": 64,
+    "hidden_dim": 64,
+    "image_height": 32,
+    "image_width": 32,
+    "tiny_cnn_channels": 16,
+}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    p = argparse.ArgumentParser(prog="vla-train", description=__doc__.split("\n\n")[0])
+    p.add_argument("datasets", nargs="+", help="LeRobot v3 dataset roots (same embodiment)")
+    p.add_argument("--output", required=True, help="run directory (checkpoints, metrics, plots)")
+    p.add_argument("--policy", default=PolicyKind.NATIVE_VLA.value, choices=[k.value for k in PolicyKind])
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--weight-decay", type=float, default=1e-2)
+    p.add_argument("--warmup-steps", type=int, default=100)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--augmented-copies", type=int, default=2, help="cached augmented views per frame")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke runs)")
+    p.add_argument("--resume", action="store_true", help="continue from <output>/last and train_state/")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--horizon", type=int, help="action chunk length (native VLA; default 10)")
+    p.add_argument(
+        "--image-size", type=int, nargs=2, metavar=("H", "W"), help="model input size (default 96 96)"
+    )
+    p.add_argument("--discrete-head", action="store_true", help="add the 256-bin action head")
+    p.add_argument("--finetune-encoder", action="store_true",
+                   help="train the image trunk too (no feature cache; needs a GPU to be practical)")  # fmt: skip
+    p.add_argument("--tiny", action="store_true", help="tiny random encoders and head (tests, smoke runs)")
+    p.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
+                   help="any ModelConfig field, e.g. --model d_model=192 --model n_layers=4")  # fmt: skip
+    a = p.parse_args(argv)
+    overrides: dict[str, Any] = dict(TINY_MODEL) if a.tiny else {}
+    if a.horizon is not None:
+        overrides["horizon"] = a.horizon
+    if a.image_size:
+        overrides["image_height"], overrides["image_width"] = a.image_size
+    if a.discrete_head:
+        overrides["discrete_head"] = True
+    if a.finetune_encoder:
+        overrides["freeze_image_encoder"] = False
+    for item in a.model:
+        key, sep, value = item.partition("=")
+        if not sep:
+            p.error(f"--model expects KEY=VALUE, got {item!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value  # a bare string, e.g. image_encoder=tiny_cnn
+    return TrainConfig(
+        datasets=tuple(a.datasets), output=a.output, kind=PolicyKind(a.policy), epochs=a.epochs,
+        batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay, warmup_steps=a.warmup_steps,
+        val_fraction=a.val_fraction, augmented_copies=a.augmented_copies, seed=a.seed, device=a.device,
+        num_threads=a.threads, max_steps=a.max_steps, resume=a.resume, progress=not a.no_progress,
+        model_overrides=overrides,
+    )  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    result = train(cfg)
+    print(f"best checkpoint: {result.best}  (val loss {result.best_val_loss:.4f}, "
+          f"{result.train_samples_per_s:.0f} train samples/s, {result.encode_frames_per_s:.0f} frames/s encoded)")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

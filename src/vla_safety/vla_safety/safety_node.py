@@ -142,8 +142,9 @@ class SafetyNode(Node):
     def on_joint_states(self, msg: JointState) -> None:
         self.state = state_from_msg(msg, time.monotonic())
         if self.auto_arm and not self.monitor.armed:
-            self.auto_arm = False  # only the first time; later re-arming is an explicit reset
-            self.act(self.monitor.reset(self.state, time.monotonic()))
+            decision = self.monitor.reset(self.state, time.monotonic())
+            self.auto_arm = decision.status is not Status.OK  # arm once; re-arming later is an explicit reset
+            self.act(decision)
 
     def on_heartbeat(self, _msg: Header) -> None:
         self.monitor.heartbeat(time.monotonic())

@@ -400,7 +400,7 @@ def _fsync_file(path: Path) -> None:
 
 
 def _disk_error(e: OSError, what: str) -> DatasetWriteError:
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return DatasetWriteError(
             f"disk full while {what}: the episode was not added, the dataset is unchanged"
         )
@@ -731,6 +731,7 @@ class _VideoEncoder:
         self._thread.start()
 
     def _run(self) -> None:
+        drained = False
         try:
             while (rgb := self._queue.get()) is not None:
                 frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
@@ -738,12 +739,15 @@ class _VideoEncoder:
                 self._count += 1
                 for packet in self._stream.encode(frame):
                     self._container.mux(packet)
+            drained = True
             for packet in self._stream.encode():
                 self._container.mux(packet)
             self._container.close()
-        except BaseException as e:  # reported by finish(); the thread must not die silently
+        except BaseException as e:  # reported by close(); the thread must not die silently
             self._error = e
-            while self._queue.get() is not None:  # unblock the producer
+            with contextlib.suppress(Exception):
+                self._container.close()
+            while not drained and self._queue.get() is not None:  # unblock the producer
                 pass
 
     def put(self, rgb: np.ndarray) -> None:

@@ -1,0 +1,265 @@
+"""The recorder core without ROS: episodes from raw CDR streams, verdicts, raw bags, crash recovery."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rosbags.rosbag2 import Reader as RosbagsReader
+from streams import JOINTS, instruction, state_at, streams
+from vla_collector.collector import (
+    Collector,
+    CollectorConfig,
+    CollectorError,
+    EpisodeStatus,
+    PartialEpisodePolicy,
+)
+from vla_collector.lerobot_v3 import LeRobotV3Dataset, LeRobotV3Writer, VideoCodecConfig
+
+T0 = 1_000 * 10**9
+HERE = Path(__file__).parent
+
+
+class FakeClock:
+    def __init__(self, ns):
+        self.ns = ns
+
+    def __call__(self):
+        return self.ns
+
+
+def make(tmp_path, **overrides):
+    fields = dict(dataset_root=tmp_path / "ds", video=VideoCodecConfig(codec="libx264"), default_task="")
+    fields.update(overrides)
+    config = CollectorConfig(**fields)
+    clock = FakeClock(T0)
+    return Collector(config, clock=clock, log=lambda _m: None), clock
+
+
+def play(collector, clock, t0_ns, seconds, **kwargs):
+    """Deliver the streams as a live robot would: the clock follows the messages."""
+    for i, event in enumerate(streams(t0_ns, seconds, **kwargs)):
+        clock.ns = event.t_ns
+        collector.submit(event.topic, event.data, event.t_ns)
+        if i % 8 == 0:
+            collector.sync()
+    clock.ns = t0_ns + int(seconds * 1e9)
+    collector.sync()
+
+
+def test_episodes_land_in_the_dataset_aligned_with_their_frames(tmp_path):
+    collector, clock = make(tmp_path)
+    try:
+        collector.submit("/task_instruction", instruction("pick up the red block"), T0)
+        collector.sync()
+        results = []
+        for ep in range(2):
+            start = T0 + ep * 10 * 10**9
+            clock.ns = start
+            name = collector.start()
+            assert name.startswith(f"episode_{ep:06d}_")
+            play(collector, clock, start, 1.6)
+            results.append(collector.stop(success=True))
+    finally:
+        collector.close()
+    assert [r.status for r in results] == [EpisodeStatus.WRITTEN] * 2
+    assert [r.dataset_episode for r in results] == [0, 1]
+    ds = LeRobotV3Dataset(tmp_path / "ds")
+    assert ds.num_episodes == 2 and ds.tasks == ["pick up the red block"]
+    for e in range(2):
+        ep = ds.episode(e)
+        n = len(ep)
+        assert n == 16  # ticks 0.0 .. 1.5 s: the last one takes the command sent until 1.59 s
+        t = np.arange(n) / 10.0
+        # state at tick k is the robot at k/10 s; the action is the command sent during the frame (90 ms later)
+        np.testing.assert_allclose(ep.state, np.stack([state_at(x) for x in t]), atol=1e-5)
+        np.testing.assert_allclose(ep.action, np.stack([state_at(x + 0.09) + 1.0 for x in t]), atol=1e-5)
+        frames = ds.frames(e, "front")
+        np.testing.assert_allclose(frames[:, 30, 30, 0], 3 * np.arange(n) * 3, atol=4)  # image 3k at tick k
+    report = results[0].report
+    assert report.accepted and report.real_rate_hz == pytest.approx(10.0)
+    assert report.streams["camera/front"]["rate_hz"] == pytest.approx(30.0, rel=0.02)
+    # the raw bag: complete, readable by another library, with the instruction and every message
+    raw = results[0].raw_path
+    with RosbagsReader(raw) as bag:
+        counts = {c.topic: c.msgcount for c in bag.connections}
+    assert (
+        counts["/task_instruction"] == 1
+        and counts["/joint_states"] == 160
+        and counts["/camera/image_raw"] == 48
+    )
+    info = json.loads((raw / "episode.json").read_text())
+    assert (
+        info["status"] == "written" and info["dataset_episode"] == 0 and info["report"]["frames"] == 14
+    ) or 15
+    assert ds.manifest.joint_names == JOINTS
+
+
+def test_out_of_tolerance_failed_and_discarded_episodes_stay_out(tmp_path):
+    collector, clock = make(tmp_path, default_task="stack")
+    try:
+        collector.start()
+        play(collector, clock, T0, 2.0, camera_pause=(0.5, 1.2))
+        refused = collector.stop(success=True)
+        clock.ns = T0 + 10 * 10**9
+        collector.start()
+        play(collector, clock, clock.ns, 1.0)
+        failed = collector.stop(success=False)
+        clock.ns = T0 + 20 * 10**9
+        collector.start()
+        with pytest.raises(CollectorError, match="already recording"):
+            collector.start()
+        play(collector, clock, clock.ns, 0.5)
+        discarded = collector.discard()
+        with pytest.raises(CollectorError, match="no episode"):
+            collector.stop()
+    finally:
+        collector.close()
+    assert refused.status is EpisodeStatus.REFUSED and not refused.ok
+    assert "camera/front" in refused.message and "real rate" in refused.message
+    assert failed.status is EpisodeStatus.NOT_WRITTEN and discarded.status is EpisodeStatus.DISCARDED
+    for r in (refused, failed, discarded):
+        assert (r.raw_path / "metadata.yaml").is_file()  # raw kept
+    assert (
+        not (tmp_path / "ds" / "meta" / "info.json").exists()
+        or LeRobotV3Dataset(tmp_path / "ds").num_episodes == 0
+    )
+
+
+def test_a_start_without_any_task_is_refused(tmp_path):
+    collector, _ = make(tmp_path)
+    try:
+        with pytest.raises(CollectorError, match="no task"):
+            collector.start()
+    finally:
+        collector.close()
+
+
+def test_instruction_driven_episodes(tmp_path):
+    collector, clock = make(tmp_path, episode_on_instruction=True)
+    try:
+        for task in ("pick", "place"):  # the next instruction arrives as the streams go on
+            collector.submit("/task_instruction", instruction(task), clock.ns)
+            play(collector, clock, clock.ns, 1.2)
+        clock.ns += 10**8
+        collector.submit("/task_instruction", instruction(""), clock.ns)
+        collector.sync()
+    finally:
+        collector.close()
+    ds = LeRobotV3Dataset(tmp_path / "ds")
+    assert ds.num_episodes == 2 and [e.tasks for e in ds.episodes] == [("pick",), ("place",)]
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {here!r})
+    from streams import streams, instruction
+    from vla_collector.collector import Collector, CollectorConfig
+    from vla_collector.lerobot_v3 import VideoCodecConfig
+    clock = [0]
+    c = Collector(CollectorConfig(dataset_root={root!r}, video=VideoCodecConfig(codec="libx264"),
+                  default_task="pick"), clock=lambda: clock[0], log=lambda m: None)
+    def play(t0, seconds):
+        for i, e in enumerate(streams(t0, seconds)):
+            clock[0] = e.t_ns
+            c.submit(e.topic, e.data, e.t_ns)
+            if i % 8 == 0:
+                c.sync()
+        clock[0] = t0 + int(seconds * 1e9)
+        c.sync()
+    clock[0] = 10**12
+    c.start(); play(10**12, 1.5); print(c.stop(True).status.value, flush=True)
+    clock[0] = 2 * 10**12
+    c.start(); play(2 * 10**12, 3.0)
+    print("MID-EPISODE", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+@pytest.mark.parametrize("policy", [PartialEpisodePolicy.RECOVER, PartialEpisodePolicy.DISCARD])
+def test_sigkill_mid_episode_loses_nothing_completed(tmp_path, policy):
+    root = tmp_path / "ds"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD.format(here=str(HERE), root=str(root))],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert child.stdout.readline().strip() == "written"
+        assert child.stdout.readline().strip() == "MID-EPISODE"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    # right after the crash: the completed episode is there and loadable, the partial one is not
+    ds = LeRobotV3Dataset(root)
+    assert ds.num_episodes == 1 and len(ds.frames(0, "front")) == ds.episodes[0].length
+    partial = sorted((tmp_path / "ds.raw").glob("episode_*"))[-1]
+    assert json.loads((partial / "episode.json").read_text())["status"] == "recording"
+    assert not (partial / "metadata.yaml").exists()
+    # restart: the dataset is repaired, the partial episode recovered or discarded by policy
+    collector, _ = make(tmp_path, partial_episode_policy=policy)
+    collector.close()
+    [result] = collector.recovered
+    ds = LeRobotV3Dataset(root)
+    with RosbagsReader(partial) as bag:  # the raw bag is whole again either way
+        assert bag.message_count > 500
+    if policy is PartialEpisodePolicy.RECOVER:
+        assert result.status is EpisodeStatus.RECOVERED and ds.num_episodes == 2
+        assert ds.episodes[1].length >= 25  # ~3 s at 10 fps, minus what the last chunk lost
+        np.testing.assert_allclose(ds.episode(1).state[0], state_at(0.0), atol=1e-5)
+        assert len(ds.frames(1, "front")) == ds.episodes[1].length
+    else:
+        assert result.status is EpisodeStatus.PARTIAL_DISCARDED and ds.num_episodes == 1
+    assert not (root / ".staging").exists()
+    assert json.loads((partial / "episode.json").read_text())["status"] == result.status.value
+    LeRobotV3Writer.open(root)  # appendable
+
+
+FULL_DISK_CHILD = textwrap.dedent(
+    """
+    import resource, signal, sys
+    import numpy as np
+    from vla_collector.lerobot_v3 import DatasetWriteError, LeRobotV3Writer
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG, like ENOSPC
+    w = LeRobotV3Writer.open({root!r})
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
+    n = 40
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (n, 48, 64, 3), dtype=np.uint8)
+    try:
+        w.write_episode(np.zeros((n, 8)), np.zeros((n, 8)), {{"front": frames}}, "big")
+    except DatasetWriteError as e:
+        print("ERROR:", e)
+    """
+)
+
+
+def test_a_full_disk_gives_a_clear_error_and_an_intact_dataset(tmp_path):
+    root = tmp_path / "ds"
+    collector, clock = make(tmp_path, default_task="pick")
+    try:
+        collector.start()
+        play(collector, clock, T0, 1.2)
+        assert collector.stop().status is EpisodeStatus.WRITTEN
+    finally:
+        collector.close()
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    out = subprocess.run(
+        [sys.executable, "-c", FULL_DISK_CHILD.format(root=str(root))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "ERROR:" in out.stdout and "disk full" in out.stdout, out.stdout + out.stderr
+    after = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert after == before  # nothing committed, nothing half-written left behind
+    assert LeRobotV3Dataset(root).num_episodes == 1

@@ -1,0 +1,622 @@
+"""The recorder behind ``collector_node``: episodes, raw bags, live dataset writing, crash recovery.
+
+One worker thread owns everything that writes: the node's callbacks only enqueue raw CDR bytes
+(:meth:`Collector.submit`) and service requests (:meth:`Collector.start` / ``stop`` / ``discard``, which wait
+for the worker's answer). Per episode the worker
+
+* writes every message, untouched, to ``<raw_root>/<episode>/`` (a rosbag2 MCAP bag) and keeps
+  ``episode.json`` there (status, task, settings, and at the end the report);
+* samples frames at the dataset fps (:mod:`vla_collector.sampler`) and streams them into the LeRobot
+  writer, whose encoders run on their own threads, so stopping only flushes the last frames;
+* on stop judges the episode: written to the dataset, refused (real rate or gap out of tolerance; the
+  raw bag is kept and the error names the late stream), not written (failed demonstration), or discarded.
+
+On start it repairs the dataset (:meth:`LeRobotV3Writer.open`) and deals with episodes a crash left in
+``RECORDING``: their bag is made whole (:func:`~vla_collector.bag.recover_bag`) and, by policy, converted
+into the dataset or marked discarded.
+
+Pure Python: no rclpy (the node passes a clock function).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import json
+import os
+import queue
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from vla_collector.bag import BagWriter, Compression, QosProfile, recover_bag
+from vla_collector.episode import (
+    DatasetTarget,
+    EpisodeBuilder,
+    TopicMap,
+    convert_bag,
+    decode_string,
+    message_stamp,
+)
+from vla_collector.lerobot_v3 import DatasetError, DatasetWriteError, LeRobotV3Writer, VideoCodecConfig
+from vla_collector.sampler import EpisodeReport, FrameSampler, SamplerConfig
+
+EPISODE_FILE = "episode.json"
+
+
+class CollectorError(RuntimeError):
+    """A request the collector cannot honour (already recording, nothing to stop, no task...)."""
+
+
+class CollectorState(str, enum.Enum):
+    IDLE = "idle"
+    RECORDING = "recording"
+    STOPPED = "stopped"  # the worker has shut down
+
+
+class EpisodeStatus(str, enum.Enum):
+    RECORDING = "recording"  # still in episode.json after a crash: recover or discard on restart
+    WRITTEN = "written"
+    REFUSED = "refused"  # out of tolerance: raw bag kept, not in the dataset
+    NOT_WRITTEN = "not_written"  # stopped with success=false and keep_failed_episodes off
+    DISCARDED = "discarded"
+    RECOVERED = "recovered"  # partial episode after a crash, written to the dataset
+    PARTIAL_DISCARDED = "partial_discarded"  # partial episode after a crash, left out by policy
+    ERROR = "error"  # writing failed (e.g. disk full): raw bag kept as far as it got
+
+
+class PartialEpisodePolicy(str, enum.Enum):
+    RECOVER = "recover"
+    DISCARD = "discard"
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    """Everything the recorder needs; validated once, here."""
+
+    dataset_root: Path
+    raw_root: Path | None = None  # default: "<dataset_root>.raw" beside the dataset
+    topics: TopicMap = field(default_factory=TopicMap)
+    fps: int = 10
+    robot_type: str = "panda"
+    state_names: tuple[str, ...] = ()
+    action_names: tuple[str, ...] = ()
+    sampler: SamplerConfig | None = None
+    video: VideoCodecConfig = field(default_factory=VideoCodecConfig)
+    compression: Compression = Compression.LZ4
+    default_task: str = ""
+    episode_on_instruction: bool = False
+    keep_failed_episodes: bool = False
+    partial_episode_policy: PartialEpisodePolicy = PartialEpisodePolicy.DISCARD
+    queue_size: int = 600
+
+    def __post_init__(self) -> None:
+        from vla_collector.episode import PANDA_JOINTS
+
+        object.__setattr__(self, "dataset_root", Path(self.dataset_root).expanduser())
+        raw = self.raw_root if self.raw_root else self.dataset_root.with_name(self.dataset_root.name + ".raw")
+        object.__setattr__(self, "raw_root", Path(raw).expanduser())
+        object.__setattr__(self, "state_names", tuple(self.state_names) or PANDA_JOINTS)
+        object.__setattr__(self, "action_names", tuple(self.action_names) or self.state_names)
+        object.__setattr__(self, "compression", Compression(self.compression))
+        object.__setattr__(self, "partial_episode_policy", PartialEpisodePolicy(self.partial_episode_policy))
+        if self.sampler is None:
+            object.__setattr__(
+                self, "sampler", SamplerConfig(fps=self.fps, cameras=tuple(self.topics.cameras))
+            )
+        sampler = self.sampler_config
+        if sampler.fps != self.fps:
+            raise ValueError(f"sampler fps {sampler.fps} != dataset fps {self.fps}")
+        if set(sampler.cameras) != set(self.topics.cameras):
+            raise ValueError(
+                f"sampler cameras {sampler.cameras} != camera topics {sorted(self.topics.cameras)}"
+            )
+        if not self.topics.cameras:
+            raise ValueError("at least one camera is needed")
+        if self.queue_size < 10:
+            raise ValueError("queue_size must be at least 10")
+        if self.episode_on_instruction and not self.topics.instruction:
+            raise ValueError("episode_on_instruction needs an instruction topic")
+
+    @property
+    def sampler_config(self) -> SamplerConfig:
+        if self.sampler is None:  # set in __post_init__
+            raise ValueError("sampler config missing")
+        return self.sampler
+
+    @property
+    def raw_dir(self) -> Path:
+        if self.raw_root is None:  # set in __post_init__
+            raise ValueError("raw_root missing")
+        return self.raw_root
+
+    def target(self) -> DatasetTarget:
+        return DatasetTarget(
+            root=self.dataset_root,
+            fps=self.fps,
+            robot_type=self.robot_type,
+            state_names=self.state_names,
+            action_names=self.action_names,
+            video=self.video,
+        )
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    status: EpisodeStatus
+    message: str
+    raw_path: Path | None = None
+    dataset_episode: int | None = None
+    report: EpisodeReport | None = None
+    finalize_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (
+            EpisodeStatus.WRITTEN,
+            EpisodeStatus.RECOVERED,
+            EpisodeStatus.DISCARDED,
+            EpisodeStatus.NOT_WRITTEN,
+        )
+
+
+@dataclass
+class CollectorStatus:
+    state: CollectorState
+    episodes_written: int = 0
+    episodes_refused: int = 0
+    episode_frames: int = 0
+    episode_dropped: int = 0
+    messages_recorded: int = 0
+    messages_lost: int = 0  # the worker's queue was full
+    rejected: int = 0  # messages that could not be read (no header, bad CDR)
+    last_result: str = ""
+    last_error: str = ""
+    task: str = ""
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class _Episode:
+    """One episode in progress (owned by the worker thread)."""
+
+    def __init__(
+        self,
+        config: CollectorConfig,
+        directory: Path,
+        *,
+        start_ns: int,
+        task: str,
+        writer: LeRobotV3Writer | None,
+        offered_qos: Mapping[str, Sequence[QosProfile]],
+    ) -> None:
+        self.directory = directory
+        self.topics = config.topics
+        self.bag = BagWriter(directory, compression=config.compression, chunk_size=1024 * 1024)
+        for topic, msg_type in config.topics.recorded_topics().items():
+            self.bag.add_topic(topic, msg_type, offered_qos.get(topic, ()))
+        self.sampler = FrameSampler(config.sampler_config, start_ns=start_ns, task=task)
+        self.builder = EpisodeBuilder(config.target(), config.sampler_config.cameras, writer)
+        self.cam_by_topic = {t: c for c, t in config.topics.cameras.items()}
+        self.task = task
+        self.start_ns = start_ns
+
+
+class Collector:
+    """See the module docstring. ``clock`` returns ROS time in ns (sim time under ``use_sim_time``)."""
+
+    def __init__(
+        self,
+        config: CollectorConfig,
+        clock: Callable[[], int],
+        log: Callable[[str], None] = print,
+        on_result: Callable[[EpisodeResult], None] | None = None,
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self._log = log
+        self._on_result = on_result
+        self._queue: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=config.queue_size)
+        self._status = CollectorStatus(state=CollectorState.IDLE)
+        self._status_lock = threading.Lock()
+        self._episode: _Episode | None = None
+        self._writer: LeRobotV3Writer | None = None
+        self._latest_instruction: tuple[bytes, str] | None = None
+        self._offered_qos: dict[str, Sequence[QosProfile]] = {}
+        config.raw_dir.mkdir(parents=True, exist_ok=True)
+        if (config.dataset_root / "meta" / "info.json").is_file():
+            self._writer = LeRobotV3Writer.open(config.dataset_root)  # repairs what a crash left
+        self.recovered = self._recover_partial_episodes()
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name="collector-worker", daemon=True)
+        self._thread.start()
+
+    # --- API for the node (any thread) -----------------------------------------------------------
+
+    def submit(self, topic: str, data: bytes, receive_ns: int) -> None:
+        """Queue one raw message; never blocks (a full queue counts a lost message)."""
+        try:
+            self._queue.put_nowait(("msg", topic, data, receive_ns))
+        except queue.Full:
+            with self._status_lock:
+                self._status.messages_lost += 1
+
+    def set_offered_qos(self, topic: str, profiles: Sequence[QosProfile]) -> None:
+        self._offered_qos[topic] = tuple(profiles)
+
+    def start(self, task: str = "", timeout: float = 30.0) -> str:
+        return self._call("start", task, timeout=timeout)
+
+    def stop(self, success: bool = True, timeout: float = 300.0) -> EpisodeResult:
+        return self._call("stop", success, timeout=timeout)
+
+    def discard(self, timeout: float = 60.0) -> EpisodeResult:
+        return self._call("discard", timeout=timeout)
+
+    def sync(self, timeout: float = 30.0) -> None:
+        """Return once every message submitted before this call has been handled."""
+        self._call("sync", timeout=timeout)
+
+    def status(self) -> CollectorStatus:
+        with self._status_lock:
+            return CollectorStatus(**asdict(self._status))
+
+    def close(self, timeout: float = 300.0) -> EpisodeResult | None:
+        """Stop the worker; an episode still recording is finished as if stopped with success."""
+        result = None
+        if self._thread.is_alive():
+            result = self._call("shutdown", timeout=timeout)
+            self._thread.join(timeout)
+        return result
+
+    def _call(self, command: str, *args: Any, timeout: float) -> Any:
+        if not self._thread.is_alive():
+            raise CollectorError("the collector has shut down")
+        future: Future[Any] = Future()
+        self._queue.put(("cmd", command, args, future))  # commands wait for room: they must not be lost
+        return future.result(timeout=timeout)
+
+    # --- the worker ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        period = 0.5 / self.config.fps
+        while self._running:
+            try:
+                item = self._queue.get(timeout=period)
+            except queue.Empty:
+                item = None
+            try:
+                if item is not None:
+                    if item[0] == "msg":
+                        self._on_message(item[1], item[2], item[3])
+                    else:
+                        self._on_command(item[1], item[2], item[3])
+                if self._episode is not None:
+                    self._feed(self._episode.sampler.advance(self._clock()))
+            except Exception as e:  # keep recording alive; the episode that failed is closed as an error
+                self._fail_episode(e)
+        with self._status_lock:
+            self._status.state = CollectorState.STOPPED
+
+    def _on_command(self, command: str, args: tuple[Any, ...], future: Future[Any]) -> None:
+        try:
+            if command == "start":
+                future.set_result(self._start(*args))
+            elif command == "stop":
+                future.set_result(self._finish(success=bool(args[0])))
+            elif command == "discard":
+                future.set_result(self._discard())
+            elif command == "sync":  # everything queued before this has been handled
+                future.set_result(None)
+            elif command == "shutdown":
+                result = self._finish(success=True) if self._episode is not None else None
+                self._running = False
+                future.set_result(result)
+            else:
+                raise CollectorError(f"unknown command {command!r}")
+        except BaseException as e:
+            future.set_exception(e)
+
+    def _on_message(self, topic: str, data: bytes, receive_ns: int) -> None:
+        topics = self.config.topics
+        if topic == topics.instruction:
+            self._on_instruction(data, receive_ns)
+            return
+        ep = self._episode
+        if ep is None:
+            return
+        ep.bag.write(topic, data, receive_ns)
+        try:
+            stamp = message_stamp(data, receive_ns)
+        except ValueError as e:
+            with self._status_lock:
+                self._status.rejected += 1
+                self._status.last_error = f"{topic}: {e}"
+            return
+        if topic == topics.state:
+            ep.sampler.add_state(stamp, data)
+        elif topic == topics.action:
+            ep.sampler.add_action(stamp, data)
+        elif topic in ep.cam_by_topic:
+            ep.sampler.add_image(ep.cam_by_topic[topic], stamp, data)
+        with self._status_lock:
+            self._status.messages_recorded += 1
+
+    def _on_instruction(self, data: bytes, receive_ns: int) -> None:
+        try:
+            text = decode_string(data).strip()
+        except Exception as e:  # malformed CDR: reject, keep going
+            with self._status_lock:
+                self._status.rejected += 1
+                self._status.last_error = f"{self.config.topics.instruction}: {e}"
+            return
+        previous = self._latest_instruction[1] if self._latest_instruction else ""
+        self._latest_instruction = (data, text)
+        with self._status_lock:
+            self._status.task = text
+        ep = self._episode
+        if ep is not None:
+            ep.bag.write(self.config.topics.instruction, data, receive_ns)
+        if not self.config.episode_on_instruction:
+            if ep is not None and text:
+                ep.sampler.set_task(receive_ns, text)
+            return
+        # Instruction-driven episodes: a new task ends the current episode (success) and starts the next;
+        # an empty instruction (idle) ends it.
+        if text == previous and ep is not None:
+            return
+        if ep is not None:
+            self._report(self._finish(success=True))
+        if text:
+            self._start(text)
+
+    def _feed(self, frames: Sequence[Any]) -> None:
+        ep = self._episode
+        if ep is None or not frames:
+            return
+        for frame in frames:
+            ep.builder.add(frame)
+        with self._status_lock:
+            self._status.episode_frames = ep.sampler.frames
+            self._status.episode_dropped = ep.sampler.frames - ep.sampler.fresh_frames
+
+    def _start(self, task: str = "") -> str:
+        if self._episode is not None:
+            raise CollectorError(
+                f"already recording episode {self._episode.directory.name}: stop or discard it first"
+            )
+        task = (
+            task
+            or (self._latest_instruction[1] if self._latest_instruction else "")
+            or self.config.default_task
+        )
+        if not task:
+            raise CollectorError(
+                f"no task: publish an instruction on {self.config.topics.instruction or '(no topic)'} or set default_task"
+            )
+        now = self._clock()
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        index = len(list(self.config.raw_dir.glob("episode_*")))
+        directory = self.config.raw_dir / f"episode_{index:06d}_{stamp}"
+        ep = _Episode(
+            self.config,
+            directory,
+            start_ns=now,
+            task=task,
+            writer=self._writer,
+            offered_qos=self._offered_qos,
+        )
+        if self._latest_instruction is not None and self.config.topics.instruction:
+            ep.bag.write(self.config.topics.instruction, self._latest_instruction[0], now)
+        self._write_episode_file(ep, EpisodeStatus.RECORDING)
+        self._episode = ep
+        with self._status_lock:
+            self._status.state = CollectorState.RECORDING
+            self._status.episode_frames = 0
+            self._status.episode_dropped = 0
+            self._status.task = task
+        self._log(f"episode {directory.name} started: {task!r}")
+        return directory.name
+
+    def _write_episode_file(self, ep: _Episode, status: EpisodeStatus, **extra: Any) -> None:
+        cfg = self.config
+        data = {
+            "status": status.value,
+            "task": ep.task,
+            "start_ns": ep.start_ns,
+            "topics": cfg.topics.to_dict(),
+            "fps": cfg.fps,
+            "sampler": asdict(cfg.sampler_config),
+            "dataset_root": str(cfg.dataset_root),
+            **extra,
+        }
+        _write_json_atomic(ep.directory / EPISODE_FILE, data)
+
+    def _finish(self, success: bool) -> EpisodeResult:
+        ep = self._episode
+        if ep is None:
+            raise CollectorError("no episode is being recorded")
+        t0 = time.monotonic()
+        try:
+            tail, report = ep.sampler.finish(self._clock())
+            self._feed(tail)
+            ep.bag.close()
+            if not report.accepted:
+                ep.builder.abort()
+                status, message, index = (
+                    EpisodeStatus.REFUSED,
+                    f"episode refused for the dataset: {report.reason}",
+                    None,
+                )
+            elif not success and not self.config.keep_failed_episodes:
+                ep.builder.abort()
+                status, message, index = (
+                    EpisodeStatus.NOT_WRITTEN,
+                    "failed demonstration: raw bag kept, not in the dataset",
+                    None,
+                )
+            else:
+                summary = ep.builder.commit()
+                self._writer = ep.builder.writer
+                status, index = EpisodeStatus.WRITTEN, summary.episode_index
+                message = f"dataset episode {index}: {report.summary()}"
+        except BaseException as e:
+            self._episode = None
+            result = self._error_result(ep, e)
+            with self._status_lock:
+                self._status.state = CollectorState.IDLE
+            raise CollectorError(result.message) from e
+        self._episode = None
+        result = EpisodeResult(status, message, ep.directory, index, report, time.monotonic() - t0)
+        self._write_episode_file(
+            ep, status, success=success, report=report.to_dict(), dataset_episode=index, message=message
+        )
+        with self._status_lock:
+            self._status.state = CollectorState.IDLE
+            self._status.last_result = message
+            if status is EpisodeStatus.WRITTEN:
+                self._status.episodes_written += 1
+            elif status is EpisodeStatus.REFUSED:
+                self._status.episodes_refused += 1
+                self._status.last_error = message
+        self._log(f"episode {ep.directory.name}: {message}")
+        return result
+
+    def _discard(self) -> EpisodeResult:
+        ep = self._episode
+        if ep is None:
+            raise CollectorError("no episode is being recorded")
+        self._episode = None
+        ep.builder.abort()
+        ep.bag.close()
+        self._write_episode_file(ep, EpisodeStatus.DISCARDED, message="discarded by request")
+        with self._status_lock:
+            self._status.state = CollectorState.IDLE
+            self._status.last_result = f"episode {ep.directory.name} discarded"
+        self._log(f"episode {ep.directory.name} discarded (raw bag kept)")
+        return EpisodeResult(EpisodeStatus.DISCARDED, "discarded (raw bag kept)", ep.directory)
+
+    def _error_result(self, ep: _Episode, e: BaseException) -> EpisodeResult:
+        what = (
+            "disk full"
+            if _is_disk_full(e) or (isinstance(e, DatasetWriteError) and "disk full" in str(e))
+            else "error"
+        )
+        message = f"episode {ep.directory.name} not written ({what}): {e}; the dataset is unchanged, the raw bag is kept"
+        try:
+            ep.builder.abort()
+        except Exception as abort_error:  # the original error matters more
+            self._log(f"while aborting: {abort_error}")
+        try:
+            ep.bag.close()
+        except Exception as close_error:
+            self._log(f"could not close the raw bag {ep.directory}: {close_error}")
+        # With the disk full this may fail too; on restart the episode still says RECORDING and is recovered.
+        with contextlib.suppress(OSError):
+            self._write_episode_file(ep, EpisodeStatus.ERROR, message=message)
+        with self._status_lock:
+            self._status.last_error = message
+        self._log(message)
+        return EpisodeResult(EpisodeStatus.ERROR, message, ep.directory)
+
+    def _fail_episode(self, e: BaseException) -> None:
+        ep = self._episode
+        if ep is None:
+            with self._status_lock:
+                self._status.last_error = str(e)
+            self._log(f"collector: {e}")
+            return
+        self._episode = None
+        result = self._error_result(ep, e)
+        with self._status_lock:
+            self._status.state = CollectorState.IDLE
+        self._report(result)
+
+    def _report(self, result: EpisodeResult) -> None:
+        if self._on_result is not None:
+            self._on_result(result)
+
+    # --- crash recovery ----------------------------------------------------------------------------
+
+    def _recover_partial_episodes(self) -> list[EpisodeResult]:
+        results = []
+        for info_path in sorted(self.config.raw_dir.glob(f"episode_*/{EPISODE_FILE}")):
+            try:
+                info = json.loads(info_path.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                self._log(f"skipping {info_path}: {e}")
+                continue
+            if info.get("status") != EpisodeStatus.RECORDING.value:
+                continue
+            results.append(self._recover_one(info_path.parent, info))
+        return results
+
+    def _recover_one(self, directory: Path, info: dict[str, Any]) -> EpisodeResult:
+        try:
+            kept = recover_bag(directory, self.config.compression)
+        except Exception as e:  # an empty or unreadable bag: nothing to recover
+            info.update(status=EpisodeStatus.PARTIAL_DISCARDED.value, message=f"unreadable after crash: {e}")
+            _write_json_atomic(directory / EPISODE_FILE, info)
+            self._log(f"{directory.name}: partial episode unreadable ({e}); marked discarded")
+            return EpisodeResult(EpisodeStatus.PARTIAL_DISCARDED, str(e), directory)
+        if self.config.partial_episode_policy is PartialEpisodePolicy.DISCARD:
+            message = f"partial episode ({kept} messages) left out of the dataset by policy; raw bag repaired and kept"
+            info.update(status=EpisodeStatus.PARTIAL_DISCARDED.value, message=message)
+            _write_json_atomic(directory / EPISODE_FILE, info)
+            self._log(f"{directory.name}: {message}")
+            return EpisodeResult(EpisodeStatus.PARTIAL_DISCARDED, message, directory)
+        try:
+            sampler = SamplerConfig(**{**info["sampler"], "cameras": tuple(info["sampler"]["cameras"])})
+            result, writer = convert_bag(
+                directory,
+                self.config.target(),
+                TopicMap.from_dict(info["topics"]),
+                sampler_config=sampler,
+                default_task=info.get("task", ""),
+                writer=self._writer,
+            )
+        except (DatasetError, ValueError, KeyError, OSError) as e:
+            message = f"recovery failed: {e}"
+            info.update(status=EpisodeStatus.ERROR.value, message=message)
+            _write_json_atomic(directory / EPISODE_FILE, info)
+            self._log(f"{directory.name}: {message}")
+            return EpisodeResult(EpisodeStatus.ERROR, message, directory)
+        self._writer = writer or self._writer
+        if result.summary is None:
+            status, message, index = (
+                EpisodeStatus.PARTIAL_DISCARDED,
+                f"recovered but refused: {result.report.reason}",
+                None,
+            )
+        else:
+            status, index = EpisodeStatus.RECOVERED, result.summary.episode_index
+            message = f"recovered into dataset episode {index}: {result.report.summary()}"
+        info.update(
+            status=status.value, message=message, report=result.report.to_dict(), dataset_episode=index
+        )
+        _write_json_atomic(directory / EPISODE_FILE, info)
+        self._log(f"{directory.name}: {message}")
+        return EpisodeResult(status, message, directory, index, result.report)

@@ -1,0 +1,294 @@
+"""collector_node: record demonstrations through topics into rosbag2 MCAP bags and a LeRobotDataset v3.0.
+
+Services (std_srvs): ``~/start`` (Trigger), ``~/stop`` (SetBool: data = the demonstration succeeded),
+``~/discard`` (Trigger). With ``episode_on_instruction`` a new non-empty ``/task_instruction`` starts an
+episode (ending the previous one as a success) and an empty one ends it.
+
+Subscriptions take raw CDR (``raw=True``): messages go to the bag exactly as published and are only decoded
+for the frames the dataset needs. The callbacks enqueue; :class:`vla_collector.collector.Collector` does the
+work on its own thread. Images are best effort (sensor data); joint topics reliable; the instruction
+reliable + transient-local. 640x480 rgb8 frames exceed Fast DDS's default shared-memory segment: run
+publisher and collector with ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA`` (see bench/collector_record.py).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+from std_srvs.srv import SetBool, Trigger
+
+from vla_collector.bag import Compression, QosProfile
+from vla_collector.collector import (
+    Collector,
+    CollectorConfig,
+    CollectorError,
+    CollectorState,
+    EpisodeResult,
+    PartialEpisodePolicy,
+)
+from vla_collector.episode import PANDA_JOINTS, TopicMap
+from vla_collector.lerobot_v3 import VideoCodecConfig
+from vla_collector.sampler import SamplerConfig
+
+PARAMETERS: dict[str, tuple[Any, str]] = {
+    "dataset_root": ("~/vla_datasets/demo", "LeRobotDataset v3.0 root (created or appended to)"),
+    "raw_root": ("", "where raw MCAP episodes go; empty = '<dataset_root>.raw' beside the dataset"),
+    "fps": (10, "dataset frame rate (frames are sampled at exactly this rate)"),
+    "robot_type": ("panda", "robot_type in info.json and the embodiment manifest"),
+    "joint_names": (
+        list(PANDA_JOINTS),
+        "observation.state joints, in order (picked by name from /joint_states)",
+    ),
+    "action_joint_names": ([""], "action joints, in order (from /joint_commands); [''] = joint_names"),
+    "cameras": (["front"], "camera names (dataset keys observation.images.<name>)"),
+    "camera_topics": (["/camera/image_raw"], "one sensor_msgs/Image topic per camera, same order"),
+    "state_topic": ("/joint_states", "sensor_msgs/JointState observation topic"),
+    "action_topic": ("/joint_commands", "sensor_msgs/JointState: the action actually sent to the robot"),
+    "instruction_topic": ("/task_instruction", "std_msgs/String language instruction ('' = do not record)"),
+    "default_task": ("", "task text when no instruction was published"),
+    "episode_on_instruction": (False, "start/stop episodes when the instruction changes"),
+    "keep_failed_episodes": (False, "write episodes stopped with success=false to the dataset too"),
+    "partial_episode_policy": ("discard", "on start, episodes a crash interrupted: recover | discard"),
+    "state_max_age_s": (0.0, "latest state older than this at a tick is a drop; 0 = 1.5 frame periods"),
+    "camera_max_age_s": (0.0, "latest image older than this at a tick is a drop; 0 = 1.5 frame periods"),
+    "action_max_age_s": (0.0, "latest command older than this is a drop; 0 = 1.5 frame periods"),
+    "action_lookahead_s": (-1.0, "action = latest command before tick + this; <0 = one frame period"),
+    "latency_s": (0.05, "how long a tick waits for messages in flight before it is sampled"),
+    "rate_tolerance": (0.05, "refuse an episode whose real rate is below fps * (1 - this)"),
+    "max_gap_s": (0.5, "refuse an episode in which any stream is silent longer than this"),
+    "video_codec": ("libsvtav1", "libsvtav1 (AV1, LeRobot's default) | libx264"),
+    "video_crf": (30, "encoder quality (lower = better, bigger)"),
+    "video_g": (2, "keyframe interval (LeRobot uses 2 for fast random access)"),
+    "video_preset": (12, "SVT-AV1 speed preset (higher = faster)"),
+    "mcap_compression": ("lz4", "raw bag chunk compression: lz4 | zstd | none"),
+    "queue_size": (600, "messages buffered for the recorder thread before new ones are counted lost"),
+    "image_qos_depth": (10, "image subscription history depth (best effort)"),
+    "joint_qos_depth": (100, "joint topic subscription history depth (reliable)"),
+    "diagnostics_period_s": (1.0, "period of /diagnostics reports"),
+}
+
+
+def _optional(value: float) -> float | None:
+    return None if value <= 0 else value
+
+
+def config_from_parameters(p: dict[str, Any]) -> CollectorConfig:
+    cameras, camera_topics = list(p["cameras"]), list(p["camera_topics"])
+    if len(cameras) != len(camera_topics):
+        raise ValueError(f"cameras {cameras} and camera_topics {camera_topics} must have the same length")
+    action_names = tuple(n for n in p["action_joint_names"] if n)
+    fps = int(p["fps"])
+    sampler = SamplerConfig(
+        fps=fps,
+        cameras=tuple(cameras),
+        state_max_age_s=_optional(float(p["state_max_age_s"])),
+        camera_max_age_s=_optional(float(p["camera_max_age_s"])),
+        action_max_age_s=_optional(float(p["action_max_age_s"])),
+        action_lookahead_s=None if float(p["action_lookahead_s"]) < 0 else float(p["action_lookahead_s"]),
+        latency_s=float(p["latency_s"]),
+        rate_tolerance=float(p["rate_tolerance"]),
+        max_gap_s=float(p["max_gap_s"]),
+    )
+    return CollectorConfig(
+        dataset_root=Path(p["dataset_root"]),
+        raw_root=Path(p["raw_root"]) if p["raw_root"] else None,
+        topics=TopicMap(
+            state=p["state_topic"],
+            action=p["action_topic"],
+            cameras=dict(zip(cameras, camera_topics, strict=True)),
+            instruction=p["instruction_topic"],
+        ),
+        fps=fps,
+        robot_type=p["robot_type"],
+        state_names=tuple(p["joint_names"]),
+        action_names=action_names,
+        sampler=sampler,
+        video=VideoCodecConfig(
+            codec=p["video_codec"],
+            crf=int(p["video_crf"]),
+            g=int(p["video_g"]),
+            preset=int(p["video_preset"]),
+        ),
+        compression=Compression(p["mcap_compression"]),
+        default_task=p["default_task"],
+        episode_on_instruction=bool(p["episode_on_instruction"]),
+        keep_failed_episodes=bool(p["keep_failed_episodes"]),
+        partial_episode_policy=PartialEpisodePolicy(p["partial_episode_policy"]),
+        queue_size=int(p["queue_size"]),
+    )
+
+
+def _offered(info: Any) -> QosProfile:
+    q = info.qos_profile
+    return QosProfile(
+        reliability=q.reliability.name.lower(),
+        durability=q.durability.name.lower(),
+        history=q.history.name.lower(),
+        depth=int(q.depth),
+    )
+
+
+class CollectorNode(Node):
+    def __init__(self, **node_kwargs: Any) -> None:
+        super().__init__("collector_node", **node_kwargs)
+        for name, (default, description) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        self.config = config_from_parameters(p)
+        self.collector = Collector(
+            self.config,
+            clock=lambda: self.get_clock().now().nanoseconds,
+            log=self.get_logger().info,
+            on_result=self._on_result,
+        )
+        for result in self.collector.recovered:
+            self.get_logger().warning(f"after a crash: {result.raw_path}: {result.message}")
+        topics = self.config.topics
+        image_qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=int(p["image_qos_depth"]),
+            reliability=ReliabilityPolicy.BEST_EFFORT,
+        )
+        joint_qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=int(p["joint_qos_depth"]),
+            reliability=ReliabilityPolicy.RELIABLE,
+        )
+        latched = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=1,
+            reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        )
+        subscriptions: list[tuple[Any, str, QoSProfile]] = [
+            (JointState, topics.state, joint_qos),
+            (JointState, topics.action, joint_qos),
+            *((Image, t, image_qos) for t in topics.cameras.values()),
+        ]
+        if topics.instruction:
+            subscriptions.append((String, topics.instruction, latched))
+        self._subs = [
+            self.create_subscription(msg_type, topic, self._receiver(topic), qos, raw=True)
+            for msg_type, topic, qos in subscriptions
+        ]
+        services = MutuallyExclusiveCallbackGroup()
+        self.create_service(Trigger, "~/start", self._start, callback_group=services)
+        self.create_service(SetBool, "~/stop", self._stop, callback_group=services)
+        self.create_service(Trigger, "~/discard", self._discard, callback_group=services)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(float(p["diagnostics_period_s"]), self._publish_diagnostics)
+        self.get_logger().info(
+            f"recording {sorted(topics.recorded_topics())} at {self.config.fps} fps into {self.config.dataset_root} "
+            f"(raw: {self.config.raw_root})"
+        )
+
+    def _receiver(self, topic: str) -> Any:
+        def receive(data: bytes) -> None:
+            self.collector.submit(topic, data, self.get_clock().now().nanoseconds)
+
+        return receive
+
+    def _record_offered_qos(self) -> None:
+        for topic in self.config.topics.recorded_topics():
+            self.collector.set_offered_qos(
+                topic, [_offered(i) for i in self.get_publishers_info_by_topic(topic)]
+            )
+
+    def _start(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        try:
+            self._record_offered_qos()
+            response.message = f"recording {self.collector.start()}"
+            response.success = True
+        except (CollectorError, OSError, ValueError) as e:
+            response.success, response.message = False, str(e)
+            self.get_logger().error(f"start refused: {e}")
+        return response
+
+    def _stop(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        try:
+            result = self.collector.stop(success=bool(request.data))
+            response.success, response.message = result.ok, result.message
+        except (CollectorError, OSError, ValueError) as e:
+            response.success, response.message = False, str(e)
+            self.get_logger().error(f"stop: {e}")
+        return response
+
+    def _discard(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        try:
+            result = self.collector.discard()
+            response.success, response.message = True, result.message
+        except (CollectorError, OSError) as e:
+            response.success, response.message = False, str(e)
+        return response
+
+    def _on_result(self, result: EpisodeResult) -> None:
+        log = self.get_logger()
+        (log.info if result.ok else log.error)(f"episode {result.raw_path}: {result.message}")
+
+    def _publish_diagnostics(self) -> None:
+        s = self.collector.status()
+        status = DiagnosticStatus(name="vla_collector: collector_node", hardware_id="collector")
+        if s.state is CollectorState.STOPPED:
+            status.level, status.message = DiagnosticStatus.ERROR, "recorder thread stopped"
+        elif s.messages_lost or s.last_error:
+            status.level = DiagnosticStatus.WARN
+            status.message = s.last_error or f"{s.messages_lost} messages lost (recorder queue full)"
+        else:
+            status.level, status.message = DiagnosticStatus.OK, s.state.value
+        values = {
+            "state": s.state.value,
+            "task": s.task,
+            "episodes_written": s.episodes_written,
+            "episodes_refused": s.episodes_refused,
+            "episode_frames": s.episode_frames,
+            "episode_dropped_frames": s.episode_dropped,
+            "messages_recorded": s.messages_recorded,
+            "messages_lost": s.messages_lost,
+            "messages_rejected": s.rejected,
+            "last_result": s.last_result,
+        }
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(msg)
+
+    def destroy_node(self) -> None:
+        result = self.collector.close()
+        if result is not None:
+            self.get_logger().info(f"on shutdown: {result.message}")
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = CollectorNode()
+    except (ValueError, OSError) as e:
+        print(f"collector_node: {e}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

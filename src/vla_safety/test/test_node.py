@@ -60,9 +60,17 @@ def test_commands_pass_then_estop_latches_until_an_explicit_reset(running):
     time.sleep(0.5)
     assert robot.status() == "ESTOP"  # False on the topic never clears it; time neither
 
+    with robot.lock:
+        before = len(robot.states)
     resp = robot.call(robot.reset_cli)
     assert resp.success, resp.message
-    wait_for(lambda: robot.status() == "OK", 5.0, "/safety/state OK after reset")
+    assert not r.safety.monitor.estop_latched
+
+    def reported_ok() -> bool:
+        with robot.lock:
+            return any(s.message.startswith("OK") for s in robot.states[before:])
+
+    wait_for(reported_ok, 5.0, "/safety/state OK after reset")
     n = len(robot.outputs)
     time.sleep(0.5)
     assert len(robot.outputs) == n, "a reset must not send anything (re-arm without moving)"

@@ -18,6 +18,7 @@ import enum
 import os
 import struct
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +84,9 @@ _INFINITE = {"sec": 9223372036, "nsec": 854775807}  # RMW_DURATION_INFINITE as r
 
 @dataclass(frozen=True)
 class QosProfile:
-    """An offered QoS profile in rosbag2's metadata v9 form (``ros2 bag play`` restores it)."""
+    """An offered QoS profile in rosbag2's metadata v9 form (``ros2 bag play`` restores it).
+
+    Discovery does not carry the publisher's history, so like rosbag2 we store ``unknown`` there."""
 
     reliability: str = "reliable"
     durability: str = "volatile"
@@ -91,11 +94,11 @@ class QosProfile:
     depth: int = 10
 
     def __post_init__(self) -> None:
-        if self.reliability not in ("reliable", "best_effort", "system_default"):
+        if self.reliability not in ("reliable", "best_effort", "system_default", "unknown"):
             raise BagError(f"unknown reliability {self.reliability!r}")
-        if self.durability not in ("volatile", "transient_local", "system_default"):
+        if self.durability not in ("volatile", "transient_local", "system_default", "unknown"):
             raise BagError(f"unknown durability {self.durability!r}")
-        if self.history not in ("keep_last", "keep_all", "system_default"):
+        if self.history not in ("keep_last", "keep_all", "system_default", "unknown"):
             raise BagError(f"unknown history {self.history!r}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -199,8 +202,11 @@ class BagWriter:
         directory: str | os.PathLike[str],
         compression: Compression = Compression.LZ4,
         chunk_size: int = 4 * 1024 * 1024,
+        flush_interval_s: float = 1.0,
     ) -> None:
         self.directory = Path(directory)
+        self.flush_interval_s = flush_interval_s
+        self._last_flush = time.monotonic()
         if (self.directory / METADATA_FILE).exists() or any(self.directory.glob("*.mcap")):
             raise BagError(f"{self.directory} already holds a bag")
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -254,6 +260,8 @@ class BagWriter:
         self.bytes_in += len(data)
         self.start_ns = log_time_ns if self.start_ns is None else min(self.start_ns, log_time_ns)
         self.end_ns = max(self.end_ns, log_time_ns)
+        if time.monotonic() - self._last_flush >= self.flush_interval_s:
+            self.flush()
 
     @property
     def message_count(self) -> int:
@@ -283,8 +291,9 @@ class BagWriter:
         return self.directory
 
     def flush(self) -> None:
-        """Push written chunks to the OS (a SIGKILL then loses only the open chunk)."""
-        self._file.flush()
+        """Close the open chunk and hand it to the OS: a SIGKILL loses at most ``flush_interval_s`` of data."""
+        self._writer.flush()
+        self._last_flush = time.monotonic()
 
 
 class BagReader:

@@ -246,6 +246,7 @@ class Collector:
         self._writer: LeRobotV3Writer | None = None
         self._latest_instruction: tuple[bytes, str] | None = None
         self._offered_qos: dict[str, Sequence[QosProfile]] = {}
+        self._last_receive_ns = 0
         config.raw_dir.mkdir(parents=True, exist_ok=True)
         if (config.dataset_root / "meta" / "info.json").is_file():
             self._writer = LeRobotV3Writer.open(config.dataset_root)  # repairs what a crash left
@@ -315,7 +316,10 @@ class Collector:
                     else:
                         self._on_command(item[1], item[2], item[3])
                 if self._episode is not None:
-                    self._feed(self._episode.sampler.advance(self._clock()))
+                    # While a backlog is queued, time is where the processed messages are: deciding ticks by
+                    # the wall clock would judge them before their (already received) messages are read.
+                    now = self._clock() if self._queue.empty() else self._last_receive_ns
+                    self._feed(self._episode.sampler.advance(now))
             except Exception as e:  # keep recording alive; the episode that failed is closed as an error
                 self._fail_episode(e)
         with self._status_lock:
@@ -341,6 +345,7 @@ class Collector:
             future.set_exception(e)
 
     def _on_message(self, topic: str, data: bytes, receive_ns: int) -> None:
+        self._last_receive_ns = max(self._last_receive_ns, receive_ns)
         topics = self.config.topics
         if topic == topics.instruction:
             self._on_instruction(data, receive_ns)

@@ -137,3 +137,36 @@ def test_stale_joint_states_fault(running):
     time.sleep(0.3)
     assert robot.status() == "FAULT"  # latched
     assert robot.call(robot.reset_cli).success
+
+
+def test_joint_trajectory_adapter_over_a_real_topic():
+    from trajectory_msgs.msg import JointTrajectory
+
+    r = Running(output_adapter="joint_trajectory", output_topic="/test/joint_trajectory")
+    try:
+        got = []
+        r.robot.create_subscription(JointTrajectory, "/test/joint_trajectory", got.append, 10)
+        wait_for(lambda: r.safety.monitor.armed, 10.0, "arming")
+        drive(r, 0.5, delta=0.0)
+        wait_for(lambda: len(got) > 0, 5.0, "a JointTrajectory from the adapter")
+        assert tuple(got[-1].joint_names) == r.safety.monitor_config.joints
+        assert len(got[-1].points) == 1
+        assert got[-1].points[0].positions[0] == pytest.approx(HOME[0])
+    finally:
+        r.close()
+
+
+def test_node_refuses_to_start_without_limits_for_a_commanded_joint():
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "vla_safety.safety_node", "--ros-args", "-p", "joints:=[panda_joint1, wheel]"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "refusing to start" in proc.stderr
+    assert "wheel" in proc.stderr

@@ -62,12 +62,12 @@ def test_hold_interpolation_steps():
 
 def test_actions_in_the_past_are_skipped_on_arrival():
     ex = make(blend=BlendMode.LATEST)
-    # The observation was taken at t=0; the model took 0.25 s: steps 0..2 are already past.
+    # The observation was taken at t=0; the model took 0.25 s: steps 0 and 1 are already past.
     status = ex.push(ramp_chunk(0.0, 0.0), now=0.25)
     assert status is PushStatus.ACCEPTED
-    assert ex.skipped_actions == 3
+    assert ex.skipped_actions == 2
     tick = ex.tick(0.25)
-    np.testing.assert_allclose(tick.action, [2.5, -2.5])  # never the stale steps 0, 1, 2
+    np.testing.assert_allclose(tick.action, [2.5, -2.5])  # halfway from step 2 to 3, never steps 0 and 1
     assert tick.chunk_age_s == pytest.approx(0.25)
 
 
@@ -79,6 +79,19 @@ def test_chunk_expires_after_its_last_step_holds_one_dt():
     tick = ex.tick(0.5)
     assert tick.status is TickStatus.EMPTY
     assert tick.queued_chunks == 0
+
+
+def test_tail_hold_keeps_a_late_single_step_chunk():
+    """OpenVLA-style: one action per inference, slower than dt. Strict, it is never played; with a tail hold
+    it is played (held) until the next one, and the queue's nominal depth stays 0 so inference goes on."""
+    one_step = ActionChunk(np.ones((1, 2)), NAMES, 0.0, 0.1)
+    assert make().push(one_step, now=0.2) is PushStatus.STALE
+    ex = make(tail_hold_s=0.3)
+    assert ex.push(one_step, now=0.2) is PushStatus.ACCEPTED
+    assert ex.skipped_actions == 0  # its only action is the one to play
+    np.testing.assert_allclose(ex.tick(0.3).action, [1.0, 1.0])
+    assert ex.remaining(0.3) == 0.0
+    assert ex.tick(0.4).status is TickStatus.EMPTY
 
 
 def test_stale_chunks_are_refused():
@@ -186,6 +199,7 @@ def test_remaining_and_max_chunks():
         {"crossfade_s": -1.0},
         {"max_chunk_age_s": 0.0},
         {"max_chunks": 0},
+        {"tail_hold_s": -0.1},
         {"ensemble_decay": math.nan},
         {"blend": "sideways"},
     ],

@@ -6,7 +6,7 @@ stamps: ROS time in the node, sim time under ``use_sim_time``), so tests drive i
 Timing model: ``chunk.actions[k]`` is the target for time ``t_k = stamp + k * dt``. Between ``t_k`` and
 ``t_{k+1}`` the executor interpolates (linearly, or holds ``actions[k]``), which turns a 10 Hz chunk into
 a 20-50 Hz command stream; the last action holds for one more ``dt``, so a chunk covers
-``[stamp, stamp + H * dt)``. A chunk arrives after the model's latency, so its first actions are already
+``[stamp, stamp + H * dt)`` (plus ``tail_hold_s``, during which its last action holds). A chunk arrives after the model's latency, so its first actions are already
 in the past: the executor never plays them, it starts at ``now`` (and counts what it skipped).
 
 Blending (so chunk boundaries don't jerk), chosen by :class:`BlendMode`:
@@ -66,6 +66,9 @@ class ExecutorConfig:
     crossfade_s: float = 0.2
     max_chunk_age_s: float = 1.0  # a chunk whose observation is older than this is refused
     max_chunks: int = 16  # bound on queued chunks (the oldest is dropped beyond it)
+    # The last action of a chunk stays valid this long after its nominal end: a single-step model slower
+    # than its dt (OpenVLA runs ~6 Hz on a 10 Hz dataset) would otherwise never be played. 0: strict.
+    tail_hold_s: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "blend", BlendMode(self.blend))
@@ -76,6 +79,8 @@ class ExecutorConfig:
             raise ValueError(f"crossfade_s must be >= 0, got {self.crossfade_s}")
         if not (math.isfinite(self.max_chunk_age_s) and self.max_chunk_age_s > 0):
             raise ValueError(f"max_chunk_age_s must be > 0, got {self.max_chunk_age_s}")
+        if not (math.isfinite(self.tail_hold_s) and self.tail_hold_s >= 0):
+            raise ValueError(f"tail_hold_s must be >= 0, got {self.tail_hold_s}")
         if self.max_chunks < 1:
             raise ValueError(f"max_chunks must be >= 1, got {self.max_chunks}")
 
@@ -96,9 +101,10 @@ class Tick:
 class _Queued:
     chunk: ActionChunk
     arrival: float  # executor time at push: CROSSFADE ramps from here
+    end: float  # the chunk covers [stamp, end): its nominal end plus tail_hold_s
 
     @property
-    def end(self) -> float:
+    def nominal_end(self) -> float:
         return self.chunk.stamp + self.chunk.horizon * self.chunk.dt
 
 
@@ -135,9 +141,11 @@ class ActionExecutor:
             if status is not PushStatus.ACCEPTED:
                 self.refused_chunks += 1
                 return status
-            first_future = max(0, math.ceil((now - chunk.stamp) / chunk.dt - 1e-9))
-            self.skipped_actions += min(first_future, chunk.horizon)
-            self._queue.append(_Queued(chunk, now))
+            # Steps before the one now playing are never commanded (the one now playing may be interpolated).
+            playing = max(0, math.floor((now - chunk.stamp) / chunk.dt + 1e-9))
+            self.skipped_actions += min(playing, chunk.horizon - 1)
+            nominal_end = chunk.stamp + chunk.horizon * chunk.dt
+            self._queue.append(_Queued(chunk, now, nominal_end + self.config.tail_hold_s))
             del self._queue[: -self.config.max_chunks]
             return status
 
@@ -148,14 +156,14 @@ class ActionExecutor:
             return PushStatus.NAME_MISMATCH
         if now - chunk.stamp > self.config.max_chunk_age_s:
             return PushStatus.STALE
-        if chunk.stamp + chunk.horizon * chunk.dt <= now:
+        if chunk.stamp + chunk.horizon * chunk.dt + self.config.tail_hold_s <= now:
             return PushStatus.STALE
         if self._queue and chunk.stamp < self._queue[-1].chunk.stamp:
             return PushStatus.OUT_OF_ORDER
         return PushStatus.ACCEPTED
 
     def remaining(self, now: float) -> float:
-        """Seconds of actions still ahead of ``now`` (0 when the queue is empty)."""
+        """Seconds of actions still ahead of ``now`` up to the chunks' nominal ends (0 when empty)."""
         with self._lock:
             return self._remaining(now)
 
@@ -175,7 +183,7 @@ class ActionExecutor:
             return Tick(TickStatus.ACTION, action, stamp, now - stamp, len(self._queue), self._remaining(now))
 
     def _remaining(self, now: float) -> float:
-        return max([0.0, *(q.end - now for q in self._queue)])
+        return max([0.0, *(q.nominal_end - now for q in self._queue)])
 
     def _drop_faded(self, now: float) -> None:
         # Once a chunk's fade-in is complete, everything older than it has no weight left.

@@ -44,6 +44,8 @@ class PolicyNodeConfig:
     backend: BackendKind = BackendKind.NATIVE
     checkpoint: str = ""  # native checkpoint or Hugging Face model directory
     device: str = "cpu"
+    hf_chunk_size: int = 1  # actions per inference of a Hugging Face model (OpenVLA 1, OFT-style more)
+    inference_threads: int = 1  # torch threads for local backends: the other core stays with the control loop
     remote_uri: str = "ws://127.0.0.1:8765"
     remote_token_file: str = ""  # empty: the VLA_REMOTE_TOKEN environment variable
     remote_timeout_s: float = 1.0
@@ -65,6 +67,12 @@ class PolicyNodeConfig:
         if self.backend is not BackendKind.REMOTE and not self.checkpoint:
             raise ValueError(
                 f"the {self.backend.value} backend needs the 'checkpoint' parameter (a model directory)"
+            )
+        if self.hf_chunk_size < 1:
+            raise ValueError(f"hf_chunk_size must be >= 1, got {self.hf_chunk_size}")
+        if self.inference_threads < 0:
+            raise ValueError(
+                f"inference_threads must be >= 0 (0: torch's default), got {self.inference_threads}"
             )
         if not 1.0 <= self.control_rate_hz <= 500.0:
             raise ValueError(f"control_rate_hz must be in [1, 500], got {self.control_rate_hz}")
@@ -121,6 +129,18 @@ def check_embodiment(
         raise ManifestError(f"the model commands joints {missing} that /joint_states does not report")
     manifest.check_joints_limited(limited_joints)
     manifest.check_cameras(cameras)
+
+
+def warmup_observation(manifest: EmbodimentManifest) -> dict[str, object]:
+    """A neutral observation shaped like the manifest's inputs, to run the model once before the first real one
+    (the first call of a torch model is several times slower than the rest). Its chunk is never commanded."""
+    observation: dict[str, object] = {
+        c.feature_key: np.zeros((c.height, c.width, 3), np.uint8) for c in manifest.cameras
+    }
+    observation["observation.state"] = np.zeros(len(manifest.joint_names), np.float32)
+    observation["task"] = "warm up"
+    observation["timestamp"] = 0.0
+    return observation
 
 
 class StateIndex:

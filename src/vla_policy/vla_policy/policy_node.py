@@ -50,6 +50,7 @@ from vla_policy.node_core import (
     cameras_from_lists,
     check_embodiment,
     hold_reason,
+    warmup_observation,
 )
 from vla_policy.serve import read_token
 
@@ -64,6 +65,14 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "backend": ("native", "policy backend: native | huggingface | remote"),
     "checkpoint": ("", "model directory: native checkpoint or Hugging Face model (with embodiment.json)"),
     "device": ("cpu", "torch device for local backends"),
+    "hf_chunk_size": (
+        1,
+        "actions per inference of a Hugging Face model (OpenVLA: 1; OFT-style chunks: more)",
+    ),
+    "inference_threads": (
+        1,
+        "torch threads for local backends (0: torch default); leaves a core to the control loop",
+    ),
     "remote_uri": ("ws://127.0.0.1:8765", "vla-serve address for the remote backend (ws:// or wss://)"),
     "remote_token_file": ("", f"file with the vla-serve auth token (empty: ${REMOTE_TOKEN_ENV})"),
     "remote_timeout_s": (1.0, "remote inference timeout; a slower answer gives no chunk and the robot holds"),
@@ -82,6 +91,10 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "interpolation": ("linear", "between a chunk's steps: linear | hold"),
     "ensemble_decay": (0.01, "temporal_ensemble weight exp(-m*i), i=0 the oldest chunk"),
     "crossfade_s": (0.2, "crossfade duration from the previous chunk to a new one"),
+    "tail_hold_s": (
+        0.3,
+        "the last action of a chunk stays valid this long past its end (single-step models)",
+    ),
     "max_chunk_age_s": (1.0, "refuse a chunk whose observation is older than this when it arrives"),
     "start_enabled": (True, "command as soon as inputs allow (false: wait for ~/enable)"),
 }
@@ -97,6 +110,8 @@ class PolicyNode(Node):
             backend=p["backend"],
             checkpoint=p["checkpoint"],
             device=p["device"],
+            hf_chunk_size=p["hf_chunk_size"],
+            inference_threads=p["inference_threads"],
             remote_uri=p["remote_uri"],
             remote_token_file=p["remote_token_file"],
             remote_timeout_s=p["remote_timeout_s"],
@@ -116,6 +131,7 @@ class PolicyNode(Node):
                 ensemble_decay=p["ensemble_decay"],
                 crossfade_s=p["crossfade_s"],
                 max_chunk_age_s=p["max_chunk_age_s"],
+                tail_hold_s=p["tail_hold_s"],
             ),
         )
         cfg = self.config
@@ -174,7 +190,13 @@ class PolicyNode(Node):
         if cfg.backend is BackendKind.REMOTE:
             token = read_token(cfg.remote_token_file, REMOTE_TOKEN_ENV)
             return load_remote_backend(cfg.remote_uri, token, cfg.remote_timeout_s, cfg.remote_image_encoding)
-        return load_local_backend(cfg.backend, cfg.checkpoint, device=cfg.device)
+        if cfg.inference_threads:
+            import torch
+
+            torch.set_num_threads(cfg.inference_threads)
+        return load_local_backend(
+            cfg.backend, cfg.checkpoint, device=cfg.device, hf_chunk_size=cfg.hf_chunk_size
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -214,6 +236,7 @@ class PolicyNode(Node):
 
     def _on_control_tick(self) -> None:
         now = self._now_s()
+        previous = self._hold
         self._hold = self._input_hold(now)
         tick = self.queue.tick(now) if self._hold is HoldReason.NONE else None
         if self._hold is not HoldReason.NONE:
@@ -223,6 +246,8 @@ class PolicyNode(Node):
         elif tick is not None and tick.action is not None:
             self._publish_command(tick.action)
         published = self._hold is HoldReason.NONE
+        if self._hold is not previous:
+            self.get_logger().info(f"{self._hold.value}", throttle_duration_sec=1.0)
         self.timing.tick(now, published, tick.chunk_stamp if published and tick is not None else None)
 
     def _on_heartbeat(self) -> None:
@@ -276,6 +301,8 @@ class PolicyNode(Node):
 
     def _inference_loop(self) -> None:
         idle = min(0.01, self.config.control_period_s / 2)
+        if self.config.backend is not BackendKind.REMOTE:
+            self._warm_up()
         while not self._stop.is_set():
             try:
                 ran = self._inference_step()
@@ -297,6 +324,16 @@ class PolicyNode(Node):
                 ran = False
             if not ran:
                 self._stop.wait(idle)
+
+    def _warm_up(self) -> None:
+        started = time.monotonic()
+        try:
+            self.loaded.policy.infer(warmup_observation(self.loaded.manifest))
+            self.loaded.policy.reset()
+        except Exception as e:  # a model that cannot run on neutral input may still run on real input
+            self.get_logger().warning(f"warm-up inference failed: {type(e).__name__}: {e}")
+            return
+        self.get_logger().info(f"model warmed up in {time.monotonic() - started:.2f} s")
 
     def _inference_step(self) -> bool:
         now = self._now_s()

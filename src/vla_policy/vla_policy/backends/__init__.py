@@ -40,7 +40,9 @@ class LoadedPolicy:
     description: str  # one line for logs: backend and where the model came from
 
 
-def load_local_backend(kind: BackendKind, model_dir: str, device: str = "cpu") -> LoadedPolicy:
+def load_local_backend(
+    kind: BackendKind, model_dir: str, device: str = "cpu", hf_chunk_size: int = 1
+) -> LoadedPolicy:
     """A policy that runs in this process (native checkpoint or Hugging Face directory)."""
     kind = BackendKind(kind)
     if kind is BackendKind.NATIVE:
@@ -50,7 +52,7 @@ def load_local_backend(kind: BackendKind, model_dir: str, device: str = "cpu") -
     if kind is BackendKind.HUGGINGFACE:
         from vla_policy.backends.huggingface import HFConfig, HuggingFacePolicy
 
-        policy = HuggingFacePolicy(HFConfig(model_dir=model_dir, device=device))
+        policy = HuggingFacePolicy(HFConfig(model_dir=model_dir, device=device, chunk_size=hf_chunk_size))
         return LoadedPolicy(policy, policy.manifest, f"huggingface model {model_dir}")
     raise ValueError(f"{kind.value} is not a local backend")
 

@@ -65,7 +65,7 @@ def test_step_cap_bounds_a_step_after_a_gap():
     rig = Rig(limits=NO_ACCEL)
     assert rig.send((0.0, 0.0, 0.02)).status is Status.OK
     rig.advance(0.2)  # longer than max_step_dt (0.1 s), shorter than the command timeout
-    d = rig.send((0.5, 0.0, 0.02))
+    d = rig.send((0.2, 0.0, 0.02))
     assert d.causes == (Cause.STEP_LIMIT,)
     assert d.positions is not None
     assert d.positions[0] == pytest.approx(0.1)  # 1.0 rad/s * 0.1 s, not * 0.2 s
@@ -133,3 +133,28 @@ def test_output_never_aliases_internal_state():
     d = rig.send((0.05, 0.0, 0.02))
     assert isinstance(d.positions, tuple)
     assert np.isfinite(d.positions).all()
+
+
+def test_command_cannot_run_away_from_a_blocked_robot():
+    rig = Rig(limits=NO_ACCEL)  # the robot never follows: rig.pose stays at home (blocked by contact)
+    x = 0.0
+    for _ in range(40):
+        rig.advance(0.05)
+        d = rig.send((x + 0.05, 0.0, 0.02))
+        assert d.positions is not None
+        x = d.positions[0]
+    assert x == pytest.approx(0.25)  # 0.25 s of travel at 1 rad/s from the measured 0.0, and no further
+    assert Cause.TRACKING_LIMIT in d.causes
+    rig.advance(0.05)
+    d = rig.send((x - 0.05, 0.0, 0.02))  # backing off is always allowed
+    assert d.status is Status.OK
+
+
+def test_tracking_limit_can_be_disabled():
+    rig = Rig(limits=NO_ACCEL, max_tracking_error=0.0)
+    x = 0.0
+    for _ in range(20):
+        rig.advance(0.05)
+        d = rig.send((x + 0.05, 0.0, 0.02))
+        x = d.positions[0]
+    assert x == pytest.approx(1.0)

@@ -169,3 +169,16 @@ def test_reset_refused_far_outside_limits():
     d = rig.monitor.reset(rig.state(), rig.t)
     assert d.causes == (Cause.FAR_OUTSIDE,)
     assert rig.monitor.estop_latched
+
+
+def test_automatic_arming_never_clears_a_latched_estop():
+    from factories import LIMITS, config
+    from vla_safety.monitor import SafetyMonitor
+
+    monitor = SafetyMonitor(LIMITS, config())
+    monitor.engage_estop(1.0, "before the first /joint_states")
+    d = monitor.arm(state(HOME, 1.0), 1.0)
+    assert d.status is Status.ESTOP
+    assert not monitor.armed and monitor.estop_latched
+    assert monitor.reset(state(HOME, 1.0), 1.0).status is Status.OK
+    assert monitor.armed and not monitor.estop_latched

@@ -55,6 +55,7 @@ class Cause(enum.Enum):
     BACKWARDS_STAMP = "backwards_stamp"
     ZERO_DT = "zero_dt"
     START_POSE = "start_pose"
+    TRACKING_LIMIT = "tracking_limit"
     POSITION_LIMIT = "position_limit"
     VELOCITY_LIMIT = "velocity_limit"
     STEP_LIMIT = "step_limit"
@@ -134,6 +135,9 @@ class MonitorConfig:
     each joint's velocity limit (unit-free across revolute and prismatic joints). ``far_outside_fraction`` is
     the distance beyond a hard position limit, as a fraction of the joint's range, that counts as a fault.
     ``heartbeat_timeout`` 0 disables the heartbeat watchdog (only for drivers of tests/experts without one).
+    ``max_tracking_error`` (seconds of travel at the velocity limit, 0 disables) keeps the command from running
+    away from a robot that does not follow (blocked by contact): no step takes the output further than that
+    from the measured position.
     """
 
     joints: tuple[str, ...]
@@ -146,6 +150,7 @@ class MonitorConfig:
     velocity_scale: float = 1.0
     start_pose_tolerance: float = 0.1
     far_outside_fraction: float = 0.05
+    max_tracking_error: float = 0.25
     max_joints: int = 64
     max_name_length: int = 256
     publish_while_holding: bool = True
@@ -175,6 +180,10 @@ class MonitorConfig:
         if not (0.0 < self.far_outside_fraction < 1.0):
             raise ValueError(
                 f"MonitorConfig.far_outside_fraction must be in (0, 1), got {self.far_outside_fraction}"
+            )
+        if not (math.isfinite(self.max_tracking_error) and self.max_tracking_error >= 0.0):
+            raise ValueError(
+                f"MonitorConfig.max_tracking_error must be >= 0 (0 disables), got {self.max_tracking_error}"
             )
         if self.max_joints < 1 or self.max_name_length < 1:
             raise ValueError("MonitorConfig.max_joints and max_name_length must be >= 1")
@@ -225,6 +234,10 @@ class SafetyMonitor:
         self._amax = _optional([lim.max_acceleration for lim in lims])
         self._effort_max = _optional([lim.max_effort for lim in lims])
         self._start_tol = np.array([lim.max_velocity for lim in lims]) * self.config.start_pose_tolerance
+        tracking = self.config.max_tracking_error
+        self._track_tol = np.array([lim.max_velocity for lim in lims]) * (
+            tracking if tracking > 0 else np.inf
+        )
 
     @property
     def limits(self) -> dict[str, JointLimits]:
@@ -272,6 +285,15 @@ class SafetyMonitor:
         return self._remember(
             Decision(Status.ESTOP, (Cause.ESTOP,), reason=self._estop_reason, positions=self._out())
         )
+
+    def arm(self, state: JointStateSample | None, now: float) -> Decision:
+        """Arm if nothing is latched (automatic arming); a latched e-stop or fault needs :meth:`reset`."""
+        if self._estop_reason or self._fault_reason:
+            status, cause = (
+                (Status.ESTOP, Cause.ESTOP) if self._estop_reason else (Status.FAULT, Cause.FAULT_LATCHED)
+            )
+            return Decision(status, (cause,), reason="not arming: latched, only a reset clears it")
+        return self.reset(state, now)
 
     def reset(self, state: JointStateSample | None, now: float) -> Decision:
         """Arm, or re-arm after an e-stop or fault. Moves nothing: the next command must start near the state.
@@ -365,7 +387,7 @@ class SafetyMonitor:
         else:
             dt = now - self._last_output_time
 
-        out, causes = self._enforce(self._last_output, target, dt)
+        out, causes = self._enforce(self._last_output, target, dt, positions)
         self._commit(out, now, dt)
         self._last_stamp = float(command.stamp)
         self._last_command_time = now
@@ -558,7 +580,7 @@ class SafetyMonitor:
         return out
 
     def _enforce(
-        self, prev: FloatArray, target: FloatArray, dt: float
+        self, prev: FloatArray, target: FloatArray, dt: float, measured: FloatArray
     ) -> tuple[FloatArray, tuple[Cause, ...]]:
         """Position first (per joint), then one scale factor on the step (velocity, step cap, acceleration)."""
         causes: list[Cause] = []
@@ -568,6 +590,13 @@ class SafetyMonitor:
         goal = np.clip(target, lo, hi)
         if (goal != target).any():
             causes.append(Cause.POSITION_LIMIT)
+        # Never further from the measured pose than the tracking tolerance (never pulled back either).
+        tracked = np.clip(
+            goal, np.minimum(prev, measured - self._track_tol), np.maximum(prev, measured + self._track_tol)
+        )
+        if (tracked != goal).any():
+            causes.append(Cause.TRACKING_LIMIT)
+            goal = tracked
         step = goal - prev
         capped = dt > self.config.max_step_dt
         dt_eff = min(max(dt, 0.0), self.config.max_step_dt)

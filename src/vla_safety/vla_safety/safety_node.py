@@ -73,6 +73,10 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
         "s of travel at the velocity limit: how near the first command must be to the pose",
     ),
     "far_outside_fraction": (0.05, "fraction of a joint's range beyond a hard limit that latches a fault"),
+    "max_tracking_error": (
+        0.25,
+        "s of travel at the velocity limit: how far the command may lead the measured pose; 0 off",
+    ),
     "max_joints": (64, "Commands with more joints (or names longer than 256 chars) are rejected"),
     "publish_while_holding": (True, "Keep publishing the hold command at `rate` after deceleration ends"),
     "auto_arm": (True, "Arm on the first valid /joint_states; if false, only /safety/reset arms"),
@@ -96,6 +100,7 @@ class SafetyNode(Node):
             **{k: p[k] for k in ("command_timeout", "state_timeout", "heartbeat_timeout", "max_command_age")},
             **{k: p[k] for k in ("max_future", "max_step_dt", "velocity_scale", "start_pose_tolerance")},
             far_outside_fraction=p["far_outside_fraction"],
+            max_tracking_error=p["max_tracking_error"],
             max_joints=p["max_joints"],
             publish_while_holding=p["publish_while_holding"],
         )
@@ -142,7 +147,7 @@ class SafetyNode(Node):
     def on_joint_states(self, msg: JointState) -> None:
         self.state = state_from_msg(msg, time.monotonic())
         if self.auto_arm and not self.monitor.armed:
-            decision = self.monitor.reset(self.state, time.monotonic())
+            decision = self.monitor.arm(self.state, time.monotonic())
             self.auto_arm = decision.status is not Status.OK  # arm once; re-arming later is an explicit reset
             self.act(decision)
 

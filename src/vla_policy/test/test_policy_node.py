@@ -290,3 +290,44 @@ def test_wrong_token_is_refused_at_start():
             output = stop_node(proc)
     assert proc.returncode == 2, output
     assert "token" in output
+
+
+def test_node_with_the_native_backend(harness, tmp_path):
+    """A tiny checkpoint from vla-train behind the node: commands at 50 Hz, each within the model's own chunk."""
+    from test_backend_native import train_tiny_checkpoint
+
+    from vla_policy import load_policy
+
+    checkpoint = train_tiny_checkpoint(tmp_path)
+    policy = load_policy(checkpoint)
+    state = np.array([STATE[j] for j in COMMANDED], np.float32)
+    chunk = policy.infer(
+        {
+            "observation.images.front": harness.image,
+            "observation.state": state,
+            "task": "pick up the red cube",
+        }
+    )
+    low, high = chunk.actions.min(axis=0), chunk.actions.max(axis=0)
+
+    env = {k: v for k, v in os.environ.items() if k != "VLA_REMOTE_TOKEN"}
+    args = [
+        sys.executable, "-m", "vla_policy.policy_node", "--ros-args",
+        "-p", "backend:=native", "-p", f"checkpoint:={checkpoint}", "-p", "control_rate_hz:=50.0",
+    ]  # fmt: skip
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        harness.instruct("pick up the red cube")
+        assert harness.spin(60.0, until=lambda: len(harness.commands) >= 5 or proc.poll() is not None)
+        assert proc.poll() is None, stop_node(proc)
+        t0 = time.monotonic()
+        harness.spin(1.0)
+        window = harness.commands_since(t0)
+        assert 40 <= len(window) <= 56, f"{len(window)} commands in 1 s at 50 Hz"
+        for msg in window:
+            assert tuple(msg.name) == COMMANDED
+            position = np.array(msg.position)
+            assert np.all(position >= low - 1e-5) and np.all(position <= high + 1e-5), (position, low, high)
+    finally:
+        output = stop_node(proc)
+    assert proc.returncode == 0, output

@@ -8,6 +8,7 @@ Publishes the safe command (``output_topic``, adapter by ``output_adapter``), ``
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import Any
@@ -115,6 +116,7 @@ class SafetyNode(Node):
         self.throttle = float(p["log_throttle"])
         self.state: JointStateSample | None = None
         self._published_state: tuple[object, ...] = ()
+        self._last_log: dict[Status, float] = {}
 
         self.out_pub = self.create_publisher(self.output_config.message_type, self.output_config.topic, 10)
         self.state_pub = self.create_publisher(DiagnosticStatus, "/safety/state", LATCHED_QOS)
@@ -194,15 +196,26 @@ class SafetyNode(Node):
             self.out_pub.publish(
                 make_output(self.output_config, self.monitor_config.joints, decision.positions, stamp)
             )
-        self.publish_state(decision)
-        if decision.status in (Status.REJECTED, Status.FAULT, Status.ESTOP, Status.HOLD):
-            self.log.warning(
-                f"{decision.status.name}: {decision.reason}", throttle_duration_sec=self.throttle
-            )
-        elif decision.status is Status.CLAMPED:
-            self.log.info(
-                f"CLAMPED {list(decision.joints)}: {decision.reason}", throttle_duration_sec=self.throttle
-            )
+        changed = self.publish_state(decision)
+        self.log_decision(decision, changed)
+
+    def log_decision(self, decision: Decision, changed: bool) -> None:
+        """Every entry into ESTOP/FAULT is logged at once; everything else at most once per throttle per status."""
+        status = decision.status
+        if status is Status.OK:
+            return
+        now = time.monotonic()
+        urgent = changed and status in (Status.ESTOP, Status.FAULT)
+        if not urgent and now - self._last_log.get(status, -math.inf) < self.throttle:
+            return
+        self._last_log[status] = now
+        text = f"{status.name} {list(decision.joints) if decision.joints else ''}: {decision.reason}"
+        if status in (Status.ESTOP, Status.FAULT):
+            self.log.error(text)
+        elif status is Status.REJECTED:
+            self.log.warning(text)
+        else:  # CLAMPED is the monitor doing its job; HOLD is also the idle state before a policy starts
+            self.log.info(text)
 
     def status_msg(self, decision: Decision) -> DiagnosticStatus:
         extra = {
@@ -212,11 +225,14 @@ class SafetyNode(Node):
         }
         return status_message(decision, self.monitor.counters.as_dict(), extra, STATUS_NAME, self.hardware_id)
 
-    def publish_state(self, decision: Decision, force: bool = False) -> None:
+    def publish_state(self, decision: Decision, force: bool = False) -> bool:
+        """Publish /safety/state when what the monitor does changed (or when forced); True if it changed."""
         key = (decision.status, decision.causes, decision.joints, self.monitor.armed)
-        if force or key != self._published_state:
+        changed = key != self._published_state
+        if force or changed:
             self._published_state = key
             self.state_pub.publish(self.status_msg(decision))
+        return changed
 
 
 def main(args: list[str] | None = None) -> int:

@@ -126,7 +126,9 @@ class NativePolicy:
         if self._sessions is not None:
             encoder, head = self._sessions
             (features,) = encoder.run(None, {"images": images.numpy()})
-            (actions,) = head.run(None, {"features": features, "text": text.numpy(), "state": state.numpy()})
+            (actions,) = head.run(
+                None, onnx_feed(head, features=features, text=text.numpy(), state=state.numpy())
+            )
             return torch.from_numpy(actions)
         device = self.network.action_low.device
         with torch.inference_mode():
@@ -141,6 +143,11 @@ class NativePolicy:
         images, text, state = self.prepare(observation)
         actions = self.normalizer.unnormalize_action(self.predict_normalized(images, text, state)[0].double())
         return ActionChunk(actions=actions.numpy(), names=self.manifest.action_names, stamp=stamp, dt=self.dt)
+
+
+def onnx_feed(session: Any, **arrays: np.ndarray) -> dict[str, np.ndarray]:
+    """The inputs a session declares (the exporter drops unused ones, e.g. the baseline's state)."""
+    return {i.name: arrays[i.name] for i in session.get_inputs()}
 
 
 def _onnx_sessions(directory: Path) -> tuple[Any, Any]:

@@ -1,0 +1,351 @@
+"""``vla-eval``: offline action error and closed-loop success of one or more checkpoints, side by side.
+
+    vla-eval outputs/run1/best outputs/base1/best --output outputs/eval1                  # offline, held-out episodes
+    vla-eval outputs/run1/best outputs/base1/best --output outputs/eval1 --closed-loop --episodes 10
+
+Offline: every frame of the episodes a checkpoint held out for validation (recorded in its config.json, or
+``--dataset`` roots with ``--all-episodes``) goes through the policy's own inference path (``prepare`` ->
+network), and the predicted chunk is compared with the recorded actions: mean |error| per joint and per
+horizon step, in dataset units (only steps that exist in the episode count).
+
+Closed loop: the embedded simulator's Gymnasium env (``vla_sim.make_env``), one task family at a time, on
+the instruction templates seen in training (``split=train``) and on held-out paraphrases (``split=heldout``);
+the policy's chunk is executed ``--execute-steps`` actions at a time, then re-planned. Success is the task's
+own predicate. Results: ``results.md``, ``offline.csv``, ``closed_loop.csv`` and PNG plots in ``--output``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vla_policy.data import action_chunks, open_datasets
+from vla_policy.models.policy import NativePolicy, load_policy
+
+ENCODE_BATCH = 64
+
+
+@dataclass(frozen=True)
+class OfflineResult:
+    label: str
+    frames: int
+    per_joint: np.ndarray  # [A] mean |error| over all valid (frame, step) pairs, dataset units
+    per_step: np.ndarray  # [H] mean |error| over joints and frames at each horizon step
+    joint_names: tuple[str, ...]
+
+    @property
+    def mean(self) -> float:
+        return float(self.per_joint.mean())
+
+
+@dataclass(frozen=True)
+class EpisodeOutcome:
+    label: str
+    family: str
+    split: str
+    instruction: str
+    success: bool
+    steps: int
+
+
+def policy_label(path: str | Path, policy: NativePolicy) -> str:
+    p = Path(path).resolve()
+    return f"{policy.config.kind.value} ({p.parent.name}/{p.name})"
+
+
+def offline_errors(
+    policy: NativePolicy,
+    dataset_roots: Sequence[str | Path],
+    episodes: Sequence[tuple[int, int]] | None,
+    label: str,
+    progress: bool = True,
+) -> OfflineResult:
+    """Mean |predicted - recorded| per joint and per horizon step on ``episodes`` (all when None)."""
+    datasets, manifest = open_datasets(dataset_roots)
+    problems = policy.manifest.mismatches(manifest)
+    if problems:
+        raise ValueError(f"{label} was not trained for these datasets: " + "; ".join(problems))
+    refs = (
+        episodes
+        if episodes is not None
+        else [(d, e.index) for d, ds in enumerate(datasets) for e in ds.episodes]
+    )
+    if not refs:
+        raise ValueError("no episodes to evaluate")
+    horizon, n_actions = policy.horizon, len(policy.manifest.action_names)
+    abs_sum = np.zeros((horizon, n_actions))
+    counts = np.zeros(horizon)
+    frames = 0
+    for d, e in tqdm(refs, desc=f"offline {label}", unit="ep", disable=not progress):
+        ds = datasets[d]
+        ep = ds.episode(e)
+        images = {cam: ds.frames(e, cam) for cam in policy.config.camera_names}
+        inputs = [
+            policy.prepare(
+                {
+                    **{f"observation.images.{cam}": images[cam][t] for cam in images},
+                    "observation.state": ep.state[t],
+                    "task": ep.tasks[t],
+                }
+            )
+            for t in range(len(ep))
+        ]
+        preds = []
+        for start in range(0, len(inputs), ENCODE_BATCH):
+            batch = inputs[start : start + ENCODE_BATCH]
+            stacked = [torch.cat([b[i] for b in batch]) for i in range(3)]
+            preds.append(policy.predict_normalized(*stacked))
+        pred = policy.normalizer.unnormalize_action(torch.cat(preds).double()).numpy()  # [T, H, A]
+        truth = action_chunks(ep.action.astype(np.float64), horizon)
+        valid = (np.arange(len(ep))[:, None] + np.arange(horizon)[None, :]) < len(ep)  # [T, H]
+        abs_sum += (np.abs(pred - truth) * valid[..., None]).sum(axis=0)
+        counts += valid.sum(axis=0)
+        frames += len(ep)
+    per_step_joint = abs_sum / np.maximum(counts, 1)[:, None]
+    per_joint = abs_sum.sum(axis=0) / max(counts.sum(), 1)
+    return OfflineResult(label, frames, per_joint, per_step_joint.mean(axis=1), policy.manifest.action_names)
+
+
+def closed_loop(
+    policy: NativePolicy,
+    label: str,
+    *,
+    families: Sequence[str],
+    splits: Sequence[str],
+    episodes: int,
+    seed: int,
+    execute_steps: int,
+    progress: bool = True,
+    max_steps: int = 0,
+) -> list[EpisodeOutcome]:
+    """Run ``episodes`` episodes per (family, split) in the embedded simulator; seeds are shared by all policies."""
+    import vla_sim
+
+    cams = policy.manifest.cameras
+    size = (cams[0].height, cams[0].width) if cams else (128, 128)
+    outcomes = []
+    total = len(families) * len(splits) * episodes
+    bar = tqdm(total=total, desc=f"closed loop {label}", unit="ep", disable=not progress)
+    for family in families:
+        for split in splits:
+            env = vla_sim.make_env(
+                family, seed=seed, cameras=policy.config.camera_names, image_size=size,
+                control_hz=policy.manifest.fps, split=split,
+            )  # fmt: skip
+            try:
+                for i in range(episodes):
+                    obs, info = env.reset(seed=seed + i)
+                    policy.reset()
+                    done, steps, success = False, 0, False
+                    while not done:
+                        chunk = policy.infer({**obs, "task": info["task"], "timestamp": info["sim_time"]})
+                        for action in chunk.actions[: max(1, execute_steps)]:
+                            obs, _, terminated, truncated, info = env.step(action.astype(np.float32))
+                            steps += 1
+                            success = success or bool(info["success"])
+                            done = terminated or truncated or (max_steps > 0 and steps >= max_steps)
+                            if done:
+                                break
+                    outcomes.append(EpisodeOutcome(label, family, split, info["task"], success, steps))
+                    bar.update(1)
+            finally:
+                env.close()
+    bar.close()
+    return outcomes
+
+
+# --- reports -----------------------------------------------------------------------------------------
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    def fmt(v: object) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_offline(results: Sequence[OfflineResult], output: Path) -> str:
+    names = results[0].joint_names
+    max_h = max(len(r.per_step) for r in results)
+    header = [
+        "policy",
+        "frames",
+        "mean_l1",
+        *(f"l1_{n}" for n in names),
+        *(f"l1_step{k}" for k in range(max_h)),
+    ]
+    rows = [
+        [r.label, r.frames, r.mean, *map(float, r.per_joint),
+         *(float(r.per_step[k]) if k < len(r.per_step) else "" for k in range(max_h))]
+        for r in results
+    ]  # fmt: skip
+    with (output / "offline.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
+    width = 0.8 / len(results)
+    for i, r in enumerate(results):
+        ax1.bar(np.arange(len(names)) + i * width, r.per_joint, width, label=r.label)
+        ax2.plot(np.arange(len(r.per_step)), r.per_step, marker="o", label=r.label)
+    ax1.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=45, ha="right")
+    ax1.set_ylabel("mean |error| (dataset units)")
+    ax1.set_title("per joint")
+    ax2.set_xlabel("horizon step")
+    ax2.set_title("per horizon step")
+    for ax in (ax1, ax2):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(output / "offline.png", dpi=100)
+    plt.close(fig)
+    short = [[r.label, r.frames, r.mean, *map(float, r.per_joint)] for r in results]
+    return _markdown_table(["policy", "frames", "mean L1", *names], short)
+
+
+def summarize_closed_loop(outcomes: Sequence[EpisodeOutcome]) -> list[dict[str, object]]:
+    groups: dict[tuple[str, str, str], list[EpisodeOutcome]] = {}
+    for o in outcomes:
+        groups.setdefault((o.label, o.family, o.split), []).append(o)
+    return [
+        {
+            "policy": label,
+            "family": family,
+            "split": split,
+            "episodes": len(items),
+            "successes": sum(o.success for o in items),
+            "success_rate": sum(o.success for o in items) / len(items),
+            "mean_steps": float(np.mean([o.steps for o in items])),
+        }
+        for (label, family, split), items in groups.items()
+    ]
+
+
+def write_closed_loop(outcomes: Sequence[EpisodeOutcome], output: Path) -> str:
+    summary = summarize_closed_loop(outcomes)
+    columns = ["policy", "family", "split", "episodes", "successes", "success_rate", "mean_steps"]
+    with (output / "closed_loop.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(summary)
+    with (output / "closed_loop_episodes.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["policy", "family", "split", "instruction", "success", "steps"])
+        writer.writerows([[o.label, o.family, o.split, o.instruction, o.success, o.steps] for o in outcomes])
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(s["family"], s["split"]) for s in summary})
+    labels = sorted({str(s["policy"]) for s in summary})
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups)), 4))
+    width = 0.8 / len(labels)
+    for i, label in enumerate(labels):
+        rates = {(s["family"], s["split"]): s["success_rate"] for s in summary if s["policy"] == label}
+        ax.bar(np.arange(len(groups)) + i * width, [rates.get(g, 0.0) for g in groups], width, label=label)
+    ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, [f"{f}\n{s}" for f, s in groups])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("success rate")
+    ax.legend(fontsize=7)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(output / "closed_loop.png", dpi=100)
+    plt.close(fig)
+    return _markdown_table(columns, [[s[c] for c in columns] for s in summary])
+
+
+# --- CLI ---------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="vla-eval", description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoints", nargs="+", help="checkpoint directories (native VLA and/or baseline)")
+    p.add_argument("--output", required=True, help="where results.md, CSVs and plots go")
+    p.add_argument(
+        "--dataset", action="append", default=[], help="dataset roots (default: the checkpoint's own)"
+    )
+    p.add_argument(
+        "--all-episodes", action="store_true", help="every episode of --dataset, not only held-out ones"
+    )
+    p.add_argument("--no-offline", action="store_true")
+    p.add_argument("--closed-loop", action="store_true", help="run the embedded simulator")
+    p.add_argument("--families", nargs="+", default=["pick", "stack", "push", "place", "stack_two"])
+    p.add_argument("--splits", nargs="+", default=["train", "heldout"], choices=["train", "heldout"])
+    p.add_argument("--episodes", type=int, default=5, help="closed-loop episodes per family and split")
+    p.add_argument("--execute-steps", type=int, default=5, help="actions executed from each chunk")
+    p.add_argument(
+        "--max-steps", type=int, default=0, help="cap closed-loop episodes (smoke runs; 0: task limit)"
+    )
+    p.add_argument("--seed", type=int, default=1000)
+    p.add_argument("--runtime", default="torch", choices=["torch", "onnx"])
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    output = Path(a.output)
+    output.mkdir(parents=True, exist_ok=True)
+    offline, outcomes = [], []
+    for path in a.checkpoints:
+        policy = load_policy(path, runtime=a.runtime)
+        label = policy_label(path, policy)
+        if not a.no_offline:
+            info = policy.checkpoint.info
+            roots = a.dataset or info.get("datasets", [])
+            if a.all_episodes or a.dataset:
+                episodes = (
+                    None if a.all_episodes else [tuple(r) for r in info.get("val_episodes", [])] or None
+                )
+            else:
+                episodes = [tuple(r) for r in info.get("val_episodes", [])]
+            if roots and (episodes is None or episodes):
+                offline.append(offline_errors(policy, roots, episodes, label, progress=not a.no_progress))
+            else:
+                print(
+                    f"{label}: no held-out episodes recorded; pass --dataset ... --all-episodes",
+                    file=sys.stderr,
+                )
+        if a.closed_loop:
+            outcomes += closed_loop(
+                policy, label, families=a.families, splits=a.splits, episodes=a.episodes, seed=a.seed,
+                execute_steps=a.execute_steps, progress=not a.no_progress, max_steps=a.max_steps,
+            )  # fmt: skip
+    sections = ["# vla-eval results", ""]
+    if offline:
+        sections += [
+            "## Offline action error (held-out episodes, dataset units)",
+            "",
+            write_offline(offline, output),
+            "",
+        ]
+        sections += ["![offline](offline.png)", ""]
+    if outcomes:
+        sections += [
+            "## Closed-loop success (embedded simulator)",
+            "",
+            write_closed_loop(outcomes, output),
+            "",
+        ]
+        sections += ["![closed loop](closed_loop.png)", ""]
+    report = "\n".join(sections)
+    (output / "results.md").write_text(report)
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

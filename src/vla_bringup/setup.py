@@ -34,6 +34,7 @@ setup(
     entry_points={
         "console_scripts": [
             "vla-up = vla_bringup.runner:main",
+            "vla-demo = vla_bringup.demo:main",
         ],
     },
 )

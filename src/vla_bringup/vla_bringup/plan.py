@@ -54,6 +54,8 @@ class NodeSpec:
         for src, dst in self.remappings:
             if not src or not dst:
                 raise PlanError(f"node {self.name}: empty remapping {src!r}:={dst!r}")
+        # identity remappings (a bridge that uses the default name) are noise on the command line
+        object.__setattr__(self, "remappings", tuple((s, d) for s, d in self.remappings if s != d))
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ class SimBridge:
     """How the stack talks to a simulator: where commands go, in which message type, and where sensors arrive."""
 
     command_topic: str
-    adapter: str  # the safety node's output adapter: joint_state | forward_command | joint_trajectory
+    adapter: str  # the safety node's output adapter: joint_state | float64_multi_array | joint_trajectory
     joint_states_topic: str
     camera_topic: str
 
@@ -101,7 +103,7 @@ class SimBridge:
 SIM_BRIDGES: Mapping[Sim, SimBridge] = {
     Sim.EMBEDDED: SimBridge("/joint_commands", "joint_state", "/joint_states", "/camera/image_raw"),
     Sim.GAZEBO: SimBridge(
-        "/forward_position_controller/commands", "forward_command", "/joint_states", "/camera/image_raw"
+        "/forward_position_controller/commands", "float64_multi_array", "/joint_states", "/camera/image_raw"
     ),
     Sim.ISAAC: SimBridge("/joint_command", "joint_state", "/joint_states", "/rgb"),
 }
@@ -120,11 +122,12 @@ PROFILE_ARGS: Mapping[str, tuple[Argument, ...]] = {
         Argument("commander", "policy", "what commands the arm: the VLA policy or the scripted expert", ("policy", "expert")),
         Argument("task", "pick", "embedded sim: task family at start"),
         Argument("seed", "0", "embedded sim: scene seed at start"),
+        Argument("split", "train", "embedded sim: instruction templates (heldout: evaluation paraphrases)", ("train", "heldout")),
         Argument("use_sim_time", "true", "all nodes on the simulator's /clock", ("true", "false")),
     ),
     "robot": (
         *COMMON_ARGS,
-        Argument("camera_source", "test_pattern", "camera source: test_pattern, a device index/path, a file, a URL, a directory"),
+        Argument("camera_source", "pattern", "front camera: pattern (synthetic), a device index or path, a video file, an image directory, a stream URL"),
         Argument("use_sim_time", "false", "all nodes on /clock (replay)", ("true", "false")),
     ),
     "record": (
@@ -165,22 +168,23 @@ def _common(args: Mapping[str, str]) -> dict[str, ParamValue]:
     return {"use_sim_time": _flag(args["use_sim_time"])}
 
 
-def _safety(args: Mapping[str, str], bridge: SimBridge) -> NodeSpec:
-    remaps: tuple[tuple[str, str], ...] = (("/joint_states", bridge.joint_states_topic),)
-    if bridge.adapter == "joint_state":
-        remaps += (("/joint_commands", bridge.command_topic),)
+def _safety(args: Mapping[str, str], bridge: SimBridge, *, heartbeat: bool = True) -> NodeSpec:
+    params: dict[str, ParamValue] = {
+        **_common(args),
+        "robot_profile": args["robot"],
+        "output_adapter": bridge.adapter,
+        "output_topic": bridge.command_topic,
+    }
+    if not heartbeat:
+        # The scripted expert sends no /policy/heartbeat; the command timeout still guards it.
+        params["heartbeat_timeout"] = 0.0
     return NodeSpec(
         name="safety_node",
         package="vla_safety",
         executable="safety_node",
         param_files=(ParamFile("vla_safety", "config/safety_node.yaml"),),
-        parameters={
-            **_common(args),
-            "robot_profile": args["robot"],
-            "output_adapter": bridge.adapter,
-            **({} if bridge.adapter == "joint_state" else {"output_topic": bridge.command_topic}),
-        },
-        remappings=remaps,
+        parameters=params,
+        remappings=(("/joint_states", bridge.joint_states_topic),),
     )
 
 
@@ -203,11 +207,11 @@ def _embedded_sim(args: Mapping[str, str]) -> NodeSpec:
         name="sim_node",
         package="vla_sim",
         executable="sim_node",
-        param_files=(ParamFile("vla_sim", "config/sim_node.yaml"),),
         parameters={
             # the simulator owns /clock, so it never runs on sim time itself
             "task": args["task"],
             "seed": int(args["seed"]),
+            "split": args.get("split", "train"),
             "publish_instruction": True,  # the sim announces its task on /task_instruction
         },
     )
@@ -219,7 +223,6 @@ def _expert(args: Mapping[str, str]) -> NodeSpec:
         name="expert_node",
         package="vla_sim",
         executable="expert_node",
-        param_files=(ParamFile("vla_sim", "config/expert_node.yaml"),),
         parameters=_common(args),
         remappings=(("/joint_commands", "/policy/joint_commands"),),
     )
@@ -231,8 +234,9 @@ def build_sim(args: Mapping[str, str]) -> list[NodeSpec]:
     nodes = []
     if sim is Sim.EMBEDDED:
         nodes.append(_embedded_sim(args))
-    nodes.append(_safety(args, bridge))
-    if args["commander"] == "expert":
+    expert = args["commander"] == "expert"
+    nodes.append(_safety(args, bridge, heartbeat=not expert))
+    if expert:
         if sim is not Sim.EMBEDDED:
             raise PlanError(
                 "commander:=expert needs the embedded simulator (it reads the scene's object poses)"
@@ -243,14 +247,20 @@ def build_sim(args: Mapping[str, str]) -> list[NodeSpec]:
     return nodes
 
 
+def _camera_source(source: str) -> dict[str, ParamValue]:
+    if source in ("", "pattern", "test_pattern"):
+        return {"source_type": "pattern", "source": ""}
+    return {"source_type": "auto", "source": source}
+
+
 def build_robot(args: Mapping[str, str]) -> list[NodeSpec]:
     bridge = SimBridge("/joint_commands", "joint_state", "/joint_states", "/camera/image_raw")
     camera = NodeSpec(
-        name="camera_node",
+        name="front_camera",  # its section in cameras.yaml
         package="vla_perception",
         executable="camera_node",
-        param_files=(ParamFile("vla_perception", "config/camera_node.yaml"),),
-        parameters={**_common(args), "source": args["camera_source"]},
+        param_files=(ParamFile("vla_perception", "config/cameras.yaml"),),
+        parameters={**_common(args), **_camera_source(args["camera_source"])},
     )
     return [camera, _safety(args, bridge), _policy(args, bridge)]
 
@@ -260,7 +270,7 @@ def build_record(args: Mapping[str, str]) -> list[NodeSpec]:
     nodes = []
     if args["sim"] == "embedded":
         nodes += [_embedded_sim(args), _expert(args)]
-    nodes.append(_safety(args, bridge))
+    nodes.append(_safety(args, bridge, heartbeat=False))
     nodes.append(
         NodeSpec(
             name="collector_node",

@@ -1,0 +1,402 @@
+"""``vla-demo``: the README's main job, and the closed-loop benchmark through ROS.
+
+Starts the ``sim`` plan with ``vla-up`` (simulator, safety monitor and a commander as separate processes over
+real topics), then drives episodes from an observer node: for each task family and seed it sets the
+simulator's task, resets the scene and the safety monitor, and watches until ``/sim/success`` or the family's
+time limit. It reports per family: success, time to success (sim seconds), mean absolute jerk of the commands
+that reached the robot (``/joint_commands``), and how often the safety monitor intervened; and the latency
+from a commander's command to the safe command, as seen by the observer.
+
+    vla-demo                                   # default: the commander the workspace can run (see below)
+    vla-demo --commander expert --episodes 2 --families pick,push
+    vla-demo --commander policy --model outputs/model --split heldout
+
+The commander is the VLA policy when a checkpoint is given (``--model``); without one the scripted expert
+drives the arm through the same safety monitor, and the report says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vla_bringup.scoring import EpisodeRecord, markdown_table, summarize
+
+ARM_JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
+FAMILIES = ("pick", "stack", "push", "place", "stack_two")
+INTERVENTION_COUNTERS = (
+    "clamped",
+    "rejected",
+    "hold_events",
+    "dropped_hold",
+    "dropped_fault",
+    "dropped_estop",
+)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    commander: str  # "policy" | "expert"
+    model: str
+    families: tuple[str, ...]
+    episodes: int
+    seed: int
+    split: str
+    out_dir: Path
+    time_limit_scale: float
+    startup_timeout_s: float
+
+    def __post_init__(self) -> None:
+        if self.commander not in ("policy", "expert"):
+            raise ValueError(f"commander must be policy or expert, got {self.commander!r}")
+        if self.commander == "policy" and not self.model:
+            raise ValueError("--commander policy needs --model <checkpoint dir>")
+        unknown = set(self.families) - set(FAMILIES)
+        if unknown:
+            raise ValueError(f"unknown task families {sorted(unknown)}; choose from {FAMILIES}")
+        if self.episodes < 1:
+            raise ValueError("--episodes must be at least 1")
+        if self.split not in ("train", "heldout"):
+            raise ValueError("--split is train or heldout")
+        if self.time_limit_scale <= 0:
+            raise ValueError("--time-limit-scale must be positive")
+
+
+def vla_up_argv(config: DemoConfig) -> list[str]:
+    """The ``vla-up sim`` command for this demo (the plan decides everything else)."""
+    from ament_index_python.packages import get_package_prefix
+
+    exe = os.path.join(get_package_prefix("vla_bringup"), "lib", "vla_bringup", "vla-up")
+    argv = [
+        exe,
+        "sim",
+        f"commander:={config.commander}",
+        f"task:={config.families[0]}",
+        f"seed:={config.seed}",
+    ]
+    if config.model:
+        argv.append(f"model:={os.path.abspath(config.model)}")
+    return argv
+
+
+class Stack:
+    """The plan under test, as a ``vla-up`` child process whose output goes to a log file."""
+
+    def __init__(self, argv: Sequence[str], log_path: Path) -> None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 20.0) -> int:
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5.0)
+        self._log.close()
+        return int(self.proc.returncode)
+
+
+def _make_observer() -> Any:
+    """The observer node (built lazily so importing this module needs no rclpy)."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.node import Node
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Bool, Header
+    from std_srvs.srv import Trigger
+
+    latched = QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+    )
+
+    class Observer(Node):
+        def __init__(self) -> None:
+            super().__init__("vla_demo")
+            self.lock = threading.Lock()
+            self.sim_time = 0.0
+            self.success = False
+            self.success_sim_time: float | None = None
+            self.recording: EpisodeRecord | None = None
+            self.episode_start_sim = 0.0
+            self.counters: dict[str, int] = {}
+            self.heartbeats = 0
+            self.pending: dict[tuple[float, ...], float] = {}  # commander command -> wall receive time
+            self.latencies_ms: list[float] = []
+            self.joint_states = 0
+            self.create_subscription(Clock, "/clock", self.on_clock, 10)
+            self.create_subscription(Bool, "/sim/success", self.on_success, latched)
+            self.create_subscription(JointState, "/joint_commands", self.on_safe_command, 50)
+            self.create_subscription(JointState, "/policy/joint_commands", self.on_commander, 50)
+            self.create_subscription(DiagnosticStatus, "/safety/state", self.on_safety_state, latched)
+            self.create_subscription(Header, "/policy/heartbeat", self.on_heartbeat, qos_profile_sensor_data)
+            self.create_subscription(
+                JointState, "/joint_states", self.on_joint_states, qos_profile_sensor_data
+            )
+            self.set_params = self.create_client(SetParameters, "/sim_node/set_parameters")
+            self.reset_sim = self.create_client(Trigger, "/sim_node/reset")
+            self.reset_safety = self.create_client(Trigger, "/safety/reset")
+            self._param_types = (Parameter, ParameterType, ParameterValue)
+
+        # --- callbacks -------------------------------------------------------------------------------
+        def on_clock(self, msg: Any) -> None:
+            self.sim_time = msg.clock.sec + msg.clock.nanosec * 1e-9
+
+        def on_joint_states(self, _msg: Any) -> None:
+            self.joint_states += 1
+
+        def on_heartbeat(self, _msg: Any) -> None:
+            self.heartbeats += 1
+
+        def on_success(self, msg: Any) -> None:
+            with self.lock:
+                if msg.data and self.recording is not None and not self.success:
+                    self.success, self.success_sim_time = True, self.sim_time
+
+        def on_commander(self, msg: Any) -> None:
+            key = tuple(round(p, 6) for p in msg.position)
+            with self.lock:
+                self.pending[key] = time.monotonic()
+                if len(self.pending) > 200:
+                    self.pending.pop(next(iter(self.pending)))
+
+        def on_safe_command(self, msg: Any) -> None:
+            now = time.monotonic()
+            key = tuple(round(p, 6) for p in msg.position)
+            with self.lock:
+                sent = self.pending.pop(key, None)
+                if sent is not None:  # passed unmodified: the latency of the safety path
+                    self.latencies_ms.append((now - sent) * 1e3)
+                if self.recording is not None:
+                    index = {n: i for i, n in enumerate(msg.name)}
+                    if all(j in index for j in ARM_JOINTS):
+                        self.recording.command_times.append(self.sim_time)
+                        self.recording.commands.append([msg.position[index[j]] for j in ARM_JOINTS])
+
+        def on_safety_state(self, msg: Any) -> None:
+            values = {kv.key: kv.value for kv in msg.values}
+            with self.lock:
+                self.counters = {k: int(v) for k, v in values.items() if v.isdigit()}
+
+        # --- service helpers ---------------------------------------------------------------------------
+        def set_task(self, family: str, seed: int) -> None:
+            parameter, ptype, pvalue = self._param_types
+            request = SetParameters.Request()
+            request.parameters = [
+                parameter(name="task", value=pvalue(type=ptype.PARAMETER_STRING, string_value=family)),
+                parameter(name="seed", value=pvalue(type=ptype.PARAMETER_INTEGER, integer_value=seed)),
+            ]
+            result = call(self.set_params, request)
+            failed = [r.reason for r in result.results if not r.successful]
+            if failed:
+                raise RuntimeError(f"sim_node refused the task parameters: {failed}")
+
+    return Observer()
+
+
+def call(client: Any, request: Any, timeout_s: float = 30.0) -> Any:
+    """A service call from the main thread while the executor spins in another."""
+    if not client.wait_for_service(timeout_sec=timeout_s):
+        raise TimeoutError(f"service {client.srv_name} is not available")
+    future = client.call_async(request)
+    deadline = time.monotonic() + timeout_s
+    while not future.done():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"service {client.srv_name} did not answer in {timeout_s} s")
+        time.sleep(0.01)
+    return future.result()
+
+
+def wait_until(predicate: Any, timeout_s: float, what: str, stack: Stack) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if not stack.alive():
+            raise RuntimeError(f"the stack exited while waiting for {what}; see its log")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def run_episode(obs: Any, stack: Stack, family: str, seed: int, config: DemoConfig) -> EpisodeRecord:
+    from std_srvs.srv import Trigger
+    from vla_sim.tasks import FAMILIES as TASK_FAMILIES
+    from vla_sim.tasks import TaskFamily
+
+    obs.set_task(family, seed)
+    with obs.lock:
+        obs.recording = None
+        obs.success, obs.success_sim_time = False, None
+    reply = call(obs.reset_sim, Trigger.Request())
+    if not reply.success:
+        raise RuntimeError(f"sim_node reset failed: {reply.message}")
+    time.sleep(0.3)  # let the new pose reach the monitor before re-arming it there
+    call(obs.reset_safety, Trigger.Request())
+    record = EpisodeRecord(family=family, instruction=reply.message, seed=seed)
+    with obs.lock:
+        start_counters = dict(obs.counters)
+        obs.success, obs.success_sim_time = False, None
+        obs.episode_start_sim = obs.sim_time
+        obs.recording = record
+    limit = TASK_FAMILIES[TaskFamily(family)].time_limit_s * config.time_limit_scale
+    wall_deadline = time.monotonic() + 4 * limit + 10  # a stalled simulator must not hang the demo
+    while obs.sim_time - obs.episode_start_sim < limit and time.monotonic() < wall_deadline:
+        if not stack.alive():
+            raise RuntimeError("the stack exited during an episode; see its log")
+        with obs.lock:
+            if obs.success:
+                break
+        time.sleep(0.05)
+    with obs.lock:
+        obs.recording = None
+        record.success = obs.success
+        if obs.success and obs.success_sim_time is not None:
+            record.time_to_success_s = obs.success_sim_time - obs.episode_start_sim
+        end = obs.counters
+        record.safety_decisions = end.get("received", 0) - start_counters.get("received", 0)
+        record.safety_interventions = sum(
+            end.get(k, 0) - start_counters.get(k, 0) for k in INTERVENTION_COUNTERS
+        )
+    return record
+
+
+def run(config: DemoConfig) -> dict[str, Any]:
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(vla_up_argv(config), config.out_dir / "stack.log")
+    rclpy.init()
+    obs = _make_observer()
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(obs)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    records: list[EpisodeRecord] = []
+    try:
+        wait_until(
+            lambda: obs.joint_states > 0, config.startup_timeout_s, "/joint_states from sim_node", stack
+        )
+        if config.commander == "policy":
+            wait_until(lambda: obs.heartbeats > 0, config.startup_timeout_s, "the policy's heartbeat", stack)
+        total = len(config.families) * config.episodes
+        for i, (family, k) in enumerate((f, k) for f in config.families for k in range(config.episodes)):
+            record = run_episode(obs, stack, family, config.seed + k, config)
+            records.append(record)
+            verdict = f"success in {record.time_to_success_s:.1f} s" if record.success else "failed"
+            print(
+                f"[{i + 1}/{total}] {family:9s} seed {record.seed}: {record.instruction!r}: {verdict}",
+                flush=True,
+            )
+    finally:
+        executor.shutdown()
+        obs.destroy_node()
+        rclpy.try_shutdown()
+        stack_code = stack.stop()
+    rows = summarize(records)
+    lat = np.asarray(obs.latencies_ms)
+    latency = {
+        "commander_to_safe_command_ms_p50": float(np.percentile(lat, 50)) if lat.size else None,
+        "commander_to_safe_command_ms_p99": float(np.percentile(lat, 99)) if lat.size else None,
+        "samples": int(lat.size),
+    }
+    return {"records": records, "rows": rows, "latency": latency, "stack_exit_code": stack_code}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vla-demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--commander",
+        choices=("policy", "expert"),
+        default=None,
+        help="default: policy if --model, else expert",
+    )
+    parser.add_argument("--model", default="", help="policy checkpoint directory")
+    parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated task families")
+    parser.add_argument("--episodes", type=int, default=2, help="episodes per family")
+    parser.add_argument("--seed", type=int, default=1000, help="first scene seed (episode k uses seed + k)")
+    parser.add_argument(
+        "--split", choices=("train", "heldout"), default="train", help="instruction templates"
+    )
+    parser.add_argument("--out", default="outputs/demo", help="results and the stack's log go here")
+    parser.add_argument(
+        "--time-limit-scale", type=float, default=1.0, help="multiply each family's time limit"
+    )
+    parser.add_argument("--startup-timeout", type=float, default=120.0, help="seconds to wait for the stack")
+    ns = parser.parse_args(argv)
+    commander = ns.commander or ("policy" if ns.model else "expert")
+    try:
+        config = DemoConfig(
+            commander=commander,
+            model=ns.model,
+            families=tuple(f for f in ns.families.split(",") if f),
+            episodes=ns.episodes,
+            seed=ns.seed,
+            split=ns.split,
+            out_dir=Path(ns.out),
+            time_limit_scale=ns.time_limit_scale,
+            startup_timeout_s=ns.startup_timeout,
+        )
+    except ValueError as e:
+        print(f"vla-demo: error: {e}", file=sys.stderr)
+        return 2
+    if commander == "expert":
+        print(
+            "vla-demo: no policy checkpoint given, so the scripted expert commands the arm (through the same "
+            "safety monitor). Pass --model <checkpoint> to run the VLA policy.",
+            flush=True,
+        )
+    print(
+        f"vla-demo: starting the stack: {' '.join(vla_up_argv(config))} (log: {config.out_dir / 'stack.log'})",
+        flush=True,
+    )
+    try:
+        result = run(config)
+    except (RuntimeError, TimeoutError) as e:
+        print(f"vla-demo: error: {e} (stack log: {config.out_dir / 'stack.log'})", file=sys.stderr)
+        return 1
+    table = markdown_table(result["rows"])
+    lat = result["latency"]
+    print(f"\nClosed loop through ROS, commander = {commander}, split = {config.split}\n\n{table}\n")
+    if lat["samples"]:
+        print(
+            f"commander -> safe command latency (observer-side): p50 {lat['commander_to_safe_command_ms_p50']:.2f} ms, "
+            f"p99 {lat['commander_to_safe_command_ms_p99']:.2f} ms over {lat['samples']} commands"
+        )
+    (config.out_dir / "results.md").write_text(table + "\n")
+    figures = {
+        "commander": commander,
+        "split": config.split,
+        "families": {
+            r.family: {"success_rate": r.success_rate, "episodes": r.episodes} for r in result["rows"]
+        },
+        "overall_success_rate": float(np.mean([rec.success for rec in result["records"]])),
+        "latency": lat,
+        "stack_exit_code": result["stack_exit_code"],
+    }
+    (config.out_dir / "results.json").write_text(json.dumps(figures, indent=2) + "\n")
+    print(json.dumps(figures))
+    return 0 if result["stack_exit_code"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

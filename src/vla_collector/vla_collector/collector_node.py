@@ -64,7 +64,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "camera_max_age_s": (0.0, "latest image older than this at a tick is a drop; 0 = 1.5 frame periods"),
     "action_max_age_s": (0.0, "latest command older than this is a drop; 0 = 1.5 frame periods"),
     "action_lookahead_s": (-1.0, "action = latest command before tick + this; <0 = one frame period"),
-    "latency_s": (0.05, "how long a tick waits for messages in flight before it is sampled"),
+    "max_wait_s": (0.5, "how long a tick waits for a stalled stream before it is sampled as a drop"),
     "rate_tolerance": (0.05, "refuse an episode whose real rate is below fps * (1 - this)"),
     "max_gap_s": (0.5, "refuse an episode in which any stream is silent longer than this"),
     "video_codec": ("libsvtav1", "libsvtav1 (AV1, LeRobot's default) | libx264"),
@@ -96,7 +96,7 @@ def config_from_parameters(p: dict[str, Any]) -> CollectorConfig:
         camera_max_age_s=_optional(float(p["camera_max_age_s"])),
         action_max_age_s=_optional(float(p["action_max_age_s"])),
         action_lookahead_s=None if float(p["action_lookahead_s"]) < 0 else float(p["action_lookahead_s"]),
-        latency_s=float(p["latency_s"]),
+        max_wait_s=float(p["max_wait_s"]),
         rate_tolerance=float(p["rate_tolerance"]),
         max_gap_s=float(p["max_gap_s"]),
     )

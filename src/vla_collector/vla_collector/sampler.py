@@ -15,8 +15,10 @@ Rules (all times are message stamps: ``header.stamp``, or the receive time when 
    ``t_k + action_lookahead - stamp``), or a camera image already used by the previous frame (a camera
    slower than the dataset), makes the frame a *drop*: it is still written with the latest data (so
    timestamps stay ``k / fps``), but counted, and the episode report says which stream was late.
-5. **Emission delay.** Live, tick ``k`` is decided once the clock passes ``t_k + action_lookahead +
-   latency`` so messages still in flight arrive first; offline, the log time plays the clock.
+5. **When a tick is decided.** As soon as every stream has delivered a message stamped after the tick's
+   reference time (so nothing still in flight can change the choice), or, for a stalled stream, once
+   the clock passes ``t_k + action_lookahead + max_wait``. Offline, the log time plays the clock, so
+   a bag converted later gives the frames the live recorder wrote.
 6. **Acceptance.** The episode's real rate is ``fps * fresh_frames / frames``. If it is below
    ``fps * (1 - rate_tolerance)``, or any required stream has a gap longer than ``max_gap``, the episode
    is refused for the dataset (its raw recording is kept) with a report that says why.
@@ -60,7 +62,7 @@ class SamplerConfig:
     camera_max_age_s: float | None = None
     action_max_age_s: float | None = None
     action_lookahead_s: float | None = None
-    latency_s: float = 0.05
+    max_wait_s: float = 0.5
     rate_tolerance: float = 0.05
     max_gap_s: float = 0.5
 
@@ -80,7 +82,7 @@ class SamplerConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be positive and finite, got {value}")
-        for name in ("action_lookahead_s", "latency_s"):
+        for name in ("action_lookahead_s", "max_wait_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be >= 0 and finite, got {value}")
@@ -289,13 +291,21 @@ class FrameSampler:
         return task
 
     def advance(self, now_ns: int) -> list[Frame]:
-        """Frames whose ticks are decided by ``now_ns`` (see the emission-delay rule)."""
+        """Frames whose ticks are decided by ``now_ns`` (see the emission rule)."""
         cfg = self.config
         lookahead = int(float(cfg.action_lookahead_s) * NS)  # type: ignore[arg-type]
-        horizon = now_ns - lookahead - int(cfg.latency_s * NS)
-        return self._emit_until(horizon)
+        return self._emit_until(now_ns - lookahead - int(cfg.max_wait_s * NS), data_driven=True)
 
-    def _emit_until(self, horizon_ns: int) -> list[Frame]:
+    def _complete(self, t: int, lookahead: int) -> bool:
+        """Every stream has moved past its reference time: nothing in flight can change tick ``t``."""
+        for s in self._streams.values():
+            reference = t + lookahead if s.kind is StreamKind.ACTION else t
+            last = s.stats.last_ns
+            if last is None or (last < reference if s.kind is StreamKind.ACTION else last <= reference):
+                return False
+        return True
+
+    def _emit_until(self, horizon_ns: int, data_driven: bool = False) -> list[Frame]:
         if not self._maybe_start() or self._t0 is None:
             return []
         cfg = self.config
@@ -303,7 +313,7 @@ class FrameSampler:
         out: list[Frame] = []
         while True:
             t = self._t0 + self._next_tick * NS // cfg.fps
-            if t > horizon_ns:
+            if t > horizon_ns and not (data_driven and self._complete(t, lookahead)):
                 break
             frame = self._sample(self._next_tick, t, lookahead)
             self._next_tick += 1

@@ -148,7 +148,7 @@ class MonitorConfig:
     max_future: float = 0.1
     max_step_dt: float = 0.1
     velocity_scale: float = 1.0
-    start_pose_tolerance: float = 0.1
+    start_pose_tolerance: float = 0.2
     far_outside_fraction: float = 0.05
     max_tracking_error: float = 0.25
     max_joints: int = 64

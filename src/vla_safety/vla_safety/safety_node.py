@@ -70,7 +70,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "max_step_dt": (0.1, "s: the most time one step is credited (step cap = max_velocity * max_step_dt)"),
     "velocity_scale": (1.0, "(0, 1]: fraction of each joint's velocity limit to allow"),
     "start_pose_tolerance": (
-        0.1,
+        0.2,
         "s of travel at the velocity limit: how near the first command must be to the pose",
     ),
     "far_outside_fraction": (0.05, "fraction of a joint's range beyond a hard limit that latches a fault"),

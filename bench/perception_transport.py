@@ -33,7 +33,11 @@ CONFIGS: dict[str, dict[str, str]] = {
     # the documented setting: the workspace's env script exports this
     "profile": {"FASTRTPS_DEFAULT_PROFILES_FILE": os.path.normpath(PROFILE)},
 }
-TRANSPORT_VARS = ("FASTDDS_BUILTIN_TRANSPORTS", "FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")
+TRANSPORT_VARS = (
+    "FASTDDS_BUILTIN_TRANSPORTS",
+    "FASTRTPS_DEFAULT_PROFILES_FILE",
+    "FASTDDS_DEFAULT_PROFILES_FILE",
+)
 
 
 def run_publisher(seconds: float, rate: float, topic: str) -> None:
@@ -65,7 +69,9 @@ def run_publisher(seconds: float, rate: float, topic: str) -> None:
             time.sleep(target - now)
         elif now - target > period:
             late += 1
-        msg = numpy_to_image(frames[seq % 3], "rgb8", stamp=node.get_clock().now().to_msg(), frame_id=f"bench_{seq}")
+        msg = numpy_to_image(
+            frames[seq % 3], "rgb8", stamp=node.get_clock().now().to_msg(), frame_id=f"bench_{seq}"
+        )
         pub.publish(msg)
     elapsed = time.monotonic() - start
     time.sleep(1.0)  # keep the writer alive while the last samples drain
@@ -101,7 +107,11 @@ def run_subscriber(topic: str) -> None:
     while not stop.is_set():
         executor.spin_once(timeout_sec=0.1)
     latencies.sort()
-    pick = (lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]) if latencies else (lambda q: None)
+    pick = (
+        (lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))])
+        if latencies
+        else (lambda q: None)
+    )
     print(
         json.dumps(
             {
@@ -142,7 +152,18 @@ def measure(name: str, extra_env: dict[str, str], seconds: float, rate: float) -
         if sub.stdout is None or sub.stdout.readline().strip() != "READY":
             raise RuntimeError(f"subscriber did not start: {sub.stdout.read() if sub.stdout else ''}")
         pub = subprocess.run(
-            [sys.executable, script, "--role", "pub", "--topic", topic, "--seconds", str(seconds), "--rate", str(rate)],
+            [
+                sys.executable,
+                script,
+                "--role",
+                "pub",
+                "--topic",
+                topic,
+                "--seconds",
+                str(seconds),
+                "--rate",
+                str(rate),
+            ],
             env=env,
             capture_output=True,
             text=True,
@@ -176,9 +197,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10 s per configuration instead of 60 s")
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--rate", type=float, default=30.0)
-    parser.add_argument("--only", choices=sorted(CONFIGS), action="append", help="run only these configurations")
     parser.add_argument(
-        "--env", action="append", default=[], metavar="NAME=VALUE", help="add a configuration with this variable"
+        "--only", choices=sorted(CONFIGS), action="append", help="run only these configurations"
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="add a configuration with this variable",
     )
     args = parser.parse_args()
     if args.role == "pub":
@@ -194,7 +221,9 @@ def main() -> None:
         configs[f"{key}={value}"] = {key: value}
     results = [measure(name, env, seconds, args.rate) for name, env in configs.items()]
     print(f"{WIDTH}x{HEIGHT} rgb8 at {args.rate:g} Hz for {seconds:g} s, sensor-data QoS, two processes")
-    print(f"{'config':<40} {'published':>9} {'received':>9} {'ratio':>7} {'pub Hz':>7} {'p50 ms':>7} {'p95 ms':>7}")
+    print(
+        f"{'config':<40} {'published':>9} {'received':>9} {'ratio':>7} {'pub Hz':>7} {'p50 ms':>7} {'p95 ms':>7}"
+    )
     for r in results:
         p50 = f"{r['latency_ms_p50']:.1f}" if r["latency_ms_p50"] is not None else "-"
         p95 = f"{r['latency_ms_p95']:.1f}" if r["latency_ms_p95"] is not None else "-"

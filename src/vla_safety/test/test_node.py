@@ -1,5 +1,6 @@
 """safety_node over real topics: pass-through, e-stop latch (service and topic) and reset, watchdog hold."""
 
+import math
 import time
 
 import pytest
@@ -170,3 +171,20 @@ def test_node_refuses_to_start_without_limits_for_a_commanded_joint():
     assert proc.returncode == 1
     assert "refusing to start" in proc.stderr
     assert "wheel" in proc.stderr
+
+
+def test_nan_command_over_a_topic_is_rejected_and_nothing_is_sent(running):
+    r = running
+    robot = r.robot
+    wait_for(lambda: r.safety.monitor.armed, 10.0, "arming")
+    drive(r, 0.3, delta=0.0)
+    with robot.lock:
+        target = list(robot.pose)
+        before = len(robot.outputs)
+    target[3] = float("nan")
+    robot.command(target)
+    wait_for(lambda: r.safety.monitor.counters.rejected >= 1, 5.0, "the NaN command to be rejected")
+    wait_for(lambda: robot.status() in ("REJECTED", "HOLD"), 5.0, "/safety/state REJECTED (then HOLD)")
+    with robot.lock:
+        sent = [p for _, p in robot.outputs[before:]]
+    assert all(math.isfinite(v) for p in sent for v in p), "NaN reached /joint_commands"

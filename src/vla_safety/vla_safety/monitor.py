@@ -342,6 +342,16 @@ class SafetyMonitor:
         clock for velocity/acceleration (sim time under ``use_sim_time``, so limits hold in simulated seconds
         even when the sim runs slower than real time). Both default to ``now``.
         """
+        return self._remember(self._check(command, state, now, ros_now, motion_now))
+
+    def _check(
+        self,
+        command: JointCommand,
+        state: JointStateSample | None,
+        now: float,
+        ros_now: float | None,
+        motion_now: float | None,
+    ) -> Decision:
         self.counters.received += 1
         if self._estop_reason:
             self.counters.dropped_estop += 1

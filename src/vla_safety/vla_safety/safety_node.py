@@ -179,7 +179,7 @@ class SafetyNode(Node):
 
     def on_tick(self) -> None:
         motion_now = self.ros_now() if self.sim_time else None
-        self.act(self.monitor.tick(self.state, time.monotonic(), motion_now))
+        self.act(self.monitor.tick(self.state, time.monotonic(), motion_now), periodic=True)
 
     def on_diagnostics(self) -> None:
         array = DiagnosticArray()
@@ -193,7 +193,7 @@ class SafetyNode(Node):
     def ros_now(self) -> float:
         return float(self.get_clock().now().nanoseconds) * 1e-9
 
-    def act(self, decision: Decision) -> None:
+    def act(self, decision: Decision, periodic: bool = False) -> None:
         """Send what the monitor decided, report a change of state, log (throttled) what was refused."""
         if decision.positions is not None:
             stamp = self.get_clock().now().to_msg()
@@ -201,7 +201,10 @@ class SafetyNode(Node):
                 make_output(self.output_config, self.monitor_config.joints, decision.positions, stamp)
             )
         changed = self.publish_state(decision)
-        self.log_decision(decision, changed)
+        if (
+            changed or not periodic
+        ):  # the watchdog tick repeats the current state: log it only when it changes
+            self.log_decision(decision, changed)
 
     def log_decision(self, decision: Decision, changed: bool) -> None:
         """Every entry into ESTOP/FAULT is logged at once; everything else at most once per throttle per status."""

@@ -31,16 +31,20 @@ class FiLM(nn.Module):
 
 
 class FiLMBlock(nn.Module):
-    """Residual conv block whose normalized features are FiLM-modulated by the instruction."""
+    """MBConv-like residual block (depthwise 3x3, pointwise 1x1) whose features are FiLM-modulated.
+
+    Depthwise + pointwise instead of a dense 3x3 keeps the head cheap enough to train on 2 CPU cores.
+    """
 
     def __init__(self, channels: int, text_dim: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.depthwise = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
+        self.pointwise = nn.Conv2d(channels, channels, 1)
         self.norm = nn.GroupNorm(8 if channels % 8 == 0 else 1, channels)
         self.film = FiLM(text_dim, channels)
 
     def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        return x + F.gelu(self.film(self.norm(self.conv(x)), text))
+        return x + F.gelu(self.film(self.norm(self.pointwise(self.depthwise(x))), text))
 
 
 class TokenLearner(nn.Module):
@@ -91,17 +95,18 @@ class NativeVLAHead(nn.Module):
         self, features: torch.Tensor, text: torch.Tensor, state: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         b, n_cam = features.shape[:2]
-        image_tokens = []
-        for cam in range(n_cam):
-            x = self.project(features[:, cam]) + self.position[cam]
-            for block in self.film_blocks:
-                x = block(x, text)
-            image_tokens.append(self.token_learner(x))
+        # All cameras in one pass: [B * n_cam, C, h, w]; the per-camera position embedding tells them apart.
+        x = self.project(features.flatten(0, 1)).unflatten(0, (b, n_cam)) + self.position
+        x = x.flatten(0, 1)
+        camera_text = text.repeat_interleave(n_cam, dim=0)
+        for block in self.film_blocks:
+            x = block(x, camera_text)
+        image_tokens = self.token_learner(x).unflatten(0, (b, n_cam)).flatten(1, 2)  # [B, n_cam * K, d]
         tokens = torch.cat(
             [
                 (self.text_token(text) + self.type_embedding[0])[:, None],
                 (self.state_token(state) + self.type_embedding[1])[:, None],
-                torch.cat(image_tokens, dim=1) + self.type_embedding[2],
+                image_tokens + self.type_embedding[2],
                 (self.action_queries + self.type_embedding[3]).expand(b, -1, -1),
             ],
             dim=1,

@@ -1,7 +1,6 @@
 import math
 from pathlib import Path
 
-import pybullet_data
 import pytest
 from vla_safety.limits import (
     JointLimits,
@@ -16,12 +15,18 @@ from vla_safety.limits import (
     parse_urdf_limits,
 )
 
-PANDA_URDF = str(Path(pybullet_data.getDataPath()) / "franka_panda" / "panda.urdf")
+
+@pytest.fixture
+def panda_urdf() -> str:
+    pybullet_data = pytest.importorskip("pybullet_data", reason="the Panda URDF ships with pybullet")
+    return str(Path(pybullet_data.getDataPath()) / "franka_panda" / "panda.urdf")
+
+
 PANDA_COMMANDED = [*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1"]
 
 
-def test_panda_urdf_limits_use_the_soft_limits_and_include_the_fingers():
-    table = parse_urdf_limits(Path(PANDA_URDF).read_text())
+def test_panda_urdf_limits_use_the_soft_limits_and_include_the_fingers(panda_urdf):
+    table = parse_urdf_limits(Path(panda_urdf).read_text())
     assert table["panda_joint1"].min_position == -2.8973  # safety_controller soft limit, tighter than 2.9671
     assert table["panda_joint4"].max_position == -0.0698
     assert table["panda_joint5"].max_velocity == 2.61
@@ -82,8 +87,8 @@ def test_merge_of_disjoint_ranges_is_refused():
         merge_limits({"j": JointLimits("j", 0.0, 1.0, 1.0)}, {"j": JointLimits("j", 2.0, 3.0, 1.0)})
 
 
-def test_profile_and_urdf_merge():
-    table = load_limits("panda", PANDA_URDF)
+def test_profile_and_urdf_merge(panda_urdf):
+    table = load_limits("panda", panda_urdf)
     assert table["panda_joint1"].max_effort == 87.0
     assert table["panda_joint1"].max_acceleration == 15.0  # only the profile has it
     assert table["panda_joint1"].position_margin == 0.02

@@ -13,8 +13,9 @@ p50/p99 (image stamp to the first command computed from it) and model latency.
 
 Usage: python bench/policy_node_rate.py [--quick] [--rate HZ] [--seconds S]
                                         [--backend huggingface|native --checkpoint DIR]
-Without --checkpoint a small Llava-style model (random weights) is built offline and served by the
-Hugging Face backend. The last line of output is one JSON object with the figures.
+Without --checkpoint the model is built here: native, the default recipe trained for one epoch on a
+generated dataset (real architecture and latency, meaningless skill); huggingface, a small Llava-style model
+with random weights. The last line of output is one JSON object with the figures.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ def run_timer_callback_node(argv: list[str]) -> int:
     from vla_policy.node_core import RollingStats, StateIndex
 
     args = argparse.Namespace(**json.loads(argv[0]))
+    import torch
+
+    torch.set_num_threads(1)  # as policy_node does (inference_threads: 1)
     loaded = load_local_backend(args.backend, args.checkpoint)
     rclpy.init()
     node = rclpy.create_node("timer_policy_node")
@@ -118,6 +122,22 @@ def run_timer_callback_node(argv: list[str]) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def build_native_checkpoint(tmp: str) -> str:
+    from vla_collector.manifest import CameraSpec
+    from vla_policy.synthetic import write_synthetic_dataset
+    from vla_policy.train import TrainConfig, train
+
+    cameras = (CameraSpec("front", 96, 96),)
+    dataset = write_synthetic_dataset(os.path.join(tmp, "dataset"), episodes=2, frames=8, cameras=cameras)
+    result = train(
+        TrainConfig(
+            datasets=(str(dataset),), output=os.path.join(tmp, "run"), epochs=1, batch_size=8, warmup_steps=1,
+            val_fraction=0.5, augmented_copies=0, seed=0, device="cpu", progress=False,
+        )
+    )  # fmt: skip
+    return str(result.best)
 
 
 # --- the robot side and the measurement -----------------------------------------------------------------
@@ -188,6 +208,8 @@ class Robot:
 
 
 def measure(robot: Robot, cmd: list[str], name: str, rate: float, seconds: float) -> dict[str, float]:
+    robot.spin(1.0)  # the previous node's last messages
+    robot.commands.clear()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         if not robot.spin(90.0, until=lambda: bool(robot.commands) or proc.poll() is not None):
@@ -242,8 +264,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="8 s per node instead of 30 s")
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float)
-    parser.add_argument("--backend", default="huggingface", choices=["huggingface", "native"])
-    parser.add_argument("--checkpoint", default="", help="model directory (default: build a small Llava)")
+    parser.add_argument("--backend", default="native", choices=["native", "huggingface"])
+    parser.add_argument("--checkpoint", default="", help="model directory (default: build one, see above)")
     parser.add_argument("--image-size", type=int, default=224, help="camera frames (square, rgb8)")
     args = parser.parse_args()
     seconds = args.seconds or (8.0 if args.quick else 30.0)
@@ -252,12 +274,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="policy_rate_bench_") as tmp:
         checkpoint = args.checkpoint
         model_label = f"{args.backend} {checkpoint}"
-        if not checkpoint:
+        if not checkpoint and args.backend == "native":
+            checkpoint = build_native_checkpoint(tmp)
+            model_label = (
+                "native: the default recipe (EfficientNet-Lite0 + MiniLM, FiLM, TokenLearner, transformer, "
+                "chunk of 10), 96 px, trained 1 epoch on a generated dataset"
+            )
+        elif not checkpoint:
             from vla_policy.backends.tiny import write_tiny_llava
 
-            checkpoint = str(
-                write_tiny_llava(os.path.join(tmp, "llava"), hidden_size=256, layers=4, image_size=96)
-            )
+            llava = write_tiny_llava(os.path.join(tmp, "llava"), hidden_size=256, layers=4, image_size=96)
+            checkpoint = str(llava)
             model_label = (
                 "huggingface: Llava-style, SigLIP+Llama 4 layers x 256, 96 px, random weights (built offline)"
             )

@@ -72,3 +72,30 @@ def test_native_backend_without_manifest_is_refused(checkpoint, tmp_path):
 def test_remote_is_not_a_local_backend():
     with pytest.raises(ValueError, match="not a local backend"):
         load_local_backend(BackendKind.REMOTE, "/nowhere")
+
+
+def test_isolated_process_serves_the_same_chunks_and_dies_with_its_owner(checkpoint):
+    from vla_policy.backends import InferenceUnavailable
+    from vla_policy.backends.isolated import start_isolated_backend
+
+    local = load_local_backend(BackendKind.NATIVE, str(checkpoint))
+    isolated = start_isolated_backend(BackendKind.NATIVE, str(checkpoint), timeout_s=10.0)
+    try:
+        assert isolated.manifest == local.manifest
+        np.testing.assert_allclose(
+            isolated.policy.infer(observation()).actions, local.policy.infer(observation()).actions, atol=1e-5
+        )
+        process = isolated.policy.process
+        assert isolated.policy.alive()
+    finally:
+        isolated.policy.close()
+    assert process.poll() is not None  # closing the client ends the child
+    with pytest.raises(InferenceUnavailable, match="exited"):
+        isolated.policy.infer(observation())
+
+
+def test_isolated_process_with_a_bad_model_fails_to_start(tmp_path):
+    from vla_policy.backends.isolated import start_isolated_backend
+
+    with pytest.raises(RuntimeError, match="did not start"):
+        start_isolated_backend(BackendKind.NATIVE, str(tmp_path))

@@ -292,7 +292,8 @@ def test_wrong_token_is_refused_at_start():
     assert "token" in output
 
 
-def test_node_with_the_native_backend(harness, tmp_path):
+@pytest.mark.parametrize("process", [True, False], ids=["inference_process", "inference_thread"])
+def test_node_with_the_native_backend(harness, tmp_path, process):
     """A tiny checkpoint from vla-train behind the node: commands at 50 Hz, each within the model's own chunk."""
     from test_backend_native import train_tiny_checkpoint
 
@@ -314,6 +315,7 @@ def test_node_with_the_native_backend(harness, tmp_path):
     args = [
         sys.executable, "-m", "vla_policy.policy_node", "--ros-args",
         "-p", "backend:=native", "-p", f"checkpoint:={checkpoint}", "-p", "control_rate_hz:=50.0",
+        "-p", f"inference_process:={str(process).lower()}",
     ]  # fmt: skip
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -331,3 +333,22 @@ def test_node_with_the_native_backend(harness, tmp_path):
     finally:
         output = stop_node(proc)
     assert proc.returncode == 0, output
+
+
+def test_killed_node_leaves_no_inference_process(harness, tmp_path):
+    psutil = pytest.importorskip("psutil")
+    from test_backend_native import train_tiny_checkpoint
+
+    checkpoint = train_tiny_checkpoint(tmp_path)
+    args = [sys.executable, "-m", "vla_policy.policy_node", "--ros-args", "-p", f"checkpoint:={checkpoint}"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert harness.spin(60.0, until=lambda: len(harness.heartbeats) >= 3 or proc.poll() is not None)
+        children = psutil.Process(proc.pid).children()
+        assert len(children) == 1 and "vla_policy.serve" in " ".join(children[0].cmdline())
+        proc.kill()  # no chance to clean up
+        proc.wait(5)
+        _gone, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, "the inference process outlived its node"
+    finally:
+        stop_node(proc)

@@ -46,6 +46,9 @@ class PolicyNodeConfig:
     device: str = "cpu"
     hf_chunk_size: int = 1  # actions per inference of a Hugging Face model (OpenVLA 1, OFT-style more)
     inference_threads: int = 1  # torch threads for local backends: the other core stays with the control loop
+    inference_process: bool = (
+        True  # local backends run in a child vla-serve (no GIL shared with the control loop)
+    )
     remote_uri: str = "ws://127.0.0.1:8765"
     remote_token_file: str = ""  # empty: the VLA_REMOTE_TOKEN environment variable
     remote_timeout_s: float = 1.0
@@ -129,18 +132,6 @@ def check_embodiment(
         raise ManifestError(f"the model commands joints {missing} that /joint_states does not report")
     manifest.check_joints_limited(limited_joints)
     manifest.check_cameras(cameras)
-
-
-def warmup_observation(manifest: EmbodimentManifest) -> dict[str, object]:
-    """A neutral observation shaped like the manifest's inputs, to run the model once before the first real one
-    (the first call of a torch model is several times slower than the rest). Its chunk is never commanded."""
-    observation: dict[str, object] = {
-        c.feature_key: np.zeros((c.height, c.width, 3), np.uint8) for c in manifest.cameras
-    }
-    observation["observation.state"] = np.zeros(len(manifest.joint_names), np.float32)
-    observation["task"] = "warm up"
-    observation["timestamp"] = 0.0
-    return observation
 
 
 class StateIndex:

@@ -37,6 +37,7 @@ from vla_policy.backends import (
     LoadedPolicy,
     load_local_backend,
     load_remote_backend,
+    warm_up,
 )
 from vla_policy.executor import ActionExecutor as ActionQueue
 from vla_policy.executor import ExecutorConfig, PushStatus, TickStatus
@@ -50,7 +51,6 @@ from vla_policy.node_core import (
     cameras_from_lists,
     check_embodiment,
     hold_reason,
-    warmup_observation,
 )
 from vla_policy.serve import read_token
 
@@ -68,6 +68,10 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "hf_chunk_size": (
         1,
         "actions per inference of a Hugging Face model (OpenVLA: 1; OFT-style chunks: more)",
+    ),
+    "inference_process": (
+        True,
+        "run a local model in its own process (a child vla-serve on localhost) instead of a thread",
     ),
     "inference_threads": (
         1,
@@ -112,6 +116,7 @@ class PolicyNode(Node):
             device=p["device"],
             hf_chunk_size=p["hf_chunk_size"],
             inference_threads=p["inference_threads"],
+            inference_process=p["inference_process"],
             remote_uri=p["remote_uri"],
             remote_token_file=p["remote_token_file"],
             remote_timeout_s=p["remote_timeout_s"],
@@ -190,6 +195,17 @@ class PolicyNode(Node):
         if cfg.backend is BackendKind.REMOTE:
             token = read_token(cfg.remote_token_file, REMOTE_TOKEN_ENV)
             return load_remote_backend(cfg.remote_uri, token, cfg.remote_timeout_s, cfg.remote_image_encoding)
+        if cfg.inference_process:
+            from vla_policy.backends.isolated import start_isolated_backend
+
+            return start_isolated_backend(
+                cfg.backend,
+                cfg.checkpoint,
+                device=cfg.device,
+                hf_chunk_size=cfg.hf_chunk_size,
+                threads=cfg.inference_threads,
+                timeout_s=cfg.remote_timeout_s,
+            )
         if cfg.inference_threads:
             import torch
 
@@ -301,9 +317,14 @@ class PolicyNode(Node):
 
     def _inference_loop(self) -> None:
         idle = min(0.01, self.config.control_period_s / 2)
-        if self.config.backend is not BackendKind.REMOTE:
-            self._warm_up()
+        if self.config.backend is not BackendKind.REMOTE and not self.config.inference_process:
+            self._warm_up()  # a child process warms itself up before it reports ready
+        alive = getattr(self.loaded.policy, "alive", None)
         while not self._stop.is_set():
+            if callable(alive) and not alive():
+                if not self.fatal.done():
+                    self.fatal.set_result("the inference process died: stopping (the robot holds)")
+                return
             try:
                 ran = self._inference_step()
             except InferenceUnavailable as e:
@@ -326,14 +347,12 @@ class PolicyNode(Node):
                 self._stop.wait(idle)
 
     def _warm_up(self) -> None:
-        started = time.monotonic()
         try:
-            self.loaded.policy.infer(warmup_observation(self.loaded.manifest))
-            self.loaded.policy.reset()
+            seconds = warm_up(self.loaded)
         except Exception as e:  # a model that cannot run on neutral input may still run on real input
             self.get_logger().warning(f"warm-up inference failed: {type(e).__name__}: {e}")
             return
-        self.get_logger().info(f"model warmed up in {time.monotonic() - started:.2f} s")
+        self.get_logger().info(f"model warmed up in {seconds:.2f} s")
 
     def _inference_step(self) -> bool:
         now = self._now_s()

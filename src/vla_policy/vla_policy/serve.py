@@ -15,6 +15,7 @@ import argparse
 import hmac
 import logging
 import os
+import signal
 import ssl
 import sys
 import threading
@@ -36,6 +37,7 @@ from vla_policy.backends.wire import (
 from vla_policy.interface import Policy
 
 LOG = logging.getLogger("vla_serve")
+READY_PREFIX = "VLA_SERVE_READY port="  # the line a --child server prints once it listens
 TOKEN_ENV = "VLA_SERVE_TOKEN"
 MAX_MESSAGE_BYTES = 64 << 20
 
@@ -154,7 +156,7 @@ def read_token(token_file: str | None, env: str = TOKEN_ENV) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vla_policy.backends import BackendKind, load_local_backend
+    from vla_policy.backends import BackendKind, load_local_backend, warm_up
 
     parser = argparse.ArgumentParser(prog="vla-serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", choices=[k.value for k in BackendKind if k is not BackendKind.REMOTE])
@@ -167,6 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls-cert", help="PEM certificate: serve wss://")
     parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
     parser.add_argument("--device", default="cpu", help="torch device for the model")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--hf-chunk-size", type=int, default=1, help="huggingface: actions per inference")
+    parser.add_argument(
+        "--child",
+        action="store_true",
+        help="started by policy_node: report the port on stdout, exit when stdin closes",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[vla-serve] %(levelname)s %(message)s")
     if not args.backend:
@@ -181,7 +190,14 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError("--tls-cert and --tls-key go together")
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(args.tls_cert, args.tls_key)
-        loaded = load_local_backend(BackendKind(args.backend), args.model, device=args.device)
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        loaded = load_local_backend(
+            BackendKind(args.backend), args.model, device=args.device, hf_chunk_size=args.hf_chunk_size
+        )
+        LOG.info("warmed up in %.2f s", warm_up(loaded))
     except (OSError, ValueError, RuntimeError) as e:
         LOG.error("%s", e)
         return 2
@@ -193,8 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     LOG.info("serving %s on %s://%s:%d", loaded.description, scheme, args.host, server.port)
     if args.host not in ("127.0.0.1", "localhost", "::1") and context is None:
         LOG.warning("listening beyond localhost without TLS: the token travels in clear")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        threading.Event().wait()
+        if args.child:
+            print(f"{READY_PREFIX}{server.port}", flush=True)
+            sys.stdin.read()  # returns when the parent closes the pipe or dies
+        else:
+            threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:

@@ -10,8 +10,10 @@ Heavy imports (torch, transformers, websockets) happen inside the loaders, so im
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass
 
+import numpy as np
 from vla_collector.manifest import EmbodimentManifest
 
 from vla_policy.backends.errors import InferenceTimeout, InferenceUnavailable
@@ -24,6 +26,7 @@ __all__ = [
     "LoadedPolicy",
     "load_local_backend",
     "load_remote_backend",
+    "warm_up",
 ]
 
 
@@ -63,3 +66,23 @@ def load_remote_backend(uri: str, token: str, timeout_s: float, image_encoding: 
 
     policy = RemotePolicy(RemoteConfig(uri=uri, timeout_s=timeout_s, image_encoding=image_encoding), token)
     return LoadedPolicy(policy, policy.manifest(), f"remote policy at {uri}")
+
+
+def warmup_observation(manifest: EmbodimentManifest) -> dict[str, object]:
+    """A neutral observation shaped like the manifest's inputs."""
+    observation: dict[str, object] = {
+        c.feature_key: np.zeros((c.height, c.width, 3), np.uint8) for c in manifest.cameras
+    }
+    observation["observation.state"] = np.zeros(len(manifest.joint_names), np.float32)
+    observation["task"] = "warm up"
+    observation["timestamp"] = 0.0
+    return observation
+
+
+def warm_up(loaded: LoadedPolicy) -> float:
+    """Run the model once on neutral input, then reset it: the first call of a torch model is several times
+    slower than the rest, and must not be the first real one. Its chunk is thrown away. Returns seconds."""
+    started = time.monotonic()
+    loaded.policy.infer(warmup_observation(loaded.manifest))
+    loaded.policy.reset()
+    return time.monotonic() - started

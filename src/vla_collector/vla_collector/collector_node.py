@@ -76,7 +76,11 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "mcap_compression": ("lz4", "raw bag chunk compression: lz4 | zstd | none"),
     "queue_size": (600, "messages buffered for the recorder thread before new ones are counted lost"),
     "image_qos_depth": (10, "image subscription history depth (best effort)"),
-    "joint_qos_depth": (100, "joint topic subscription history depth (reliable)"),
+    "joint_qos_depth": (100, "joint topic subscription history depth"),
+    "joint_qos_reliability": (
+        "reliable",
+        "joint topics: reliable (lossless; needs reliable publishers) | best_effort",
+    ),
     "diagnostics_period_s": (1.0, "period of /diagnostics reports"),
 }
 

@@ -1,0 +1,138 @@
+"""Record demonstrations from the embedded simulator through topics: sim_node + expert_node + collector_node,
+three processes on sim time (/clock), episodes driven through the services like an operator would."""
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("vla_sim.sim_node", reason="vla_sim's sim_node is not available")
+pytest.importorskip("vla_sim.expert_node", reason="vla_sim's expert_node is not available")
+
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Bool
+from std_srvs.srv import SetBool, Trigger
+from vla_collector.episode import DatasetTarget, TopicMap, convert_bag
+from vla_collector.lerobot_v3 import LeRobotV3Dataset, VideoCodecConfig
+from vla_collector.sampler import SamplerConfig
+
+pytestmark = pytest.mark.ros
+LATCHED = QoSProfile(
+    depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
+EPISODE_S = 4.0
+
+
+def spawn(module, *params):
+    args = [sys.executable, "-m", module, "--ros-args"]
+    for p in params:
+        args += ["-p", p]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def call(node, srv_type, name, request, timeout=60.0):
+    client = node.create_client(srv_type, name)
+    if not client.wait_for_service(timeout_sec=30.0):
+        raise TimeoutError(f"{name} not available")
+    future = client.call_async(request)
+    deadline = time.monotonic() + timeout
+    while not future.done():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} did not answer")
+        time.sleep(0.02)
+    return future.result()
+
+
+def test_record_expert_demonstrations_from_the_simulator(tmp_path):
+    dataset = tmp_path / "ds"
+    procs = [
+        spawn(
+            "vla_sim.sim_node", "camera_width:=96", "camera_height:=96", "camera_rate:=15.0", "task:=pick", "seed:=3"
+        ),
+        spawn("vla_sim.expert_node", "use_sim_time:=true"),
+        spawn(
+            "vla_collector.collector_node", "use_sim_time:=true", f"dataset_root:={dataset}",
+            "video_codec:=libx264", "rate_tolerance:=0.2",
+        ),
+    ]  # fmt: skip
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("record_sim_test", context=context)
+    success = []
+    node.create_subscription(Bool, "/sim/success", lambda m: success.append(m.data), LATCHED)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    results = []
+    try:
+        for _ in range(2):
+            reset = call(node, Trigger, "/sim_node/reset", Trigger.Request())
+            assert reset.success, reset.message
+            time.sleep(0.5)  # the new instruction reaches the expert and the collector
+            deadline = time.monotonic() + 20
+            while True:
+                started = call(node, Trigger, "/collector_node/start", Trigger.Request())
+                if started.success or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+            assert started.success, started.message
+            time.sleep(EPISODE_S)
+            done = bool(success and success[-1])
+            stopped = call(node, SetBool, "/collector_node/stop", SetBool.Request(data=True))
+            results.append((stopped, done, reset.message))
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+    for stopped, _, _ in results:
+        assert stopped.success, stopped.message
+    ds = LeRobotV3Dataset(dataset)
+    assert ds.num_episodes == 2
+    assert ds.tasks and all(e.tasks[0] in ds.tasks for e in ds.episodes)
+    assert [e.tasks[0] for e in ds.episodes] == [r[2] for r in results]  # the instruction of each reset
+    raw = sorted((tmp_path / "ds.raw").glob("episode_*"))
+    for i, e in enumerate(ds.episodes):
+        report = json.loads((raw[i] / "episode.json").read_text())["report"]
+        # sim time may run slower than the wall clock on a loaded machine: length follows sim time
+        assert report["frames"] == e.length and 15 <= e.length <= EPISODE_S * 10 + 10, report
+        arrays = ds.episode(i)
+        frames = ds.frames(i, "front")
+        assert frames.shape == (e.length, 96, 96, 3) and frames.std() > 5  # a rendered scene, not blank
+        assert np.isfinite(arrays.state).all() and arrays.state.shape[1] == 8
+        # actions align with frames: the target of frame k is where the arm moves next
+        moving = np.abs(np.diff(arrays.state, axis=0)).max(axis=0) > 1e-3
+        if moving.any():
+            lead = (arrays.action[:-1] - arrays.state[:-1])[:, moving].ravel()
+            step = np.diff(arrays.state, axis=0)[:, moving].ravel()
+            assert np.corrcoef(lead, step)[0, 1] > 0.5
+        # the raw bag, converted offline with the same rules, gives the frames the live recorder wrote
+        converted_root = tmp_path / f"offline{i}"
+        info = json.loads((raw[i] / "episode.json").read_text())
+        sampler = SamplerConfig(**{**info["sampler"], "cameras": tuple(info["sampler"]["cameras"])})
+        convert_bag(
+            raw[i],
+            DatasetTarget(converted_root, video=VideoCodecConfig(codec="libx264")),
+            TopicMap.from_dict(info["topics"]),
+            sampler_config=sampler,
+        )
+        offline = LeRobotV3Dataset(converted_root).episode(0)
+        n = min(len(offline), len(arrays))
+        assert abs(len(offline) - len(arrays)) <= 2
+        same = np.all(np.isclose(offline.state[:n], arrays.state[:n], atol=1e-6), axis=1)
+        assert same.mean() >= 0.9, same.mean()

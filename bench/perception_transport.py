@@ -8,6 +8,10 @@ and one subscriber process, for each transport configuration side by side:
   profile     FASTRTPS_DEFAULT_PROFILES_FILE=src/vla_perception/config/fastdds_profile.xml
               (the documented setting: a 16 MB shared-memory segment plus UDPv4)
   (+ any --env NAME=VALUE configuration given on the command line)
+  camera_node+profile   the real camera_node (test pattern) as the publisher, with the profile; frames
+              counted by the counter drawn into each frame
+
+Latency is receive time minus header stamp (both ROS time on one host).
 
 Usage: python bench/perception_transport.py [--quick] [--seconds S] [--rate HZ]
 The last line of output is one JSON object with the figures.
@@ -18,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -80,21 +86,27 @@ def run_publisher(seconds: float, rate: float, topic: str) -> None:
     rclpy.shutdown()
 
 
-def run_subscriber(topic: str) -> None:
+def run_subscriber(topic: str, pattern: bool) -> None:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
+    from vla_perception.codec import image_to_rgb8
+    from vla_perception.pattern import read_counter
 
     rclpy.init()
     node = rclpy.create_node("bench_image_subscriber")
     seqs: set[int] = set()
+    stamps: dict[int, int] = {}
     latencies: list[float] = []
     sizes_ok = [True]
 
     def on_image(msg: Image) -> None:
         now_ns = node.get_clock().now().nanoseconds
-        seqs.add(int(msg.header.frame_id.removeprefix("bench_")))
+        # camera_node frames carry their counter in the test pattern; the bench publisher's in frame_id
+        seqs.add(
+            read_counter(image_to_rgb8(msg)) if pattern else int(msg.header.frame_id.removeprefix("bench_"))
+        )
         latencies.append((now_ns - (msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)) / 1e6)
         sizes_ok[0] &= len(msg.data) == WIDTH * HEIGHT * 3
 
@@ -116,6 +128,11 @@ def run_subscriber(topic: str) -> None:
         json.dumps(
             {
                 "received": len(seqs),
+                "span": (max(seqs) - min(seqs) + 1) if seqs else 0,
+                # publish rate from the stamps of the first and last frame seen
+                "stamped_hz": (max(seqs) - min(seqs)) / ((stamps[max(seqs)] - stamps[min(seqs)]) / 1e9)
+                if len(seqs) > 1 and stamps[max(seqs)] > stamps[min(seqs)]
+                else 0.0,
                 "latency_ms_p50": pick(0.5),
                 "latency_ms_p95": pick(0.95),
                 "sizes_ok": sizes_ok[0],
@@ -190,10 +207,66 @@ def measure(name: str, extra_env: dict[str, str], seconds: float, rate: float) -
     }
 
 
+def measure_camera_node(name: str, extra_env: dict[str, str], seconds: float, rate: float) -> dict:
+    """The real camera_node (test pattern) as the publisher; 'published' is the span of frame counters
+    the subscriber saw (first to last), so frames lost before the first or after the last are not counted."""
+    env = {k: v for k, v in os.environ.items() if k not in TRANSPORT_VARS}
+    env.update(extra_env)
+    script = os.path.abspath(__file__)
+    topic = "/bench_camera/image_raw"
+    sub = subprocess.Popen(
+        [sys.executable, script, "--role", "sub", "--topic", topic, "--pattern"],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    camera = None
+    try:
+        if sub.stdout is None or sub.stdout.readline().strip() != "READY":
+            raise RuntimeError("subscriber did not start")
+        exe = shutil.which("camera_node")
+        command = [exe] if exe else [sys.executable, "-m", "vla_perception.camera_node"]
+        params = {"camera_name": "bench", "width": WIDTH, "height": HEIGHT, "fps": rate}
+        command += ["--ros-args", "-r", "__node:=bench_camera", "--log-level", "warn"]
+        for key, value in params.items():
+            command += ["-p", f"{key}:={value}"]
+        camera = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        time.sleep(seconds + 2.0)  # about 2 s of it is discovery
+        camera.send_signal(signal.SIGINT)
+        camera.wait(timeout=15)
+        time.sleep(0.5)
+        sub_out, _ = sub.communicate(input="", timeout=30)
+        received = last_json(sub_out)
+    finally:
+        for proc in (camera, sub):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+    span = received["span"]
+    return {
+        "config": name,
+        "env": extra_env,
+        "published": span,
+        **received,
+        "ratio": received["received"] / span if span else 0.0,
+        "achieved_hz": received["stamped_hz"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--role", choices=("main", "pub", "sub"), default="main", help=argparse.SUPPRESS)
     parser.add_argument("--topic", default="/bench/image", help=argparse.SUPPRESS)
+    parser.add_argument("--pattern", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-camera-node",
+        action="store_true",
+        help="skip the row with the real camera_node as the publisher",
+    )
     parser.add_argument("--quick", action="store_true", help="10 s per configuration instead of 60 s")
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--rate", type=float, default=30.0)
@@ -212,7 +285,7 @@ def main() -> None:
         run_publisher(args.seconds, args.rate, args.topic)
         return
     if args.role == "sub":
-        run_subscriber(args.topic)
+        run_subscriber(args.topic, args.pattern)
         return
     seconds = args.seconds if args.seconds is not None else (10.0 if args.quick else 60.0)
     configs = {k: v for k, v in CONFIGS.items() if not args.only or k in args.only}
@@ -220,6 +293,8 @@ def main() -> None:
         key, _, value = item.partition("=")
         configs[f"{key}={value}"] = {key: value}
     results = [measure(name, env, seconds, args.rate) for name, env in configs.items()]
+    if not args.no_camera_node:
+        results.append(measure_camera_node("camera_node+profile", CONFIGS["profile"], seconds, args.rate))
     print(f"{WIDTH}x{HEIGHT} rgb8 at {args.rate:g} Hz for {seconds:g} s, sensor-data QoS, two processes")
     print(
         f"{'config':<40} {'published':>9} {'received':>9} {'ratio':>7} {'pub Hz':>7} {'p50 ms':>7} {'p95 ms':>7}"

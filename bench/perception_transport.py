@@ -104,9 +104,9 @@ def run_subscriber(topic: str, pattern: bool) -> None:
     def on_image(msg: Image) -> None:
         now_ns = node.get_clock().now().nanoseconds
         # camera_node frames carry their counter in the test pattern; the bench publisher's in frame_id
-        seqs.add(
-            read_counter(image_to_rgb8(msg)) if pattern else int(msg.header.frame_id.removeprefix("bench_"))
-        )
+        seq = read_counter(image_to_rgb8(msg)) if pattern else int(msg.header.frame_id.removeprefix("bench_"))
+        seqs.add(seq)
+        stamps[seq] = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
         latencies.append((now_ns - (msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)) / 1e6)
         sizes_ok[0] &= len(msg.data) == WIDTH * HEIGHT * 3
 

@@ -22,7 +22,19 @@ values = st.one_of(
 )
 event = st.tuples(
     st.sampled_from(
-        ["near", "near", "near", "raw", "tick", "tick", "estop", "reset", "skip_heartbeat", "freeze_state"]
+        [
+            "near",
+            "near",
+            "push",
+            "push",
+            "raw",
+            "tick",
+            "tick",
+            "estop",
+            "reset",
+            "skip_heartbeat",
+            "freeze_state",
+        ]
     ),
     st.floats(min_value=0.0, max_value=0.4),
     st.lists(values, min_size=3, max_size=3),
@@ -44,11 +56,15 @@ def test_outputs_never_violate_limits_and_never_hold_nan(start, events):
     last_out_t = rig.t
     fresh_session = True  # the first output after (re-)arming is credited max_step_dt
     state_frozen = False
+    # Start the session with a command at the current pose, so later pushes are not all start-pose rejections.
+    events = [("near", 0.02, [0.0, 0.0, 0.0], 0.0), *events]
     for kind, dt, vals, stamp_offset in events:
         rig.advance(dt, heartbeat=kind != "skip_heartbeat")
         if kind == "freeze_state" and not state_frozen:
             rig.state_received, state_frozen = rig.t, True
-        if kind in ("near", "raw"):
+        if kind == "push":  # drive every joint hard towards (and past) one of its limits
+            d = rig.send((last_out + np.copysign(0.5, stamp_offset) * SPAN).tolist())
+        elif kind in ("near", "raw"):
             base = last_out if kind == "near" else np.zeros(3)
             target = [b + v if math.isfinite(v) else v for b, v in zip(base.tolist(), vals, strict=True)]
             stamp = rig.t + (0.0 if kind == "near" else stamp_offset)

@@ -559,13 +559,13 @@ class SafetyMonitor:
             ("velocity", command.velocities),
             ("effort", command.efforts),
         ):
+            if not len(values):  # optional fields may be empty (lengths were checked above)
+                continue
             try:
-                arr = np.asarray(values, dtype=np.float64)
-            except (TypeError, ValueError):
+                joints = [x for x, v in zip(names, values, strict=True) if not math.isfinite(v)]
+            except TypeError:
                 return reject(Cause.NON_FINITE, f"command {label}s are not numbers")
-            bad = ~np.isfinite(arr)
-            if bad.any():
-                joints = [x for x, b in zip(names, bad.tolist(), strict=True) if b]
+            if joints:
                 return reject(
                     Cause.NON_FINITE, f"non-finite {label} for {joints}: rejected, never clamped", joints
                 )

@@ -1,10 +1,11 @@
 """The camera core: config validation, rate/drop accounting, the worker's pacing and reconnects."""
 
+import itertools
 import threading
 import time
 
 import pytest
-from helpers import write_pattern_images, write_pattern_video
+from helpers import MjpegServer, write_pattern_images, write_pattern_video
 from vla_perception.camera import (
     CameraConfig,
     CameraState,
@@ -264,3 +265,51 @@ def test_worker_stops_promptly_while_waiting_to_reconnect(tmp_path):
     start = time.monotonic()
     assert worker.stop(timeout_s=2.0)
     assert time.monotonic() - start < 1.0
+
+
+def test_worker_reconnects_to_a_network_stream_that_goes_away_and_returns():
+    server = MjpegServer(fps=30.0).start()
+    sink = Collector()
+    config = CameraConfig(
+        source_type="stream",
+        source=server.url,
+        width=0,
+        height=0,
+        fps=30.0,
+        reconnect_initial_s=0.05,
+        reconnect_max_s=0.2,
+    )
+    worker = CameraWorker(config, sink)
+    worker.start()
+    try:
+        assert sink.wait_for(3)
+        server.stop()  # the camera goes away: reads fail, reconnect attempts fail
+        assert wait_until(lambda: worker.status().state is CameraState.RECONNECTING)
+        assert wait_until(lambda: "could not open" in worker.status().last_error)
+        frames_while_lost = len(sink.frames)
+        server.start()  # back on the same port
+        assert sink.wait_for(3)
+        assert worker.status().state is CameraState.STREAMING
+    finally:
+        worker.stop()
+        server.stop()
+    assert worker.status().reconnects >= 1
+    resumed = [read_counter(f) for _, f in sink.frames[frames_while_lost:]]
+    assert resumed[0] < 10  # a fresh stream (the server restarts its counter), not stale buffered frames
+
+
+def test_worker_throttles_a_live_source_faster_than_fps():
+    server = MjpegServer(fps=60.0).start()
+    sink = Collector()
+    config = CameraConfig(source_type="stream", source=server.url, width=0, height=0, fps=20.0)
+    worker = CameraWorker(config, sink)
+    worker.start()
+    try:
+        assert sink.wait_for(12)
+    finally:
+        worker.stop()
+        server.stop()
+    counters = [read_counter(f) for _, f in sink.frames]
+    steps = [b - a for a, b in itertools.pairwise(counters)]
+    assert 2 <= sorted(steps)[len(steps) // 2] <= 4  # median step ~3: every third frame of a 60 Hz stream
+    assert worker.status().drops <= 2

@@ -3,7 +3,7 @@
 import cv2
 import numpy as np
 import pytest
-from helpers import write_pattern_images, write_pattern_video
+from helpers import VideoServer, write_pattern_images, write_pattern_video
 from vla_perception.pattern import read_counter
 from vla_perception.sources import (
     CaptureSource,
@@ -136,3 +136,17 @@ def test_capture_source_refuses_other_kinds():
 def test_written_png_is_what_opencv_reads(tmp_path):
     folder = write_pattern_images(tmp_path / "imgs", [7])
     assert read_counter(cv2.imread(str(folder / "frame_00007.png"))) == 7
+
+
+def test_network_stream_over_http(tmp_path):
+    write_pattern_video(tmp_path / "clip.mp4", frames=4)
+    server = VideoServer(tmp_path).start()
+    source = CaptureSource(SourceKind.STREAM, server.url("clip.mp4"))
+    try:
+        source.open()
+        results = [source.read() for _ in range(5)]
+    finally:
+        source.close()
+        server.stop()
+    assert [read_counter(r.frame) for r in results[:4]] == [0, 1, 2, 3]
+    assert results[4].status is ReadStatus.ERROR and "stopped delivering" in results[4].detail

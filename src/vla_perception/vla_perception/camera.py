@@ -292,6 +292,13 @@ class CameraWorker:
                     if time.monotonic() - next_tick > period:  # fell behind: skip ticks (counted as drops)
                         next_tick = time.monotonic()
                 result = source.read()
+                if result.status is ReadStatus.FRAME and source.live:
+                    # A live source faster than fps: keep frames on the fps grid (half a period of
+                    # jitter allowed), discard the rest; a stall re-syncs the grid.
+                    now = time.monotonic()
+                    if now < next_tick - 0.5 * period:
+                        continue
+                    next_tick = max(next_tick + period, now - 0.5 * period)
                 if result.status is ReadStatus.FRAME and result.frame is not None:
                     frame = self._fit(result.frame)
                     with self._lock:

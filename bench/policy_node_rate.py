@@ -1,21 +1,25 @@
 """policy_node's control loop against the seed chapters' pattern (inference inside the timer callback).
 
-Both nodes run as their own processes, one after the other in the same run, with the same model, the same
+The nodes run as their own processes, one after the other in the same run, with the same model, the same
 inputs (a 30 Hz camera, 100 Hz /joint_states, one instruction) and the same target rate:
 
-  async           vla_policy.policy_node: inference in its own thread, executor ticks at the control rate
+  async           vla_policy.policy_node as shipped: the model in a child process (vla-serve on localhost),
+                  an inference thread that waits on it, the executor ticked by a timer at the control rate
+  async_thread    the same node with inference_process:=false: the model runs in the inference thread
   timer_callback  the textbook node: a timer at the control rate that runs the model and publishes
-                  the first action of its output (below in this file: TimerCallbackPolicyNode)
+                  the first action of its output (below in this file: run_timer_callback_node)
 
 Measured from /policy/joint_commands (header stamps, the publishing node's clock): achieved rate, p99 jitter
 (|interval - target period|), longest gap; and from each node's /diagnostics: observation-to-command latency
 p50/p99 (image stamp to the first command computed from it) and model latency.
 
+One comparison per model (default: both): native, the default recipe trained for one epoch on a generated
+dataset (the real architecture and latency, meaningless skill), a fast chunked model; huggingface, a small
+Llava-style model with random weights, a slow one-action-per-inference model like OpenVLA.
+
 Usage: python bench/policy_node_rate.py [--quick] [--rate HZ] [--seconds S]
-                                        [--backend huggingface|native --checkpoint DIR]
-Without --checkpoint the model is built here: native, the default recipe trained for one epoch on a
-generated dataset (real architecture and latency, meaningless skill); huggingface, a small Llava-style model
-with random weights. The last line of output is one JSON object with the figures.
+                                        [--backend native huggingface] [--checkpoint DIR (one backend)]
+The last line of output is one JSON object with the figures.
 """
 
 from __future__ import annotations
@@ -257,80 +261,112 @@ def measure(robot: Robot, cmd: list[str], name: str, rate: float, seconds: float
     }
 
 
+def prepare_model(backend: str, checkpoint: str, tmp: str) -> tuple[str, str]:
+    """(checkpoint, label): the given one, or one built here."""
+    if checkpoint:
+        return checkpoint, f"{backend} {checkpoint}"
+    if backend == "native":
+        label = (
+            "native: default recipe (EfficientNet-Lite0 + MiniLM, FiLM, TokenLearner, transformer, chunk of 10), "
+            "96 px, trained 1 epoch on a generated dataset"
+        )
+        return build_native_checkpoint(tmp), label
+    from vla_policy.backends.tiny import write_tiny_llava
+
+    llava = write_tiny_llava(os.path.join(tmp, "llava"), hidden_size=256, layers=4, image_size=96)
+    label = "huggingface: Llava-style SigLIP+Llama, 4 layers x 256, 96 px, 1 action/inference, random weights"
+    return str(llava), label
+
+
+def compare(robot: Robot, backend: str, checkpoint: str, rate: float, seconds: float) -> dict[str, dict]:
+    ours = [
+        sys.executable, "-m", "vla_policy.policy_node", "--ros-args",
+        "-p", f"backend:={backend}", "-p", f"checkpoint:={checkpoint}", "-p", f"control_rate_hz:={rate}",
+    ]  # fmt: skip
+    baseline_args = json.dumps({"backend": backend, "checkpoint": checkpoint, "rate": rate})
+    baseline = [sys.executable, os.path.abspath(__file__), "--timer-callback-node", baseline_args]
+    return {
+        "async": measure(robot, ours, "policy_node", rate, seconds),
+        "async_thread": measure(
+            robot, [*ours, "-p", "inference_process:=false"], "policy_node", rate, seconds
+        ),
+        "timer_callback": measure(robot, baseline, "timer_policy_node", rate, seconds),
+    }
+
+
 def main() -> int:
     if len(sys.argv) > 2 and sys.argv[1] == "--timer-callback-node":
         return run_timer_callback_node(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="8 s per node instead of 30 s")
+    parser.add_argument("--quick", action="store_true", help="6 s per node instead of 30 s")
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float)
-    parser.add_argument("--backend", default="native", choices=["native", "huggingface"])
-    parser.add_argument("--checkpoint", default="", help="model directory (default: build one, see above)")
+    parser.add_argument(
+        "--backend", nargs="+", default=["native", "huggingface"], choices=["native", "huggingface"],
+        help="one comparison per backend (default: both: a fast chunked model and a slow one-step one)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--checkpoint", default="", help="model directory for a single --backend (default: build)"
+    )
     parser.add_argument("--image-size", type=int, default=224, help="camera frames (square, rgb8)")
     args = parser.parse_args()
-    seconds = args.seconds or (8.0 if args.quick else 30.0)
+    if args.checkpoint and len(args.backend) != 1:
+        parser.error("--checkpoint goes with exactly one --backend")
+    seconds = args.seconds or (6.0 if args.quick else 30.0)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
+    figures: dict[str, dict] = {}
+    labels: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="policy_rate_bench_") as tmp:
-        checkpoint = args.checkpoint
-        model_label = f"{args.backend} {checkpoint}"
-        if not checkpoint and args.backend == "native":
-            checkpoint = build_native_checkpoint(tmp)
-            model_label = (
-                "native: the default recipe (EfficientNet-Lite0 + MiniLM, FiLM, TokenLearner, transformer, "
-                "chunk of 10), 96 px, trained 1 epoch on a generated dataset"
-            )
-        elif not checkpoint:
-            from vla_policy.backends.tiny import write_tiny_llava
-
-            llava = write_tiny_llava(os.path.join(tmp, "llava"), hidden_size=256, layers=4, image_size=96)
-            checkpoint = str(llava)
-            model_label = (
-                "huggingface: Llava-style, SigLIP+Llama 4 layers x 256, 96 px, random weights (built offline)"
-            )
-        common = ["-p", f"control_rate_hz:={args.rate}"]
-        ours = [
-            sys.executable, "-m", "vla_policy.policy_node", "--ros-args",
-            "-p", f"backend:={args.backend}", "-p", f"checkpoint:={checkpoint}", *common,
-        ]  # fmt: skip
-        baseline_args = json.dumps({"backend": args.backend, "checkpoint": checkpoint, "rate": args.rate})
-        baseline = [sys.executable, os.path.abspath(__file__), "--timer-callback-node", baseline_args]
         robot = Robot(args.image_size)
-        results = {}
         try:
-            results["async"] = measure(robot, ours, "policy_node", args.rate, seconds)
-            results["timer_callback"] = measure(robot, baseline, "timer_policy_node", args.rate, seconds)
+            for backend in args.backend:
+                checkpoint, labels[backend] = prepare_model(
+                    backend, args.checkpoint, os.path.join(tmp, backend)
+                )
+                figures[backend] = compare(robot, backend, checkpoint, args.rate, seconds)
         finally:
             robot.close()
 
     print(
         f"\npolicy node control loop, target {args.rate:.0f} Hz, {seconds:.0f} s per node, {os.cpu_count()} cores"
     )
-    print(f"model: {model_label}\n")
-    header = f"{'node':<16}{'rate Hz':>9}{'jitter p99 ms':>15}{'max gap ms':>12}{'obs->cmd p50':>14}{'obs->cmd p99':>14}{'model p50 ms':>14}"
-    print(header)
-    print("-" * len(header))
-    for name, r in results.items():
-        print(
-            f"{name:<16}{r['achieved_hz']:>9.2f}{r['jitter_p99_ms']:>15.2f}{r['max_gap_ms']:>12.1f}"
-            f"{r['obs_to_cmd_p50_ms']:>14.1f}{r['obs_to_cmd_p99_ms']:>14.1f}{r['model_p50_ms']:>14.1f}"
-        )
-    ours_r = results["async"]
-    ok = abs(ours_r["achieved_hz"] - args.rate) / args.rate <= 0.02 and ours_r["jitter_p99_ms"] < 5.0
-    print(f"\ntarget (rate within 2%, p99 jitter < 5 ms) met by policy_node: {'yes' if ok else 'no'}")
-    print(
-        json.dumps(
-            {
-                "bench": "policy_node_rate",
-                "target_hz": args.rate,
-                "seconds": seconds,
-                "model": model_label,
-                "cores": os.cpu_count(),
-                "target_met": ok,
-                **{name: {k: round(v, 3) for k, v in r.items()} for name, r in results.items()},
-            }
-        )
+    print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (shared machine)")
+    header = (
+        f"{'node':<16}{'rate Hz':>9}{'jitter p99 ms':>15}{'max gap ms':>12}"
+        f"{'obs->cmd p50':>14}{'obs->cmd p99':>14}{'model p50 ms':>14}"
     )
+    met = {}
+    for backend, results in figures.items():
+        print(f"\nmodel: {labels[backend]}")
+        print(header)
+        print("-" * len(header))
+        for name, r in results.items():
+            print(
+                f"{name:<16}{r['achieved_hz']:>9.2f}{r['jitter_p99_ms']:>15.2f}{r['max_gap_ms']:>12.1f}"
+                f"{r['obs_to_cmd_p50_ms']:>14.1f}{r['obs_to_cmd_p99_ms']:>14.1f}{r['model_p50_ms']:>14.1f}"
+            )
+        ours = results["async"]
+        met[backend] = (
+            abs(ours["achieved_hz"] - args.rate) / args.rate <= 0.02 and ours["jitter_p99_ms"] < 5.0
+        )
+        print(
+            f"target (rate within 2%, p99 jitter < 5 ms) met by policy_node: {'yes' if met[backend] else 'no'}"
+        )
+    summary = {
+        "bench": "policy_node_rate",
+        "target_hz": args.rate,
+        "seconds": seconds,
+        "cores": os.cpu_count(),
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        "target_met": met,
+        "models": labels,
+        **{
+            backend: {name: {k: round(v, 3) for k, v in r.items()} for name, r in results.items()}
+            for backend, results in figures.items()
+        },
+    }
+    print(json.dumps(summary))
     return 0
 
 

@@ -263,3 +263,25 @@ def test_a_full_disk_gives_a_clear_error_and_an_intact_dataset(tmp_path):
     after = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
     assert after == before  # nothing committed, nothing half-written left behind
     assert LeRobotV3Dataset(root).num_episodes == 1
+
+
+def test_messages_the_dataset_cannot_use_are_rejected_and_named(tmp_path):
+    # a robot without an "elbow" joint: every /joint_states and /joint_commands message is unusable
+    collector, clock = make(tmp_path, default_task="pick", state_names=("panda_joint1", "elbow"))
+    try:
+        collector.start()
+        play(collector, clock, T0, 1.0)
+        clock.ns += 10**8
+        collector.submit("/joint_states", b"\x00\x01garbage", clock.ns)
+        collector.sync()
+        status = collector.status()
+        result = collector.stop()
+    finally:
+        collector.close()
+    assert status.rejected == 201 and status.messages_recorded > 200
+    assert result.status is EpisodeStatus.REFUSED
+    assert (
+        "never received: ['state', 'action']" in result.message and "201 messages rejected" in result.message
+    )
+    with RosbagsReader(result.raw_path) as bag:  # everything is still in the raw recording
+        assert {c.topic: c.msgcount for c in bag.connections}["/joint_states"] == 101

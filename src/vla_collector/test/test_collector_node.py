@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -116,6 +117,13 @@ def test_record_through_topics_and_services(ros, tmp_path):
     ]
     collector = CollectorNode(context=context, parameter_overrides=params)
     test_node = rclpy.create_node("collector_test", context=context)
+    diagnostics = []
+    test_node.create_subscription(
+        DiagnosticArray,
+        "/diagnostics",
+        lambda m: diagnostics.extend(s for s in m.status if s.name == "vla_collector: collector_node"),
+        10,
+    )
     executor.add_node(collector)
     executor.add_node(test_node)
     spinner.start()
@@ -134,9 +142,13 @@ def test_record_through_topics_and_services(ros, tmp_path):
             time.sleep(0.5)
             discarded = call(test_node, Trigger, "/collector_node/discard", Trigger.Request())
             assert discarded.success and "discarded" in discarded.message
+            time.sleep(1.2)
     finally:
         executor.remove_node(collector)
         collector.destroy_node()
+    assert diagnostics, "no /diagnostics from collector_node"
+    values = {kv.key: kv.value for kv in diagnostics[-1].values}
+    assert values["episodes_written"] == "1" and values["state"] == "idle"
     ds = LeRobotV3Dataset(tmp_path / "ds")
     assert ds.num_episodes == 1 and ds.tasks == ["pick up the red block"]
     ep = ds.episode(0)

@@ -130,6 +130,7 @@ def test_record_expert_demonstrations_from_the_simulator(tmp_path):
             DatasetTarget(converted_root, video=VideoCodecConfig(codec="libx264")),
             TopicMap.from_dict(info["topics"]),
             sampler_config=sampler,
+            start_ns=info["start_ns"],
         )
         offline = LeRobotV3Dataset(converted_root).episode(0)
         n = min(len(offline), len(arrays))

@@ -30,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vla_collector.bag import BagError, BagReader
+from vla_collector.collector import EPISODE_FILE
 from vla_collector.episode import ConversionError, DatasetTarget, TopicMap, convert_bag
 from vla_collector.lerobot_v3 import (
     IMAGE_PREFIX,
@@ -256,6 +257,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     writer = LeRobotV3Writer.open(target.root) if (target.root / "meta" / "info.json").is_file() else None
     refused = 0
     for bag in args.bags:
+        # A bag written by collector_node knows its episode start and task: ticks land where they did live.
+        episode_file = Path(bag) / EPISODE_FILE
+        recorded = json.loads(episode_file.read_text()) if episode_file.is_file() else {}
         total = sum(
             t.message_count for name, t in BagReader(bag).topics().items() if name in topics.recorded_topics()
         )
@@ -265,9 +269,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
                 target,
                 topics,
                 sampler_config=sampler,
-                default_task=args.task,
+                default_task=args.task or recorded.get("task", ""),
                 writer=writer,
                 write_refused=args.write_refused,
+                start_ns=int(recorded.get("start_ns", 0)),
                 progress=bar.update,
             )
         if result.summary is None:

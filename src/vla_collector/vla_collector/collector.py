@@ -42,6 +42,7 @@ from vla_collector.episode import (
     EpisodeBuilder,
     TopicMap,
     convert_bag,
+    decode_joints,
     decode_string,
     message_stamp,
 )
@@ -49,6 +50,7 @@ from vla_collector.lerobot_v3 import DatasetError, DatasetWriteError, LeRobotV3W
 from vla_collector.sampler import EpisodeReport, FrameSampler, SamplerConfig
 
 EPISODE_FILE = "episode.json"
+REJECT_LOG_PERIOD_S = 5.0
 
 
 class CollectorError(RuntimeError):
@@ -223,6 +225,8 @@ class _Episode:
         self.cam_by_topic = {t: c for c, t in config.topics.cameras.items()}
         self.task = task
         self.start_ns = start_ns
+        self.rejected = 0
+        self.last_rejection = ""
 
 
 class Collector:
@@ -247,6 +251,7 @@ class Collector:
         self._latest_instruction: tuple[bytes, str] | None = None
         self._offered_qos: dict[str, Sequence[QosProfile]] = {}
         self._last_receive_ns = 0
+        self._last_reject_log: dict[str, float] = {}
         config.raw_dir.mkdir(parents=True, exist_ok=True)
         if (config.dataset_root / "meta" / "info.json").is_file():
             self._writer = LeRobotV3Writer.open(config.dataset_root)  # repairs what a crash left
@@ -353,22 +358,35 @@ class Collector:
         ep = self._episode
         if ep is None:
             return
-        ep.bag.write(topic, data, receive_ns)
-        try:
-            stamp = message_stamp(data, receive_ns)
-        except ValueError as e:
-            with self._status_lock:
-                self._status.rejected += 1
-                self._status.last_error = f"{topic}: {e}"
-            return
-        if topic == topics.state:
-            ep.sampler.add_state(stamp, data)
-        elif topic == topics.action:
-            ep.sampler.add_action(stamp, data)
-        elif topic in ep.cam_by_topic:
-            ep.sampler.add_image(ep.cam_by_topic[topic], stamp, data)
+        ep.bag.write(topic, data, receive_ns)  # the raw record keeps everything, even what is rejected below
         with self._status_lock:
             self._status.messages_recorded += 1
+        try:
+            stamp = message_stamp(data, receive_ns)
+            if topic == topics.state:
+                decode_joints(data, self.config.state_names)  # a frame must be able to use it
+                ep.sampler.add_state(stamp, data)
+            elif topic == topics.action:
+                decode_joints(data, self.config.action_names)
+                ep.sampler.add_action(stamp, data)
+            elif topic in ep.cam_by_topic:
+                ep.sampler.add_image(ep.cam_by_topic[topic], stamp, data)
+        except (ValueError, KeyError) as e:
+            self._reject(topic, e)
+
+    def _reject(self, topic: str, error: BaseException) -> None:
+        """Count a message the dataset cannot use; log at most every few seconds per topic."""
+        text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        with self._status_lock:
+            self._status.rejected += 1
+            self._status.last_error = f"{topic}: {text}"
+        if self._episode is not None:
+            self._episode.rejected += 1
+            self._episode.last_rejection = f"{topic}: {text}"
+        now = time.monotonic()
+        if now - self._last_reject_log.get(topic, -1e9) >= REJECT_LOG_PERIOD_S:
+            self._last_reject_log[topic] = now
+            self._log(f"rejected a message on {topic} (not used for frames, kept in the raw bag): {text}")
 
     def _on_instruction(self, data: bytes, receive_ns: int) -> None:
         try:
@@ -471,9 +489,12 @@ class Collector:
             ep.bag.close()
             if not report.accepted:
                 ep.builder.abort()
+                reason = report.reason
+                if ep.rejected:
+                    reason += f"; {ep.rejected} messages rejected, the last: {ep.last_rejection}"
                 status, message, index = (
                     EpisodeStatus.REFUSED,
-                    f"episode refused for the dataset: {report.reason}",
+                    f"episode refused for the dataset: {reason}",
                     None,
                 )
             elif not success and not self.config.keep_failed_episodes:
@@ -602,6 +623,7 @@ class Collector:
                 sampler_config=sampler,
                 default_task=info.get("task", ""),
                 writer=self._writer,
+                start_ns=int(info.get("start_ns", 0)),
             )
         except (DatasetError, ValueError, KeyError, OSError) as e:
             message = f"recovery failed: {e}"

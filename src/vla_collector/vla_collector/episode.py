@@ -237,9 +237,13 @@ def convert_bag(
     default_task: str = "",
     writer: LeRobotV3Writer | None = None,
     write_refused: bool = False,
+    start_ns: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[ConversionResult, LeRobotV3Writer | None]:
     """One bag -> one dataset episode (unless the report refuses it and ``write_refused`` is false).
+
+    ``start_ns`` is the episode start the live recorder used (``episode.json``): ticks are then placed
+    exactly where it placed them. 0 starts at the first instant all streams are present.
 
     Frames are encoded as they are decided (memory stays bounded); a refused episode is aborted at the end.
     """
@@ -256,7 +260,7 @@ def convert_bag(
     if set(config.cameras) != set(topics.cameras):
         raise ConversionError(f"sampler cameras {config.cameras} != mapped cameras {sorted(topics.cameras)}")
     builder = EpisodeBuilder(target, config.cameras, writer)
-    sampler = FrameSampler(config, task=default_task)
+    sampler = FrameSampler(config, start_ns=start_ns, task=default_task)
     last_ns = 0
     try:
         for message, frames in frames_from_messages(

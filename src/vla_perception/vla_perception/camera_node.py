@@ -96,6 +96,8 @@ class CameraNode(Node):
                 )
             if not self.config.width:  # source size: fit frames to the calibrated size
                 self.config = replace(self.config, width=size[0], height=size[1])
+        if not float(p["diagnostics_period_s"]) > 0.0:
+            raise ValueError(f"diagnostics_period_s must be > 0, got {p['diagnostics_period_s']}")
         if p["reliability"] not in ("best_effort", "reliable") or int(p["qos_depth"]) < 1:
             raise ValueError(
                 f"reliability must be best_effort|reliable and qos_depth >= 1, got {p['reliability']}, {p['qos_depth']}"

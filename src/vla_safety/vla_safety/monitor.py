@@ -207,6 +207,7 @@ class SafetyMonitor:
         self._armed = False
         self._estop_reason = ""
         self._fault_reason = ""
+        self.estop_since: float | None = None  # monotonic time the current e-stop latched
         self._last: Decision = Decision(Status.HOLD, (Cause.NOT_ARMED,), reason="not armed yet")
         self._reset_motion()
         self._last_heartbeat: float | None = None
@@ -279,9 +280,10 @@ class SafetyMonitor:
         self._last_heartbeat = now
 
     def engage_estop(self, now: float, source: str) -> Decision:
-        """Latch the e-stop: hold the last safe command at once (no deceleration ramp)."""
+        """Latch the e-stop: hold the last safe command at once (no deceleration ramp). ``now``: monotonic."""
         if not self._estop_reason:
             self.counters.estops += 1
+            self.estop_since = now
         self._estop_reason = f"e-stop engaged by {source}"
         self._last_velocity = np.zeros(len(self.config.joints))
         return self._remember(
@@ -315,6 +317,7 @@ class SafetyMonitor:
         was = "re-armed" if self._armed else "armed"
         self._estop_reason = ""
         self._fault_reason = ""
+        self.estop_since = None
         self._armed = True
         self._reset_motion()
         self._last_command_time = now
@@ -377,7 +380,7 @@ class SafetyMonitor:
             raise RuntimeError("joint state check returned nothing")
         far = self._far_outside(positions)
         if far:
-            return self._latch_fault(now, Cause.FAR_OUTSIDE, far, "joints far outside their limits")
+            return self._latch_fault(Cause.FAR_OUTSIDE, far, "joints far outside their limits")
 
         invalid = self._validate(command, now if ros_now is None else ros_now)
         if invalid is not None:
@@ -449,7 +452,7 @@ class SafetyMonitor:
         if positions is not None:
             far = self._far_outside(positions)
             if far:
-                return self._latch_fault(now, Cause.FAR_OUTSIDE, far, "joints far outside their limits")
+                return self._latch_fault(Cause.FAR_OUTSIDE, far, "joints far outside their limits")
         if self._heartbeat_lost(now):
             return self._hold(motion, Cause.HEARTBEAT_LOST, "policy heartbeat lost")
         if now - self._last_command_time > self.config.command_timeout:
@@ -470,7 +473,7 @@ class SafetyMonitor:
         self._last = decision
         return decision
 
-    def _latch_fault(self, now: float, cause: Cause, joints: tuple[str, ...], what: str) -> Decision:
+    def _latch_fault(self, cause: Cause, joints: tuple[str, ...], what: str) -> Decision:
         if not self._fault_reason:
             self.counters.faults += 1
         self._fault_reason = f"{what}{': ' + ', '.join(joints) if joints else ''}"
@@ -489,7 +492,7 @@ class SafetyMonitor:
 
         def fault(cause: Cause, joints: tuple[str, ...], what: str) -> tuple[None, Decision]:
             if self._armed:
-                return None, self._latch_fault(now, cause, joints, what)
+                return None, self._latch_fault(cause, joints, what)
             return None, Decision(Status.FAULT, (cause,), joints, what)
 
         if state is None:

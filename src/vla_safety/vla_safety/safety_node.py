@@ -230,6 +230,8 @@ class SafetyNode(Node):
             "estop_latched": str(self.monitor.estop_latched),
             "fault_latched": str(self.monitor.fault_latched),
         }
+        if self.monitor.estop_since is not None:
+            extra["estop_latched_for_s"] = f"{time.monotonic() - self.monitor.estop_since:.1f}"
         return status_message(decision, self.monitor.counters.as_dict(), extra, STATUS_NAME, self.hardware_id)
 
     def publish_state(self, decision: Decision, force: bool = False) -> bool:

@@ -16,8 +16,10 @@ from vla_policy.interface import ActionChunk
 from vla_policy.serve import PolicyServer
 
 rclpy = pytest.importorskip("rclpy")
+from builtin_interfaces.msg import Time  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Header, String  # noqa: E402
 from std_srvs.srv import SetBool  # noqa: E402
@@ -70,7 +72,8 @@ def expected_command(task):
 class Harness:
     """The robot side: camera, joint states, instruction; records commands, heartbeats, diagnostics."""
 
-    def __init__(self):
+    def __init__(self, sim_time_origin=None):
+        self.sim_time_origin = sim_time_origin  # publish /clock from this many seconds, stamps in sim time
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node("policy_node_test", context=self.context)
@@ -97,18 +100,31 @@ class Harness:
         self.camera_on = True
         self.joint_names = ROBOT_JOINTS
         self.image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        if sim_time_origin is not None:
+            self._sim_start = time.monotonic()
+            self.clock_on = True
+            self.clock_pub = n.create_publisher(Clock, "/clock", 10)
+            n.create_timer(0.005, self._publish_clock)
         n.create_timer(0.05, self._publish_camera)
         n.create_timer(0.02, self._publish_state)
 
+    def stamp(self):
+        if self.sim_time_origin is None:
+            return self.node.get_clock().now().to_msg()
+        now = self.sim_time_origin + time.monotonic() - self._sim_start
+        return Time(sec=int(now), nanosec=int((now % 1) * 1e9))
+
+    def _publish_clock(self):
+        if self.clock_on:
+            self.clock_pub.publish(Clock(clock=self.stamp()))
+
     def _publish_camera(self):
         if self.camera_on:
-            self.image_pub.publish(
-                numpy_to_image(self.image, "rgb8", stamp=self.node.get_clock().now().to_msg())
-            )
+            self.image_pub.publish(numpy_to_image(self.image, "rgb8", stamp=self.stamp()))
 
     def _publish_state(self):
         msg = JointState()
-        msg.header.stamp = self.node.get_clock().now().to_msg()
+        msg.header.stamp = self.stamp()
         msg.name = list(self.joint_names)
         msg.position = [STATE.get(j, 0.0) for j in self.joint_names]
         self.state_pub.publish(msg)
@@ -352,3 +368,35 @@ def test_killed_node_leaves_no_inference_process(harness, tmp_path):
         assert not alive, "the inference process outlived its node"
     finally:
         stop_node(proc)
+
+
+def test_node_runs_on_sim_time():
+    """use_sim_time: timers, freshness and stamps follow /clock (here 5000 s ahead of nothing in particular)."""
+    harness = Harness(sim_time_origin=5000.0)
+    try:
+        with PolicyServer(OffsetPolicy(), manifest(), TOKEN, host="127.0.0.1", port=0) as server:
+            proc = start_node(server.port, "use_sim_time:=true")
+            try:
+                harness.instruct("pick up the cube")
+                assert harness.spin(20.0, until=lambda: len(harness.commands) >= 10), stop_node(proc)
+                stamps = [
+                    m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for _, m in harness.commands[-10:]
+                ]
+                sim_now = harness.stamp().sec
+                assert all(sim_now - 5.0 < t <= sim_now + 1.0 for t in stamps), (stamps, sim_now)
+                np.testing.assert_allclose(
+                    harness.commands[-1][1].position, expected_command("pick up the cube"), atol=1e-6
+                )
+                # /clock stops: sim time stands still, so the control timer stops too; nothing is commanded,
+                # but the heartbeat (wall clock) goes on: a paused simulation is not a dead policy.
+                harness.clock_on = False
+                harness.spin(0.3)
+                count, beats = len(harness.commands), len(harness.heartbeats)
+                harness.spin(1.0)
+                assert len(harness.commands) - count <= 1
+                assert len(harness.heartbeats) - beats >= 10
+            finally:
+                output = stop_node(proc)
+            assert proc.returncode == 0, output
+    finally:
+        harness.close()

@@ -20,6 +20,7 @@ from typing import Any
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -182,9 +183,11 @@ class PolicyNode(Node):
         self._heartbeat_pub = self.create_publisher(Header, "/policy/heartbeat", 10)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_service(SetBool, "~/enable", self._on_enable)
-        self.create_timer(cfg.control_period_s, self._on_control_tick)
-        self.create_timer(1.0 / cfg.heartbeat_rate_hz, self._on_heartbeat)
-        self.create_timer(1.0 / cfg.diagnostics_rate_hz, self._on_diagnostics)
+        self.create_timer(cfg.control_period_s, self._on_control_tick)  # ROS time: follows /clock in sim
+        # Liveness is wall-clock business: a paused simulation must not look like a dead policy.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(1.0 / cfg.heartbeat_rate_hz, self._on_heartbeat, clock=steady)
+        self.create_timer(1.0 / cfg.diagnostics_rate_hz, self._on_diagnostics, clock=steady)
         self._worker = threading.Thread(target=self._inference_loop, name="policy-inference", daemon=True)
         self._worker.start()
 

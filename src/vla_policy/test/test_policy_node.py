@@ -4,6 +4,7 @@ The policy behind the server is deterministic (state + an offset that depends on
 can be checked against what the node must have computed.
 """
 
+import math
 import os
 import subprocess
 import sys
@@ -98,6 +99,7 @@ class Harness:
         n.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
         self.enable = n.create_client(SetBool, "/policy_node/enable")
         self.camera_on = True
+        self.state_nan = False
         self.joint_names = ROBOT_JOINTS
         self.image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
         if sim_time_origin is not None:
@@ -126,7 +128,7 @@ class Harness:
         msg = JointState()
         msg.header.stamp = self.stamp()
         msg.name = list(self.joint_names)
-        msg.position = [STATE.get(j, 0.0) for j in self.joint_names]
+        msg.position = [math.nan if self.state_nan else STATE.get(j, 0.0) for j in self.joint_names]
         self.state_pub.publish(msg)
 
     def spin(self, seconds, until=None):
@@ -232,6 +234,14 @@ def test_node_commands_holds_and_follows_instructions(harness):
             assert late == [], f"{len(late)} commands on a stale camera"
             assert len([b for b in harness.heartbeats if b >= t3 + 0.4]) >= 5
             harness.camera_on = True
+            assert harness.spin(5.0, until=lambda: len(harness.commands_since(time.monotonic() - 0.2)) >= 3)
+
+            # NaN joint states are refused, so the state goes stale: commands stop within max_state_age_s.
+            harness.state_nan = True
+            t5 = time.monotonic()
+            harness.spin(1.0)
+            assert harness.commands_since(t5 + 0.35) == []
+            harness.state_nan = False
             assert harness.spin(5.0, until=lambda: len(harness.commands_since(time.monotonic() - 0.2)) >= 3)
 
             # The empty instruction means idle.

@@ -41,7 +41,7 @@ from vla_policy.backends import (
     warm_up,
 )
 from vla_policy.executor import ActionExecutor as ActionQueue
-from vla_policy.executor import ExecutorConfig, PushStatus, TickStatus
+from vla_policy.executor import ExecutorConfig, PushStatus, Tick, TickStatus
 from vla_policy.interface import ActionChunk
 from vla_policy.node_core import (
     ControlTiming,
@@ -167,6 +167,8 @@ class PolicyNode(Node):
         self._hold = HoldReason.STARTING
         self._last_chunk_status = PushStatus.ACCEPTED
         self._model_errors = 0
+        self._rejected_states = 0
+        self._last_tick: Tick | None = None
         self._unavailable = 0
         self._stop = threading.Event()
 
@@ -235,6 +237,12 @@ class PolicyNode(Node):
     def _on_joint_state(self, msg: JointState) -> None:
         if not self._started:
             self._check_embodiment(list(msg.name))
+        try:
+            self._state_index(msg.name, msg.position)  # NaN, missing joints: refused, so the state goes stale
+        except ValueError as e:
+            self._rejected_states += 1
+            self.get_logger().warning(f"/joint_states rejected: {e}", throttle_duration_sec=2.0)
+            return
         self._joint_state.put(msg, time_to_ns(msg.header.stamp))
 
     def _on_instruction(self, msg: String) -> None:
@@ -258,6 +266,7 @@ class PolicyNode(Node):
         previous = self._hold
         self._hold = self._input_hold(now)
         tick = self.queue.tick(now) if self._hold is HoldReason.NONE else None
+        self._last_tick = tick
         if self._hold is not HoldReason.NONE:
             self.queue.clear()
         elif tick is not None and tick.status is TickStatus.EMPTY:
@@ -408,12 +417,15 @@ class PolicyNode(Node):
             status.level, status.message = DiagnosticStatus.WARN, f"holding: {hold.value}"
         now = self._now_s()
         tick_probe = self.queue.remaining(now)
+        last = self._last_tick
         values = {
             "hold_reason": hold.name,
             "instruction": self._instruction,
             "inference_latency_p50_ms": _ms(self.inference_latency.percentile(50)),
             "inference_latency_p99_ms": _ms(self.inference_latency.percentile(99)),
             "queue_depth_s": f"{tick_probe:.3f}",
+            "queue_chunks": str(last.queued_chunks if last is not None else 0),
+            "chunk_age_ms": _ms(last.chunk_age_s if last is not None else math.nan),
             "control_rate_target_hz": f"{self.config.control_rate_hz:.2f}",
             "control_rate_achieved_hz": f"{self.timing.achieved_rate_hz:.2f}",
             "control_jitter_p99_ms": _ms(self.timing.jitter_p99_s()),
@@ -424,6 +436,7 @@ class PolicyNode(Node):
             "last_chunk_status": self._last_chunk_status.value,
             "stale_actions_skipped": str(self.queue.skipped_actions),
             "model_errors": str(self._model_errors),
+            "joint_states_rejected": str(self._rejected_states),
             "inference_unavailable": str(self._unavailable),
             "frames_overwritten": str(sum(f.overwritten for f in self._frames.values())),
         }

@@ -138,7 +138,7 @@ def test_replay_publishes_the_episode_with_clock(converted):
             [
                 sys.executable, "-m", "vla_collector.cli", "replay", str(converted), "--episode", "1",
                 "--rate", "4", "--state-topic", "/replay_test/joint_states",
-                "--camera", "front=/replay_test/image", "--wait-s", "2", "--start-time-ns", str(5 * 10**9),
+                "--camera", "front=/replay_test/image", "--wait-s", "15", "--start-time-ns", str(5 * 10**9),
             ],
             check=True, timeout=60, env={**os.environ}, capture_output=True,
         )  # fmt: skip

@@ -17,6 +17,8 @@ pytest.importorskip("vla_sim.expert_node", reason="vla_sim's expert_node is not 
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rosbags.rosbag2 import Reader as RosbagsReader
+from rosbags.typesys import Stores, get_typestore
 from std_msgs.msg import Bool
 from std_srvs.srv import SetBool, Trigger
 from vla_collector.episode import DatasetTarget, TopicMap, convert_bag
@@ -28,6 +30,7 @@ LATCHED = QoSProfile(
     depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
 )
 EPISODE_S = 4.0
+JOINTS = (*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1")
 
 
 def spawn(module, *params):
@@ -50,6 +53,26 @@ def call(node, srv_type, name, request, timeout=60.0):
     return future.result()
 
 
+def bag_joints(bag, topic):
+    """(stamps, positions of the 8 dataset joints) of a JointState topic, read with rosbags."""
+    store = get_typestore(Stores.ROS2_JAZZY)
+    stamps, positions = [], []
+    with RosbagsReader(bag) as reader:
+        for conn, _, raw in reader.messages(connections=[c for c in reader.connections if c.topic == topic]):
+            msg = store.deserialize_cdr(raw, conn.msgtype)
+            index = {n: i for i, n in enumerate(msg.name)}
+            stamps.append(msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)
+            positions.append([msg.position[index[n]] for n in JOINTS])
+    order = np.argsort(stamps, kind="stable")
+    return np.asarray(stamps)[order], np.asarray(positions, np.float32)[order]
+
+
+def latest(series, t, inclusive):
+    stamps, values = series
+    i = np.searchsorted(stamps, t, side="right" if inclusive else "left")
+    return values[max(i - 1, 0)]
+
+
 def test_record_expert_demonstrations_from_the_simulator(tmp_path):
     dataset = tmp_path / "ds"
     procs = [
@@ -59,7 +82,7 @@ def test_record_expert_demonstrations_from_the_simulator(tmp_path):
         spawn("vla_sim.expert_node", "use_sim_time:=true"),
         spawn(
             "vla_collector.collector_node", "use_sim_time:=true", f"dataset_root:={dataset}",
-            "video_codec:=libx264", "rate_tolerance:=0.2",
+            "video_codec:=libx264", "rate_tolerance:=0.5",
         ),
     ]  # fmt: skip
     context = rclpy.Context()
@@ -100,6 +123,7 @@ def test_record_expert_demonstrations_from_the_simulator(tmp_path):
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(5)
+    # the verdict rules are tested elsewhere; here the shared machine may starve the expert of CPU
     for stopped, _, _ in results:
         assert stopped.success, stopped.message
     ds = LeRobotV3Dataset(dataset)
@@ -115,12 +139,15 @@ def test_record_expert_demonstrations_from_the_simulator(tmp_path):
         frames = ds.frames(i, "front")
         assert frames.shape == (e.length, 96, 96, 3) and frames.std() > 5  # a rendered scene, not blank
         assert np.isfinite(arrays.state).all() and arrays.state.shape[1] == 8
-        # actions align with frames: the target of frame k is where the arm moves next
-        moving = np.abs(np.diff(arrays.state, axis=0)).max(axis=0) > 1e-3
-        if moving.any():
-            lead = (arrays.action[:-1] - arrays.state[:-1])[:, moving].ravel()
-            step = np.diff(arrays.state, axis=0)[:, moving].ravel()
-            assert np.corrcoef(lead, step)[0, 1] > 0.5
+        # actions align with frames, by the documented rule checked against the raw bag (read by rosbags):
+        # state k = latest /joint_states stamped <= t_k, action k = latest /joint_commands stamped < t_k + 1/fps
+        t_k = report["first_tick_ns"] + np.arange(e.length) * 10**8
+        states, commands = bag_joints(raw[i], "/joint_states"), bag_joints(raw[i], "/joint_commands")
+        expected_state = np.stack([latest(states, t, inclusive=True) for t in t_k])
+        expected_action = np.stack([latest(commands, t + 10**8, inclusive=False) for t in t_k])
+        # (a tick decided by the max_wait timeout on a starved machine may differ; most must match exactly)
+        assert np.isclose(arrays.state, expected_state, atol=1e-6).all(axis=1).mean() >= 0.9
+        assert np.isclose(arrays.action, expected_action, atol=1e-6).all(axis=1).mean() >= 0.9
         # the raw bag, converted offline with the same rules, gives the frames the live recorder wrote
         converted_root = tmp_path / f"offline{i}"
         info = json.loads((raw[i] / "episode.json").read_text())

@@ -405,6 +405,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wait_for_subscribers(publishers: list[Any], timeout_s: float) -> None:
+    """Up to ``timeout_s``, until some topic has a subscriber (then a moment for the others to match)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(p.get_subscription_count() > 0 for p in publishers):
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+            return
+        time.sleep(0.05)
+
+
 def _sleep_until(start: float, offset_s: float, rate: float) -> None:
     delay = start + offset_s / rate - time.monotonic()
     if delay > 0:
@@ -436,7 +446,7 @@ def _replay_dataset(
     image_pubs = {c: node.create_publisher(Image, t, image_qos) for c, t in camera_topics.items()}
     task_pub = node.create_publisher(String, args.instruction_topic, latched)
     task_pub.publish(String(data=ep.tasks[0] if ep.tasks else ""))
-    time.sleep(args.wait_s)  # let subscribers discover the new publishers
+    _wait_for_subscribers([state_pub, action_pub, *image_pubs.values()], args.wait_s)
     base_ns = args.start_time_ns
     start = time.monotonic()
     count = 1
@@ -469,7 +479,7 @@ def _replay_bag(node: Any, path: Path, args: argparse.Namespace, clock_pub: Any)
         if topic != "/clock"
     }
     total = sum(info.message_count for info in reader.topics().values())
-    time.sleep(args.wait_s)  # let subscribers discover the new publishers
+    _wait_for_subscribers(list(publishers.values()), args.wait_s)
     start = time.monotonic()
     first: int | None = None
     count = 0
@@ -536,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--action-topic", default="/joint_commands")
     p.add_argument("--instruction-topic", default="/task_instruction")
     p.add_argument("--start-time-ns", type=int, default=0, help="dataset replay: /clock at frame 0")
-    p.add_argument("--wait-s", type=float, default=1.0, help="pause for discovery before publishing")
+    p.add_argument("--wait-s", type=float, default=2.0, help="wait up to this long for a subscriber first")
     p.add_argument("--ros-args", nargs=argparse.REMAINDER, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_replay)
 

@@ -54,7 +54,9 @@ class EpisodeVerdict(str, enum.Enum):
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """Rates and tolerances (seconds). ``None`` ages default to ``1.5`` frame periods."""
+    """Rates and tolerances (seconds). ``None`` ages default to 1.5 frame periods for state and cameras and
+    3 for the action: a robot holds its last position target, so a command stays the action in force
+    for longer than an observation stays current (a 10 Hz teleoperator with jitter must not drop frames)."""
 
     fps: int = 10
     cameras: tuple[str, ...] = ("front",)
@@ -73,9 +75,9 @@ class SamplerConfig:
         if len(set(self.cameras)) != len(self.cameras):
             raise ValueError(f"camera names must be unique: {self.cameras}")
         period = 1.0 / self.fps
-        for name in ("state_max_age_s", "camera_max_age_s", "action_max_age_s"):
+        for name, periods in (("state_max_age_s", 1.5), ("camera_max_age_s", 1.5), ("action_max_age_s", 3.0)):
             if getattr(self, name) is None:
-                object.__setattr__(self, name, 1.5 * period)
+                object.__setattr__(self, name, periods * period)
         if self.action_lookahead_s is None:
             object.__setattr__(self, "action_lookahead_s", period)
         for name in ("state_max_age_s", "camera_max_age_s", "action_max_age_s", "max_gap_s"):
@@ -155,6 +157,7 @@ class EpisodeReport:
     duration_s: float
     largest_gap_s: float
     largest_gap_stream: str
+    first_tick_ns: int = 0  # t_0: frame k was sampled at first_tick_ns + k / fps (stamp clock)
     streams: dict[str, dict[str, float]] = field(default_factory=dict)
     verdict: EpisodeVerdict = EpisodeVerdict.ACCEPTED
     reason: str = ""
@@ -173,6 +176,7 @@ class EpisodeReport:
             "duration_s": round(self.duration_s, 4),
             "largest_gap_s": round(self.largest_gap_s, 4),
             "largest_gap_stream": self.largest_gap_stream,
+            "first_tick_ns": self.first_tick_ns,
             "streams": self.streams,
             "verdict": self.verdict.value,
             "reason": self.reason,
@@ -417,6 +421,7 @@ class FrameSampler:
             duration_s=duration,
             largest_gap_s=worst_gap / NS,
             largest_gap_stream=worst_stream,
+            first_tick_ns=self._t0 or 0,
             streams=streams,
             verdict=verdict,
             reason=reason,

@@ -247,8 +247,9 @@ class PolicyNode(Node):
 
     def _on_instruction(self, msg: String) -> None:
         if msg.data != self._instruction:
-            self.queue.clear()  # a new task: nothing computed for the old one may be played
+            # Instruction first, then the clear: a chunk pushed under the new epoch saw the new instruction.
             self._instruction, self._reset_pending = msg.data, True
+            self.queue.clear()  # a new task: nothing computed for the old one may be played
             self.get_logger().info(
                 f"instruction: {msg.data!r}" if msg.data.strip() else "instruction cleared: idle"
             )
@@ -438,7 +439,6 @@ class PolicyNode(Node):
             "model_errors": str(self._model_errors),
             "joint_states_rejected": str(self._rejected_states),
             "inference_unavailable": str(self._unavailable),
-            "frames_overwritten": str(sum(f.overwritten for f in self._frames.values())),
         }
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         return status

@@ -11,7 +11,7 @@ import numpy as np
 
 from vla_sim import robot
 from vla_sim.scene import CameraConfig, Renderer, Scene, SceneConfig
-from vla_sim.tasks import FAMILIES, Split, Task, TaskFamily, is_success, parse_instruction, sample_task
+from vla_sim.tasks import Split, Task, TaskRequest, is_success, resolve_task
 
 STATE_KEY = "observation.state"
 VELOCITY_KEY = "observation.velocity"
@@ -46,21 +46,6 @@ class EnvConfig:
         return tuple(
             CameraConfig(name=n, width=self.image_width, height=self.image_height) for n in self.cameras
         )
-
-
-TaskRequest = Task | TaskFamily | str | None
-
-
-def _resolve(request: TaskRequest, rng: np.random.Generator, split: Split) -> Task:
-    """A concrete task: a Task as is, a family name sampled, an instruction parsed, None a random family."""
-    if isinstance(request, Task):
-        return request
-    if request is None:
-        family = list(FAMILIES)[int(rng.integers(len(FAMILIES)))]
-        return sample_task(family, rng, split)
-    if isinstance(request, TaskFamily) or request in {f.value for f in TaskFamily}:
-        return sample_task(TaskFamily(request), rng, split)
-    return parse_instruction(str(request))
 
 
 class VlaSimEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
@@ -110,7 +95,7 @@ class VlaSimEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             seed = self._seed
         super().reset(seed=seed)
         request = (options or {}).get("task", self._request)
-        self.task = _resolve(request, self.np_random, self.config.split)
+        self.task = resolve_task(request, self.np_random, self.config.split)
         self.scene.reset(self.task, self.np_random)
         self._steps = 0
         self._limit = round(self.task.time_limit_s * self.config.control_hz)

@@ -24,10 +24,11 @@ Pure Python, no rclpy.
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +43,7 @@ from vla_sim.tasks import (
     WorldState,
     in_target,
     on_top,
+    parse_instruction,
     push_displacement,
 )
 
@@ -280,3 +282,89 @@ class EnvExpert:
 
     def close(self) -> None:
         self._kinematics.close()
+
+
+class DriverStatus(enum.Enum):
+    ACTING = "acting"
+    IDLE = "idle"  # empty instruction: nothing to do
+    NO_TASK = "no task"
+    BAD_TASK = "instruction matches no task template"
+    NO_SCENE = "no scene description yet"
+    NO_STATE = "no joint states or object poses yet"
+    STALE = "joint states or object poses are stale"
+    MISMATCH = "the scene lacks the task's blocks, or poses and scene disagree"
+
+
+class ExpertDriver:
+    """The expert fed from messages (for ``expert_node``): task text, scene description, joints, poses.
+
+    ``decide(now)`` returns the status and, when ACTING, the next 8-d target. Times are monotonic seconds
+    of receipt, so stale inputs (a stopped simulator) stop the commands instead of repeating old ones.
+    """
+
+    def __init__(self, config: ExpertConfig | None = None, state_timeout_s: float = 0.5) -> None:
+        if state_timeout_s <= 0:
+            raise ValueError("state_timeout_s must be positive")
+        self.config = config or ExpertConfig()
+        self.state_timeout_s = state_timeout_s
+        self._kinematics = robot.PandaKinematics()
+        self._expert: ScriptedExpert | None = None
+        self.task: Task | None = None
+        self.task_status = DriverStatus.NO_TASK
+        self._scene: dict[str, Any] | None = None
+        self._joints: tuple[float, np.ndarray] | None = None
+        self._poses: tuple[float, list[tuple[Sequence[float], Sequence[float]]]] | None = None
+
+    def close(self) -> None:
+        self._kinematics.close()
+
+    def set_instruction(self, text: str) -> DriverStatus:
+        if not text.strip():
+            self.task, self.task_status = None, DriverStatus.IDLE
+            return self.task_status
+        try:
+            task = parse_instruction(text)
+        except ValueError:
+            self.task, self.task_status = None, DriverStatus.BAD_TASK
+            return self.task_status
+        if task != self.task:
+            self.task, self._expert = task, None
+        self.task_status = DriverStatus.ACTING
+        return self.task_status
+
+    def set_scene(self, description: dict[str, Any]) -> None:
+        if self._scene is None or description.get("episode") != self._scene.get("episode"):
+            self._expert = None  # a new episode: forget the re-grasp memory
+            self._poses = None
+        self._scene = description
+
+    def update_joints(self, names: Sequence[str], positions: Sequence[float], now: float) -> bool:
+        by_name = dict(zip(names, positions, strict=False))
+        if not all(n in by_name for n in robot.COMMAND_JOINTS):
+            return False
+        self._joints = (now, np.array([by_name[n] for n in robot.COMMAND_JOINTS], dtype=np.float64))
+        return True
+
+    def update_poses(self, poses: list[tuple[Sequence[float], Sequence[float]]], now: float) -> None:
+        self._poses = (now, poses)
+
+    def decide(self, now: float) -> tuple[DriverStatus, np.ndarray | None]:
+        if self.task is None:
+            return self.task_status, None
+        if self._scene is None:
+            return DriverStatus.NO_SCENE, None
+        if self._joints is None or self._poses is None:
+            return DriverStatus.NO_STATE, None
+        if now - min(self._joints[0], self._poses[0]) > self.state_timeout_s:
+            return DriverStatus.STALE, None
+        from vla_sim.bridge import world_from_scene_message
+
+        try:
+            world = world_from_scene_message(self._scene, self._poses[1])
+        except (ValueError, KeyError):
+            return DriverStatus.MISMATCH, None
+        if any(c not in world.blocks for c in self.task.colours):
+            return DriverStatus.MISMATCH, None
+        if self._expert is None:
+            self._expert = ScriptedExpert(self.task, self._kinematics, self.config)
+        return DriverStatus.ACTING, self._expert.act(self._joints[1], world)

@@ -263,6 +263,28 @@ def parse_instruction(text: str) -> Task:
     raise ValueError(f"no task template matches instruction {text!r}")
 
 
+TaskRequest = Task | TaskFamily | str | None
+
+
+def resolve_task(request: TaskRequest, rng: np.random.Generator, split: Split | str = Split.TRAIN) -> Task:
+    """A concrete task: a Task as is, a family name sampled, an instruction parsed, None or '' a random family."""
+    split = Split(split)
+    if isinstance(request, Task):
+        return request
+    if not request:
+        family = list(FAMILIES)[int(rng.integers(len(FAMILIES)))]
+        return sample_task(family, rng, split)
+    if isinstance(request, TaskFamily) or request in {f.value for f in TaskFamily}:
+        return sample_task(TaskFamily(request), rng, split)
+    return parse_instruction(str(request))
+
+
+def validate_task_request(text: str) -> None:
+    """Raise ``ValueError`` unless ``text`` is empty, a family name, or an instruction of some template."""
+    if text and text not in {f.value for f in TaskFamily}:
+        parse_instruction(text)
+
+
 def all_templates(split: Split | str) -> dict[TaskFamily, tuple[str, ...]]:
     split = Split(split)
     return {family: spec.templates(split) for family, spec in FAMILIES.items()}

@@ -24,7 +24,7 @@ def dataset_root(tmp_path_factory):
 def tiny_cfg(dataset_root, output, **changes) -> TrainConfig:
     values = dict(
         datasets=(str(dataset_root),), output=str(output), epochs=6, batch_size=16, lr=3e-3, warmup_steps=2,
-        val_fraction=0.34, augmented_copies=1, seed=0, device="cpu", progress=False,
+        val_fraction=0.34, augmented_copies=1, seed=0, device="cpu", progress=False, num_threads=1,
         model_overrides=dict(TINY_MODEL, horizon=4),
     )  # fmt: skip
     values.update(changes)
@@ -99,3 +99,19 @@ def test_cli_parses_model_overrides_and_runs(dataset_root, tmp_path):
     assert rc == 0 and (tmp_path / "cli" / "best" / "model.safetensors").is_file()
     with pytest.raises(ValueError):
         TrainConfig(datasets=(), output="x")
+
+
+@pytest.mark.heavy
+def test_torchrun_ddp_with_two_processes_needs_no_code_change(dataset_root, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29615",
+           "-m", "vla_policy.train", str(dataset_root), "--output", str(tmp_path), "--tiny", "--epochs", "2",
+           "--batch-size", "8", "--no-progress", "--device", "cpu"]  # fmt: skip
+    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=240)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] > 0
+    assert load_policy(tmp_path / "best").horizon == 10

@@ -273,6 +273,7 @@ def evaluate_loss(
 
 
 def train(cfg: TrainConfig) -> TrainResult:
+    previous_threads = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     dist = _Distributed(cfg.device)
@@ -280,6 +281,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         return _train(cfg, dist)
     finally:
         dist.close()
+        torch.set_num_threads(previous_threads)
 
 
 def _train(cfg: TrainConfig, dist: _Distributed) -> TrainResult:
@@ -420,13 +422,14 @@ def _train(cfg: TrainConfig, dist: _Distributed) -> TrainResult:
         }  # fmt: skip
         history.append(row)
         score = val_loss if math.isfinite(val_loss) else train_loss
+        improved = score < best_val
+        best_val = min(best_val, score)
         if dist.main:
             info = {**info_base, "epoch": epoch + 1, "step": step, "val_loss": val_loss, "val_l1": val_l1,
                     "train_loss": train_loss}  # fmt: skip
             ckpt = Checkpoint(network=network, normalizer=normalizer, manifest=manifest, info=info)
             save_checkpoint(ckpt, output / LAST_DIR)
-            if score < best_val:
-                best_val = score
+            if improved:
                 save_checkpoint(ckpt, output / BEST_DIR)
             _save_train_state(
                 state_dir, optimizer,
@@ -531,6 +534,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_args(argv)
     result = train(cfg)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     print(f"best checkpoint: {result.best}  (val loss {result.best_val_loss:.4f}, "
           f"{result.train_samples_per_s:.0f} train samples/s, {result.encode_frames_per_s:.0f} frames/s encoded)")  # fmt: skip
     return 0

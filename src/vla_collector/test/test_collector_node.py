@@ -14,7 +14,8 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import Image, JointState
+from rosbags.rosbag2 import Reader as RosbagsReader
+from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 from vla_collector.lerobot_v3 import LeRobotV3Dataset
@@ -31,6 +32,7 @@ class FakeRobot:
     def __init__(self, node, task="pick up the red block"):
         self.node = node
         self.image_pub = node.create_publisher(Image, "/camera/image_raw", qos_profile_sensor_data)
+        self.info_pub = node.create_publisher(CameraInfo, "/camera/camera_info", qos_profile_sensor_data)
         self.state_pub = node.create_publisher(JointState, "/joint_states", 50)
         self.cmd_pub = node.create_publisher(JointState, "/joint_commands", 50)
         latched = QoSProfile(
@@ -66,6 +68,9 @@ class FakeRobot:
                 pixels = np.zeros((48, 64, 3), np.uint8)
                 pixels[..., 0] = (3 * self.frames) % 256
                 self.image_pub.publish(numpy_to_image(pixels, "rgb8", now.to_msg()))
+                info = CameraInfo(width=64, height=48)
+                info.header.stamp = now.to_msg()
+                self.info_pub.publish(info)
                 self.frames += 1
             k += 1
             time.sleep(max(0.0, self.t0 + k * 0.01 - time.monotonic()))
@@ -163,6 +168,9 @@ def test_record_through_topics_and_services(ros, tmp_path):
     statuses = [json.loads((d / "episode.json").read_text())["status"] for d in raw]
     assert statuses == ["written", "discarded"]
     report = json.loads((raw[0] / "episode.json").read_text())["report"]
+    with RosbagsReader(raw[0]) as bag:  # camera_info rides along in the raw bag for Foxglove & co.
+        counts = {c.topic: c.msgcount for c in bag.connections}
+    assert counts["/camera/camera_info"] > 30 and counts["/camera/image_raw"] > 30
     assert report["frames"] == len(ep) and report["streams"]["camera/front"]["rate_hz"] > 20
 
 

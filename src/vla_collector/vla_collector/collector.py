@@ -361,6 +361,8 @@ class Collector:
         ep.bag.write(topic, data, receive_ns)  # the raw record keeps everything, even what is rejected below
         with self._status_lock:
             self._status.messages_recorded += 1
+        if topic in topics.extra:
+            return
         try:
             stamp = message_stamp(data, receive_ns)
             if topic == topics.state:

@@ -26,7 +26,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
@@ -39,7 +39,7 @@ from vla_collector.collector import (
     EpisodeResult,
     PartialEpisodePolicy,
 )
-from vla_collector.episode import PANDA_JOINTS, TopicMap
+from vla_collector.episode import CAMERA_INFO_TYPE, PANDA_JOINTS, TopicMap, camera_info_topic
 from vla_collector.lerobot_v3 import VideoCodecConfig
 from vla_collector.sampler import SamplerConfig
 
@@ -58,6 +58,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "state_topic": ("/joint_states", "sensor_msgs/JointState observation topic"),
     "action_topic": ("/joint_commands", "sensor_msgs/JointState: the action actually sent to the robot"),
     "instruction_topic": ("/task_instruction", "std_msgs/String language instruction ('' = do not record)"),
+    "record_camera_info": (True, "also record <camera>/camera_info beside each .../image_raw (raw bag only)"),
     "default_task": ("", "task text when no instruction was published"),
     "episode_on_instruction": (False, "start/stop episodes when the instruction changes"),
     "keep_failed_episodes": (False, "write episodes stopped with success=false to the dataset too"),
@@ -114,6 +115,11 @@ def config_from_parameters(p: dict[str, Any]) -> CollectorConfig:
             action=p["action_topic"],
             cameras=dict(zip(cameras, camera_topics, strict=True)),
             instruction=p["instruction_topic"],
+            extra={
+                info: CAMERA_INFO_TYPE
+                for info in (camera_info_topic(t) for t in camera_topics)
+                if info and bool(p["record_camera_info"])
+            },
         ),
         fps=fps,
         robot_type=p["robot_type"],
@@ -181,6 +187,7 @@ class CollectorNode(Node):
             (JointState, topics.state, joint_qos),
             (JointState, topics.action, joint_qos),
             *((Image, t, image_qos) for t in topics.cameras.values()),
+            *((CameraInfo, t, image_qos) for t in topics.extra),
         ]
         if topics.instruction:
             subscriptions.append((String, topics.instruction, latched))

@@ -33,6 +33,7 @@ from vla_collector.sampler import EpisodeReport, Frame, FrameSampler, SamplerCon
 
 PANDA_JOINTS = (*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1")
 IMAGE_TYPE = "sensor_msgs/msg/Image"
+CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 JOINT_STATE_TYPE = "sensor_msgs/msg/JointState"
 STRING_TYPE = "std_msgs/msg/String"
 
@@ -49,9 +50,12 @@ class TopicMap:
     action: str = "/joint_commands"
     cameras: Mapping[str, str] = field(default_factory=lambda: {"front": "/camera/image_raw"})
     instruction: str = "/task_instruction"
+    # recorded raw for tools (Foxglove, rectification), not used for frames: topic -> message type
+    extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cameras", dict(self.cameras))
+        object.__setattr__(self, "extra", dict(self.extra))
         if not self.state or not self.action:
             raise ConversionError("state and action topics must be set")
         topics = [self.state, self.action, *self.cameras.values()]
@@ -66,7 +70,7 @@ class TopicMap:
         topics.update({t: IMAGE_TYPE for t in self.cameras.values()})
         if self.instruction:
             topics[self.instruction] = STRING_TYPE
-        return topics
+        return {**self.extra, **topics}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,11 +78,20 @@ class TopicMap:
             "action": self.action,
             "cameras": dict(self.cameras),
             "instruction": self.instruction,
+            "extra": dict(self.extra),
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TopicMap:
-        return cls(d["state"], d["action"], dict(d["cameras"]), d.get("instruction", ""))
+        return cls(
+            d["state"], d["action"], dict(d["cameras"]), d.get("instruction", ""), dict(d.get("extra", {}))
+        )
+
+
+def camera_info_topic(image_topic: str) -> str | None:
+    """The CameraInfo topic beside an image topic (``/camera/image_raw`` -> ``/camera/camera_info``)."""
+    base, _, leaf = image_topic.rpartition("/")
+    return f"{base}/camera_info" if leaf.startswith("image") and base else None
 
 
 @dataclass(frozen=True)

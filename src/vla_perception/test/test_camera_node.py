@@ -22,7 +22,8 @@ from vla_perception.codec import image_to_rgb8
 from vla_perception.pattern import read_counter
 
 pytestmark = pytest.mark.ros
-EXAMPLE_CALIBRATION = os.path.join(os.path.dirname(__file__), "..", "config", "calibration_example.yaml")
+CONFIG = os.path.join(os.path.dirname(__file__), "..", "config")
+EXAMPLE_CALIBRATION = os.path.join(CONFIG, "calibration_example.yaml")
 
 
 def camera_command(*params):
@@ -35,12 +36,11 @@ def camera_command(*params):
 
 
 class CameraProcess:
-    def __init__(self, *params, node_name="test_camera"):
+    def __init__(self, *params, node_name="test_camera", params_file=None):
         command = camera_command(*params)
-        command[command.index("--ros-args") + 1 : command.index("--ros-args") + 1] = [
-            "-r",
-            f"__node:={node_name}",
-        ]
+        extra = ["-r", f"__node:={node_name}"] + (["--params-file", params_file] if params_file else [])
+        at = command.index("--ros-args") + 1
+        command[at:at] = extra
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def stop(self, timeout=10.0):
@@ -126,8 +126,8 @@ def probe_factory():
 def camera_factory():
     made = []
 
-    def make(*params, node_name="test_camera"):
-        made.append(CameraProcess(*params, node_name=node_name))
+    def make(*params, node_name="test_camera", params_file=None):
+        made.append(CameraProcess(*params, node_name=node_name, params_file=params_file))
         return made[-1]
 
     yield make
@@ -250,3 +250,11 @@ def test_calibration_size_mismatch_exits_with_a_clear_error():
     )
     assert result.returncode == 2
     assert "is for 640x480, the camera outputs 320x240" in result.stderr + result.stdout
+
+
+def test_shipped_params_file_selects_the_camera_by_node_name(probe_factory, camera_factory):
+    probe = probe_factory("wrist")
+    camera = camera_factory(node_name="wrist_camera", params_file=os.path.join(CONFIG, "cameras.yaml"))
+    assert probe.wait(lambda: len(probe.images) >= 3), camera.stop()[1]
+    first = probe.images[0]
+    assert (first.width, first.height, first.header.frame_id) == (320, 240, "wrist_camera_optical_frame")

@@ -194,9 +194,20 @@ def _call(node: Node, client, request, timeout: float = 10.0):
 def test_commands_services_and_rejections_through_topics(ros):
     from vla_sim.sim_node import SimNode
 
-    sim = SimNode(parameter_overrides=[rclpy.parameter.Parameter("camera_rate", value=2.0)])
+    sim = SimNode(
+        parameter_overrides=[
+            rclpy.parameter.Parameter("camera_rate", value=2.0),
+            rclpy.parameter.Parameter("camera_width", value=40),
+            rclpy.parameter.Parameter("camera_height", value=30),
+            rclpy.parameter.Parameter("wrist_camera", value=True),
+        ]
+    )
     probe = Probe(sim)
     node = probe.node
+    wrist: list[Image] = []
+    node.create_subscription(
+        Image, "/wrist_camera/image_raw", lambda m: probe._add(wrist, m), qos_profile_sensor_data
+    )
     commands = node.create_publisher(JointState, "/joint_commands", 10)
     arrays = node.create_publisher(Float64MultiArray, "/forward_position_controller/commands", 10)
     trajectories = node.create_publisher(JointTrajectory, "/joint_trajectory_controller/joint_trajectory", 10)
@@ -260,6 +271,9 @@ def test_commands_services_and_rejections_through_topics(ros):
             lambda: "red" in probe.scenes[-1]["objects"] and "bowl" in probe.scenes[-1]["objects"], 5, "scene"
         )
         np.testing.assert_allclose(probe.latest_positions(), robot.HOME_POSITIONS, atol=0.01)  # arm back home
+
+        probe.wait_for(lambda: wrist, 10, "a wrist camera frame")
+        assert image_to_numpy(wrist[-1]).shape == (30, 40, 3)
 
         set_task.publish(String(data="push"))
         probe.wait_for(lambda: probe.scenes[-1]["family"] == "push", 10, "a push task after ~/set_task")

@@ -285,3 +285,53 @@ def test_messages_the_dataset_cannot_use_are_rejected_and_named(tmp_path):
     )
     with RosbagsReader(result.raw_path) as bag:  # everything is still in the raw recording
         assert {c.topic: c.msgcount for c in bag.connections}["/joint_states"] == 101
+
+
+RAW_DISK_FULL_CHILD = textwrap.dedent(
+    """
+    import resource, signal, sys, time
+    sys.path.insert(0, {here!r})
+    from streams import streams
+    from vla_collector.collector import Collector, CollectorConfig
+    from vla_collector.lerobot_v3 import VideoCodecConfig
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # file writes past the limit fail with EFBIG, like ENOSPC
+    clock = [10**12]
+    c = Collector(CollectorConfig(dataset_root={root!r}, video=VideoCodecConfig(codec="libx264"),
+                  default_task="pick"), clock=lambda: clock[0], log=lambda m: None)
+    def play(t0, seconds, cam_hz=30.0):
+        for i, e in enumerate(streams(t0, seconds, cam_hz=cam_hz)):
+            clock[0] = e.t_ns
+            c.submit(e.topic, e.data, e.t_ns)
+            if i % 8 == 0:
+                c.sync()
+        clock[0] = t0 + int(seconds * 1e9)
+        c.sync()
+    c.start(); play(10**12, 1.2); print(c.stop(True).status.value, flush=True)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))  # the next bag outgrows the "disk"
+    clock[0] = 2 * 10**12
+    c.start(); play(2 * 10**12, 6.0)
+    status = c.status()
+    print(status.state.value, flush=True)
+    print(status.last_error, flush=True)
+    c.close()
+    """
+)
+
+
+def test_a_full_disk_while_recording_ends_the_episode_cleanly(tmp_path):
+    root = tmp_path / "ds"
+    out = subprocess.run(
+        [sys.executable, "-c", RAW_DISK_FULL_CHILD.format(here=str(HERE), root=str(root))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    lines = out.stdout.splitlines()
+    assert lines[:2] == ["written", "idle"], out.stdout + out.stderr  # the recorder is ready for the next one
+    assert "disk full" in lines[2] and "the dataset is unchanged" in lines[2]
+    ds = LeRobotV3Dataset(root)
+    assert ds.num_episodes == 1 and len(ds.frames(0, "front")) == ds.episodes[0].length
+    failed = sorted((tmp_path / "ds.raw").glob("episode_*"))[-1]
+    assert json.loads((failed / "episode.json").read_text())["status"] == "error"
+    assert not (root / ".staging").exists() or not any((root / ".staging").iterdir())

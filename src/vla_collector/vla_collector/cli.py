@@ -19,6 +19,7 @@ import argparse
 import importlib
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -580,6 +581,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except json.JSONDecodeError as e:
         print(f"vla-dataset {args.command}: invalid JSON: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like: not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (silence the interpreter's final flush)
+        return 0
 
 
 if __name__ == "__main__":

@@ -83,7 +83,8 @@ def test_expert_reaches_success(family):
     expert = make_expert(environment)
     environment.reset(seed=11)
     while True:
-        _, _, terminated, truncated, info = environment.step(expert.act_env())
+        obs, _, terminated, truncated, info = environment.step(expert.act_env())
+        assert environment.observation_space.contains(obs)
         if terminated or truncated:
             break
     expert.close()
@@ -107,3 +108,22 @@ def test_expert_replans_from_a_perturbed_state():
     expert.close()
     environment.close()
     assert info["success"]
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("family", list(TaskFamily))
+def test_expert_success_rate_over_twenty_episodes(family):
+    """The >= 95% target on a smaller sample (bench/sim_experts.py runs 100 per family)."""
+    environment = make_env(family.value, cameras=())
+    expert = make_expert(environment)
+    successes = 0
+    for seed in range(100, 120):
+        environment.reset(seed=seed)
+        while True:
+            _, _, terminated, truncated, info = environment.step(expert.act_env())
+            if terminated or truncated:
+                break
+        successes += info["success"]
+    expert.close()
+    environment.close()
+    assert successes >= 19

@@ -79,9 +79,10 @@ class VlaSimEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             image_key(c.name): gym.spaces.Box(0, 255, (c.height, c.width, 3), dtype=np.uint8)
             for c in self._cameras
         }
-        spaces[STATE_KEY] = gym.spaces.Box(low, high, dtype=np.float32)
-        limit = np.concatenate([robot.ARM_MAX_VELOCITY, [0.2]]).astype(np.float32) * 2
-        spaces[VELOCITY_KEY] = gym.spaces.Box(-limit, limit, dtype=np.float32)
+        # Measured joints can sit a hair outside their limits (contact, solver slack): a small margin.
+        margin = np.array([0.05] * 7 + [0.005], dtype=np.float32)
+        spaces[STATE_KEY] = gym.spaces.Box(low - margin, high + margin, dtype=np.float32)
+        spaces[VELOCITY_KEY] = gym.spaces.Box(-np.inf, np.inf, (8,), dtype=np.float32)
         spaces[GRIPPER_KEY] = gym.spaces.Box(0.0, robot.FINGER_OPEN, (2,), dtype=np.float32)
         self.observation_space = gym.spaces.Dict(spaces)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 
 import numpy as np
@@ -58,12 +58,12 @@ class CameraConfig:
     name: str = "front"
     width: int = 128
     height: int = 128
-    fov_deg: float = 45.0  # vertical field of view
+    fov_deg: float = 50.0  # vertical field of view
     near: float = 0.02
     far: float = 3.0
     # Facing the robot across the table (the robot's left is the image's right); ignored by the wrist camera.
-    eye: tuple[float, float, float] = (1.05, 0.0, 0.7)
-    target: tuple[float, float, float] = (0.5, 0.0, 0.02)
+    eye: tuple[float, float, float] = (1.0, 0.0, 0.6)
+    target: tuple[float, float, float] = (0.45, 0.0, 0.05)
 
     def __post_init__(self) -> None:
         if self.name not in ("front", "wrist"):
@@ -117,7 +117,6 @@ class Layout:
     blocks: Mapping[str, tuple[float, float, float]]  # colour -> (x, y, yaw)
     bowl: tuple[float, float]
     zone: tuple[float, float]
-    extra: Mapping[str, float] = field(default_factory=dict)
 
 
 def _far_from(point: np.ndarray, others: Sequence[tuple[np.ndarray, float]]) -> bool:
@@ -484,9 +483,3 @@ class Scene:
             shadow=0,
         )
         return np.asarray(rgba, dtype=np.uint8).reshape(camera.height, camera.width, 4)[:, :, :3].copy()
-
-
-def default_cameras(
-    names: Sequence[str] = ("front",), width: int = 128, height: int = 128
-) -> tuple[CameraConfig, ...]:
-    return tuple(CameraConfig(name=name, width=width, height=height) for name in names)

@@ -18,6 +18,11 @@ if [ "${ROS_DISTRO:-}" != jazzy ]; then
   case ":${AMENT_PREFIX_PATH:-}:" in *":$_vla_venv:"*) ;; *) export AMENT_PREFIX_PATH="$_vla_venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}" ;; esac
   export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
 fi
+# Images are best effort and a 640x480 rgb8 frame (921 KB) overflows Fast DDS's default 512 KB shared-memory
+# segment, so most frames drop; this profile gives each participant a 16 MB segment (bench/perception_transport.py
+# proves the rate). Fast DDS 2.x reads the FASTRTPS_ name, 3.x the FASTDDS_ one.
+export FASTRTPS_DEFAULT_PROFILES_FILE="${FASTRTPS_DEFAULT_PROFILES_FILE:-$_vla_root/src/vla_perception/config/fastdds_profile.xml}"
+export FASTDDS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE:-$FASTRTPS_DEFAULT_PROFILES_FILE}"
 if [ -z "${VLA_SKIP_INSTALL_SETUP:-}" ] && [ -f "$_vla_root/install/local_setup.sh" ]; then
   _vla_u="$-"; set +u
   # shellcheck disable=SC1091

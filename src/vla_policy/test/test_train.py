@@ -82,6 +82,25 @@ def test_resume_continues_exactly_where_it_stopped(dataset_root, tmp_path):
         torch.testing.assert_close(wa[key], wb[key], atol=1e-6, rtol=1e-5)
 
 
+def test_frozen_trunk_stays_put_and_finetuning_moves_it(dataset_root, tmp_path):
+    frozen = train(tiny_cfg(dataset_root, tmp_path / "frozen", epochs=1))
+    tuned = train(
+        tiny_cfg(dataset_root, tmp_path / "tuned", epochs=1,
+                 model_overrides=dict(TINY_MODEL, horizon=4, freeze_image_encoder=False))
+    )  # fmt: skip
+    wf = load_file(str(frozen.last / "model.safetensors"))
+    wt = load_file(str(tuned.last / "model.safetensors"))
+    from vla_policy.models import VLANetwork, load_checkpoint
+
+    config = load_checkpoint(frozen.last).config
+    torch.manual_seed(0)  # the seed vla-train used builds the same initial trunk
+    initial = VLANetwork(config, load_pretrained=False).state_dict()
+    trunk_keys = [k for k in wf if k.startswith("trunk.")]
+    assert trunk_keys
+    assert all(torch.equal(wf[k], initial[k]) for k in trunk_keys)
+    assert any(not torch.equal(wt[k], initial[k]) for k in trunk_keys)
+
+
 def test_cosine_schedule_warms_up_then_decays():
     cfg = TrainConfig(datasets=("x",), output="y", lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
     lrs = [cosine_lr(s, 100, cfg) for s in range(100)]

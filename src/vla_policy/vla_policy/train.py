@@ -311,7 +311,8 @@ def _train(cfg: TrainConfig, dist: _Distributed) -> TrainResult:
     frozen = config.freeze_image_encoder
     n_frames = sum(datasets[d].episodes[e].length for d, e in train_eps)
     if dist.main:
-        size = estimate_cache_bytes(n_frames, config, network.feature_shape, 1 + cfg.augmented_copies)
+        cached_shape = network.feature_shape if frozen else (3, config.image_height, config.image_width)
+        size = estimate_cache_bytes(n_frames, config, cached_shape, 1 + cfg.augmented_copies)
         print(f"{n_frames} training frames in {len(train_eps)} episodes, {len(val_eps)} validation episodes; "
               f"feature cache ~{size / 2**20:.0f} MiB", file=sys.stderr)  # fmt: skip
     trunk = network.trunk.to(dist.device)

@@ -68,6 +68,17 @@ def test_different_seeds_differ():
     assert sample_layout(task, rng_a) != sample_layout(task, rng_b)
 
 
+def test_heldout_split_draws_heldout_templates():
+    from vla_sim.tasks import FAMILIES
+
+    environment = make_env("place", cameras=(), split="heldout")
+    _, info = environment.reset(seed=0)
+    templates = FAMILIES[TaskFamily.PLACE].heldout_templates
+    assert info["split"] == "heldout"
+    assert any(t.split("{")[0] in info["task"] for t in templates if t.split("{")[0])
+    environment.close()
+
+
 def test_instruction_and_task_options():
     environment = make_env("put the red block in the bowl", cameras=())
     _, info = environment.reset(seed=0)

@@ -220,7 +220,9 @@ class Scene:
         )
         self.task = task
         self.layout = sample_layout(task, rng, self.config.min_blocks, self.config.max_blocks)
-        self._build_table()
+        # A slightly different table tint per episode, so a policy cannot key on one exact colour.
+        tint = rng.uniform(-0.06, 0.06)
+        self._build_table((*(float(np.clip(v + tint, 0, 1)) for v in TABLE_RGBA[:3]), 1.0))
         self._build_robot()
         self._build_targets(self.layout)
         self._blocks, self._initial = {}, {}
@@ -234,11 +236,11 @@ class Scene:
             c.stepSimulation()
         self._initial = {colour: self.block_position(colour) for colour in self._blocks}
 
-    def _build_table(self) -> None:
+    def _build_table(self, rgba: tuple[float, ...]) -> None:
         c = self._client
         half = (0.5, 0.6, 0.025)
         shape = c.createCollisionShape(pybullet.GEOM_BOX, halfExtents=half)
-        visual = c.createVisualShape(pybullet.GEOM_BOX, halfExtents=half, rgbaColor=TABLE_RGBA)
+        visual = c.createVisualShape(pybullet.GEOM_BOX, halfExtents=half, rgbaColor=rgba)
         c.createMultiBody(0, shape, visual, basePosition=(0.35, 0.0, TABLE_HEIGHT - half[2]))
 
     def _build_robot(self) -> None:

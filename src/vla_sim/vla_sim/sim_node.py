@@ -21,6 +21,12 @@ Subscribes (best-effort QoS, so reliable and best-effort publishers both match)
 Services
   ~/reset (std_srvs/Trigger): a new episode with the task and seed parameters; the response message is the
       instruction. Episode k after the seed parameter was last set uses seed + k.
+Modes: realtime paces the simulation to the wall clock (times real_time_factor; a lag over 0.5 s is dropped
+and counted, never raced to catch up). lockstep advances one control period (1/control_hz of sim time) per
+accepted command, or after lockstep_timeout_s wall seconds without one (so controllers that only act on
+/clock-driven timers cannot deadlock it); give every other node use_sim_time:=true.
+Stamps: all messages carry the sim clock (the wall time the node started + simulated time, never going back
+across resets), the same value /clock publishes.
 Bad commands (unknown joints, wrong lengths, NaN, bad trajectory timing) are rejected whole with a throttled
 warning; the targets stay as they were, so the arm holds still.
 """

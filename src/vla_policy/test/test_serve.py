@@ -58,8 +58,7 @@ def test_serves_a_checkpoint_over_the_network_interface_it_is_given(tmp_path):
         line = proc.stdout.readline()
         assert line.startswith(READY_PREFIX), line
         port = int(line[len(READY_PREFIX) :])
-        import psutil
-
+        psutil = pytest.importorskip("psutil")
         listening = [c for c in psutil.Process(proc.pid).net_connections() if c.status == "LISTEN"]
         assert [c.laddr.ip for c in listening] == ["127.0.0.1"]
         remote = load_remote_backend(f"ws://127.0.0.1:{port}", "file-token", timeout_s=10.0)

@@ -218,5 +218,5 @@ def test_sigkill_mid_episode_then_restart_recovers(ros, tmp_path):
     info = json.loads(partial.read_text())
     assert info["status"] == "recovered", info
     ds = LeRobotV3Dataset(tmp_path / "ds")
-    assert ds.num_episodes == 2 and ds.episodes[1].length >= 10
+    assert ds.num_episodes == 2 and ds.episodes[1].length >= 5  # ~2 s recorded, up to ~1 s unflushed
     assert len(ds.frames(1, "front")) == ds.episodes[1].length

@@ -15,6 +15,7 @@ pytest.importorskip("vla_sim.sim_node", reason="vla_sim's sim_node is not availa
 pytest.importorskip("vla_sim.expert_node", reason="vla_sim's expert_node is not available")
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.rosbag2 import Reader as RosbagsReader
@@ -90,6 +91,14 @@ def test_record_expert_demonstrations_from_the_simulator(tmp_path):
     node = rclpy.create_node("record_sim_test", context=context)
     success = []
     node.create_subscription(Bool, "/sim/success", lambda m: success.append(m.data), LATCHED)
+    collector_task = []
+
+    def on_diagnostics(msg):
+        for status in msg.status:
+            if status.name == "vla_collector: collector_node":
+                collector_task.append({kv.key: kv.value for kv in status.values}.get("task"))
+
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
@@ -99,7 +108,11 @@ def test_record_expert_demonstrations_from_the_simulator(tmp_path):
         for _ in range(2):
             reset = call(node, Trigger, "/sim_node/reset", Trigger.Request())
             assert reset.success, reset.message
-            time.sleep(0.5)  # the new instruction reaches the expert and the collector
+            deadline = time.monotonic() + 20  # the collector has heard the new instruction
+            while (
+                not (collector_task and collector_task[-1] == reset.message) and time.monotonic() < deadline
+            ):
+                time.sleep(0.1)
             deadline = time.monotonic() + 20
             while True:
                 started = call(node, Trigger, "/collector_node/start", Trigger.Request())

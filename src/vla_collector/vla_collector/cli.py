@@ -154,23 +154,26 @@ def validate_dataset(root: Path, check_video: bool = True) -> list[str]:
             problems.append(f"feature {key!r} missing from info.json")
     expected_start = 0
     iterator = tqdm(ds.episodes, desc="validate", unit="episode", disable=None, leave=False)
-    for e in iterator:
-        where = f"episode {e.index}"
-        if e.dataset_from_index != expected_start or e.dataset_to_index != expected_start + e.length:
+    for episode in iterator:
+        where = f"episode {episode.index}"
+        if (
+            episode.dataset_from_index != expected_start
+            or episode.dataset_to_index != expected_start + episode.length
+        ):
             problems.append(
-                f"{where}: index range [{e.dataset_from_index}, {e.dataset_to_index}) is not contiguous"
+                f"{where}: index range [{episode.dataset_from_index}, {episode.dataset_to_index}) is not contiguous"
             )
-        expected_start = e.dataset_from_index + e.length
+        expected_start = episode.dataset_from_index + episode.length
         try:
-            arrays = ds.episode(e.index)
+            arrays = ds.episode(episode.index)
         except DatasetError as err:
             problems.append(f"{where}: {err}")
             continue
-        if arrays.frame_index.tolist() != list(range(e.length)):
-            problems.append(f"{where}: frame_index is not 0..{e.length - 1}")
+        if arrays.frame_index.tolist() != list(range(episode.length)):
+            problems.append(f"{where}: frame_index is not 0..{episode.length - 1}")
         if not np.allclose(arrays.timestamp, arrays.frame_index / ds.fps, atol=1e-4):
             problems.append(f"{where}: timestamps are not frame_index / fps")
-        if arrays.index.tolist() != list(range(e.dataset_from_index, e.dataset_to_index)):
+        if arrays.index.tolist() != list(range(episode.dataset_from_index, episode.dataset_to_index)):
             problems.append(f"{where}: global index does not match meta/episodes")
         for name, values in (("observation.state", arrays.state), ("action", arrays.action)):
             if not np.isfinite(values).all():
@@ -178,7 +181,7 @@ def validate_dataset(root: Path, check_video: bool = True) -> list[str]:
         if check_video:
             for cam in ds.camera_names:
                 try:
-                    ds.frames(e.index, cam)
+                    ds.frames(episode.index, cam)
                 except (DatasetError, OSError, ValueError) as err:
                     problems.append(f"{where} camera {cam}: {err}")
     stats = ds.stats

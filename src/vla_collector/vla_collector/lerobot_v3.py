@@ -60,7 +60,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import av
 import numpy as np
@@ -603,7 +603,7 @@ class LeRobotV3Dataset:
             return EmbodimentManifest.load(self.root)
         spec = DatasetSpec.from_info(self.info)
         stats = self.stats
-        normalization = {
+        normalization: dict[str, dict[str, Any]] = {
             k: {s: stats[k][s].tolist() for s in ("mean", "std", "min", "max") if s in stats[k]}
             for k in (STATE_KEY, ACTION_KEY)
             if k in stats
@@ -672,10 +672,12 @@ class LeRobotV3Dataset:
         half = 0.5 / self.fps
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            if start > 0:
+            if start > 0 and stream.time_base is not None:
                 container.seek(int(max(0.0, start - half) / stream.time_base), stream=stream, backward=True)
             for frame in container.decode(stream):
-                t = float(frame.pts * stream.time_base)
+                if frame.time is None:
+                    raise DatasetError(f"{path}: a frame without a timestamp")
+                t = float(frame.time)
                 if t < start - half:
                     continue
                 if t >= end - half:
@@ -719,7 +721,10 @@ class _VideoEncoder:
         self.cam = cam
         os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints a banner per stream otherwise; errors only
         self._container = av.open(str(path), mode="w", format="mp4")
-        self._stream = self._container.add_stream(video.codec, rate=fps, options=video.encoder_options())
+        self._stream = cast(
+            "av.VideoStream",
+            self._container.add_stream(video.codec, rate=fps, options=video.encoder_options()),
+        )
         self._stream.width = cam.width
         self._stream.height = cam.height
         self._stream.pix_fmt = video.pix_fmt

@@ -335,3 +335,40 @@ def test_a_full_disk_while_recording_ends_the_episode_cleanly(tmp_path):
     failed = sorted((tmp_path / "ds.raw").glob("episode_*"))[-1]
     assert json.loads((failed / "episode.json").read_text())["status"] == "error"
     assert not (root / ".staging").exists() or not any((root / ".staging").iterdir())
+
+
+def test_a_backlog_beyond_the_byte_budget_is_counted_lost_not_buffered(tmp_path):
+    import threading
+
+    from streams import image, joint_state
+
+    blocked, release, hold = threading.Event(), threading.Event(), threading.Event()
+
+    def clock():  # lets the test stall the worker, as a slow disk would
+        if hold.is_set():
+            blocked.set()
+            release.wait(10)
+        return T0
+
+    config = CollectorConfig(dataset_root=tmp_path / "ds", default_task="pick", queue_max_mb=1.0)
+    collector = Collector(config, clock=clock, log=lambda _m: None)
+    try:
+        collector.start()
+        hold.set()
+        collector.submit("/joint_states", joint_state(T0, 0.0), T0)
+        assert blocked.wait(10)
+        frame = image(T0, 0, 480, 640)  # 0.9 MB: one fits the 1 MB budget, the rest do not
+        for _ in range(5):
+            collector.submit("/camera/image_raw", frame, T0)
+        lost_while_stalled = collector.status().messages_lost
+        hold.clear()
+        release.set()
+        collector.sync()
+        status = collector.status()
+        collector.discard()
+    finally:
+        hold.clear()
+        release.set()
+        collector.close()
+    assert lost_while_stalled == 4
+    assert status.messages_recorded == 2 and status.messages_lost == 4

@@ -97,7 +97,8 @@ class CollectorConfig:
     episode_on_instruction: bool = False
     keep_failed_episodes: bool = False
     partial_episode_policy: PartialEpisodePolicy = PartialEpisodePolicy.DISCARD
-    queue_size: int = 600
+    queue_size: int = 5000
+    queue_max_mb: float = 512.0  # bounds memory when images back up (a 640x480 frame is 0.9 MB)
 
     def __post_init__(self) -> None:
         from vla_collector.episode import PANDA_JOINTS
@@ -124,6 +125,8 @@ class CollectorConfig:
             raise ValueError("at least one camera is needed")
         if self.queue_size < 10:
             raise ValueError("queue_size must be at least 10")
+        if not self.queue_max_mb >= 1.0:
+            raise ValueError(f"queue_max_mb must be at least 1, got {self.queue_max_mb}")
         if self.episode_on_instruction and not self.topics.instruction:
             raise ValueError("episode_on_instruction needs an instruction topic")
 
@@ -251,6 +254,8 @@ class Collector:
         self._latest_instruction: tuple[bytes, str] | None = None
         self._offered_qos: dict[str, Sequence[QosProfile]] = {}
         self._last_receive_ns = 0
+        self._queued_bytes = 0
+        self._max_queued_bytes = int(config.queue_max_mb * 2**20)
         self._last_reject_log: dict[str, float] = {}
         config.raw_dir.mkdir(parents=True, exist_ok=True)
         if (config.dataset_root / "meta" / "info.json").is_file():
@@ -263,11 +268,17 @@ class Collector:
     # --- API for the node (any thread) -----------------------------------------------------------
 
     def submit(self, topic: str, data: bytes, receive_ns: int) -> None:
-        """Queue one raw message; never blocks (a full queue counts a lost message)."""
+        """Queue one raw message; never blocks (a full queue, by count or bytes, counts a lost message)."""
+        with self._status_lock:
+            if self._queued_bytes + len(data) > self._max_queued_bytes:
+                self._status.messages_lost += 1
+                return
+            self._queued_bytes += len(data)
         try:
             self._queue.put_nowait(("msg", topic, data, receive_ns))
         except queue.Full:
             with self._status_lock:
+                self._queued_bytes -= len(data)
                 self._status.messages_lost += 1
 
     def set_offered_qos(self, topic: str, profiles: Sequence[QosProfile]) -> None:
@@ -317,6 +328,8 @@ class Collector:
             try:
                 if item is not None:
                     if item[0] == "msg":
+                        with self._status_lock:
+                            self._queued_bytes -= len(item[2])
                         self._on_message(item[1], item[2], item[3])
                     else:
                         self._on_command(item[1], item[2], item[3])

@@ -75,7 +75,11 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "video_g": (2, "keyframe interval (LeRobot uses 2 for fast random access)"),
     "video_preset": (12, "SVT-AV1 speed preset (higher = faster)"),
     "mcap_compression": ("lz4", "raw bag chunk compression: lz4 | zstd | none"),
-    "queue_size": (600, "messages buffered for the recorder thread before new ones are counted lost"),
+    "queue_size": (5000, "messages buffered for the recorder thread before new ones are counted lost"),
+    "queue_max_mb": (
+        512.0,
+        "bytes buffered for the recorder thread (MiB) before new messages are counted lost",
+    ),
     "image_qos_depth": (10, "image subscription history depth (best effort)"),
     "joint_qos_depth": (100, "joint topic subscription history depth"),
     "joint_qos_reliability": (
@@ -138,6 +142,7 @@ def config_from_parameters(p: dict[str, Any]) -> CollectorConfig:
         keep_failed_episodes=bool(p["keep_failed_episodes"]),
         partial_episode_policy=PartialEpisodePolicy(p["partial_episode_policy"]),
         queue_size=int(p["queue_size"]),
+        queue_max_mb=float(p["queue_max_mb"]),
     )
 
 

@@ -97,5 +97,5 @@ def test_isolated_process_serves_the_same_chunks_and_dies_with_its_owner(checkpo
 def test_isolated_process_with_a_bad_model_fails_to_start(tmp_path):
     from vla_policy.backends.isolated import start_isolated_backend
 
-    with pytest.raises(RuntimeError, match="did not start"):
+    with pytest.raises(RuntimeError, match="exited with code 2 before it was ready"):
         start_isolated_backend(BackendKind.NATIVE, str(tmp_path))

@@ -147,9 +147,13 @@ class PolicyNode(Node):
         # The safety limits and cameras can be checked now; the joints when the first /joint_states arrives.
         from vla_safety.limits import limited_joints
 
-        self._limited = limited_joints(cfg.robot_profile, cfg.urdf_path)
-        manifest.check_joints_limited(self._limited)
-        manifest.check_cameras([c.name for c in cfg.cameras])
+        try:
+            self._limited = limited_joints(cfg.robot_profile, cfg.urdf_path)
+            manifest.check_joints_limited(self._limited)
+            manifest.check_cameras([c.name for c in cfg.cameras])
+        except BaseException:
+            self._close_policy()  # an inference process must not wait for a node that will never run
+            raise
         self.get_logger().info(
             f"loaded {self.loaded.description}; waiting for /joint_states to check the embodiment"
         )
@@ -222,6 +226,9 @@ class PolicyNode(Node):
     def stop(self) -> None:
         self._stop.set()
         self._worker.join(timeout=5.0)
+        self._close_policy()
+
+    def _close_policy(self) -> None:
         close = getattr(self.loaded.policy, "close", None)
         if callable(close):
             close()

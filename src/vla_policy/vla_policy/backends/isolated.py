@@ -9,6 +9,7 @@ node, even one that is killed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -99,12 +100,16 @@ def _wait_ready(process: subprocess.Popen[str], timeout_s: float) -> int:
     threading.Thread(
         target=read, args=(process.stdout,), name="inference-process-stdout", daemon=True
     ).start()
-    ready.wait(timeout_s)
+    ended = ready.wait(timeout_s)
     if found:
         return found[0]
-    if process.poll() is None:
-        process.kill()
+    if ended:  # its stdout closed without the ready line: it is exiting
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(5.0)
+    if process.poll() is not None:
+        raise RuntimeError(
+            f"the inference process exited with code {process.returncode} before it was ready; see its log above"
+        )
+    process.kill()
     process.wait(5.0)
-    raise RuntimeError(
-        f"the inference process did not start within {timeout_s:.0f} s (exit code {process.returncode}); see its log above"
-    )
+    raise RuntimeError(f"the inference process was not ready within {timeout_s:.0f} s; see its log above")

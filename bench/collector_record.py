@@ -13,7 +13,7 @@ Frames are synthetic: a moving scene with sensor-like noise, pre-rendered so pub
 Images travel over Fast DDS shared memory with vla_perception's 16 MB segment profile
 (src/vla_perception/config/fastdds_profile.xml): the default 512 KB segment drops most 640x480 frames.
 
-Usage: python bench/collector_record.py [--quick] [--seconds S] [--codec libsvtav1|libx264]
+Usage: python bench/collector_record.py [--quick] [--seconds S] [--codec libsvtav1|libx264] [--compression lz4|zstd|none]
 The last line of output is one JSON object with the figures.
 """
 
@@ -63,6 +63,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="10 s instead of 60 s")
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--codec", default="libsvtav1", choices=["libsvtav1", "libx264"])
+    parser.add_argument(
+        "--compression", default="lz4", choices=["lz4", "zstd", "none"], help="raw MCAP chunks"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the output directory")
     args = parser.parse_args()
     seconds = args.seconds or (10.0 if args.quick else 60.0)
@@ -87,7 +90,7 @@ def main() -> int:
         sys.executable, "-m", "vla_collector.collector_node", "--ros-args",
         "-p", f"dataset_root:={dataset}", "-p", "default_task:=benchmark",
         "-p", "cameras:=[front, wrist]", "-p", f"camera_topics:=[{CAMERAS['front']}, {CAMERAS['wrist']}]",
-        "-p", f"video_codec:={args.codec}", "-p", "image_qos_depth:=30",
+        "-p", f"video_codec:={args.codec}", "-p", "image_qos_depth:=30", "-p", f"mcap_compression:={args.compression}",
     ]  # fmt: skip
     collector = subprocess.Popen(node_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     proc = psutil.Process(collector.pid)
@@ -173,6 +176,7 @@ def main() -> int:
     figures = {
         "seconds": seconds,
         "codec": args.codec,
+        "mcap_compression": args.compression,
         "frames_recorded_over_published": {c: round(r, 4) for c, r in ratios.items()},
         "frames_recorded_over_published_min": round(min(ratios.values()), 4),
         "joint_states_recorded_over_published": round(
@@ -190,7 +194,10 @@ def main() -> int:
         "finalize_s": round(finalize_s, 3),
         "stop_ok": stopped.success,
     }
-    print(f"collector_record: 2 x 640x480 rgb8 @ 30 Hz + joints @ 100 Hz for {seconds:.0f} s ({args.codec})")
+    print(
+        f"collector_record: 2 x 640x480 rgb8 @ 30 Hz + joints @ 100 Hz for {seconds:.0f} s "
+        f"(video {args.codec}, raw MCAP {args.compression})"
+    )
     print(f"  {'camera':8s} {'published':>10s} {'recorded':>10s} {'ratio':>7s}")
     for cam, topic in CAMERAS.items():
         print(f"  {cam:8s} {published[cam]:10d} {recorded.get(topic, 0):10d} {ratios[cam]:7.4f}")

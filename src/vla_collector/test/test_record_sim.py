@@ -83,7 +83,7 @@ def test_record_expert_demonstrations_from_the_simulator(tmp_path):
         spawn("vla_sim.expert_node", "use_sim_time:=true"),
         spawn(
             "vla_collector.collector_node", "use_sim_time:=true", f"dataset_root:={dataset}",
-            "video_codec:=libx264", "rate_tolerance:=0.5",
+            "video_codec:=libx264", "rate_tolerance:=0.9", "max_gap_s:=5.0",
         ),
     ]  # fmt: skip
     context = rclpy.Context()

@@ -58,10 +58,16 @@ class ExpertConfig:
     safe_height: float = 0.12  # m above the table for moves between places
     align_tolerance: float = 0.008  # m, horizontal error before descending
     reach_tolerance: float = 0.01  # m
+    # Each command moves every joint at most this fraction of its velocity limit per control period, so a
+    # demonstration never asks for more than a safety monitor allows (its first command starts at the
+    # current pose) and recorded actions stay smooth.
+    joint_speed_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         if self.control_hz <= 0 or self.max_speed <= 0 or self.safe_height <= BLOCK_SIZE:
             raise ValueError("control_hz and max_speed must be positive, safe_height above a block")
+        if not 0 < self.joint_speed_fraction <= 1:
+            raise ValueError("joint_speed_fraction must be in (0, 1]")
 
     @property
     def max_step(self) -> float:
@@ -128,7 +134,15 @@ class ScriptedExpert:
         if distance > self.config.max_step:
             waypoint = grasp_point + step * (self.config.max_step / distance)
         solution = self._kinematics.solve(waypoint, robot.down_orientation(yaw), joints[:7])
-        return robot.clip_command(np.append(solution.arm_positions, finger)).astype(np.float32)
+        target = robot.clip_command(np.append(solution.arm_positions, finger))
+        return self._limit_joint_step(joints[:8], target).astype(np.float32)
+
+    def _limit_joint_step(self, current: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """Scale the whole step (keeping its direction) so no joint exceeds its share of its velocity limit."""
+        max_step = robot.COMMAND_MAX_VELOCITY * self.config.joint_speed_fraction / self.config.control_hz
+        step = target - current
+        ratio = float(np.max(np.abs(step) / max_step))
+        return current + step / ratio if ratio > 1.0 else target
 
     def _plan(
         self, grasp_point: np.ndarray, opening: float, world: WorldState

@@ -68,7 +68,7 @@ def test_vla_up_runs_the_sim_plan_and_stops_cleanly(tmp_path):
         assert proc.poll() is None, "vla-up exited early:\n" + (tmp_path / "stack.log").read_text()[-3000:]
         assert seen["joint_states"] > 20, f"no /joint_states from sim_node: {seen}"
         assert seen["joint_commands"] > 5, f"no safe commands from safety_node: {seen}"
-        assert seen["images"] > 2 and "block" in seen["instruction"], seen
+        assert seen["images"] > 2 and seen["instruction"], seen
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)

@@ -10,6 +10,11 @@ from a commander's command to the safe command, as seen by the observer.
     vla-demo                                   # default: the commander the workspace can run (see below)
     vla-demo --commander expert --episodes 2 --families pick,push
     vla-demo --commander policy --model outputs/model --split heldout
+    vla-demo --record outputs/demos --episodes 20  # record expert demonstrations through topics
+
+With ``--record DATASET`` it starts the ``record`` plan instead (simulator, scripted expert, safety monitor and
+``collector_node``) and brackets every episode with the collector's ``~/start`` and ``~/stop`` (the success
+flag is the simulator's verdict), so the demonstrations land in a LeRobot v3 dataset and raw MCAP bags.
 
 The commander is the VLA policy when a checkpoint is given (``--model``); without one the scripted expert
 drives the arm through the same safety monitor, and the report says so.
@@ -57,6 +62,7 @@ class DemoConfig:
     out_dir: Path
     time_limit_scale: float
     startup_timeout_s: float
+    record: str = ""  # dataset root: record every episode through collector_node
 
     def __post_init__(self) -> None:
         if self.commander not in ("policy", "expert"):
@@ -72,6 +78,8 @@ class DemoConfig:
             raise ValueError("--split is train or heldout")
         if self.time_limit_scale <= 0:
             raise ValueError("--time-limit-scale must be positive")
+        if self.record and self.commander != "expert":
+            raise ValueError("--record records the scripted expert's demonstrations: use --commander expert")
 
 
 def vla_up_argv(config: DemoConfig) -> list[str]:
@@ -79,6 +87,8 @@ def vla_up_argv(config: DemoConfig) -> list[str]:
     from ament_index_python.packages import get_package_prefix
 
     exe = os.path.join(get_package_prefix("vla_bringup"), "lib", "vla_bringup", "vla-up")
+    if config.record:
+        return [exe, "record", f"dataset:={os.path.abspath(config.record)}", f"task:={config.families[0]}"]
     argv = [
         exe,
         "sim",
@@ -124,7 +134,7 @@ def _make_observer() -> Any:
     from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Bool, Header
-    from std_srvs.srv import Trigger
+    from std_srvs.srv import SetBool, Trigger
 
     latched = QoSProfile(
         depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
@@ -156,6 +166,8 @@ def _make_observer() -> Any:
             self.set_params = self.create_client(SetParameters, "/sim_node/set_parameters")
             self.reset_sim = self.create_client(Trigger, "/sim_node/reset")
             self.reset_safety = self.create_client(Trigger, "/safety/reset")
+            self.record_start = self.create_client(Trigger, "/collector_node/start")
+            self.record_stop = self.create_client(SetBool, "/collector_node/stop")
             self._param_types = (Parameter, ParameterType, ParameterValue)
 
         # --- callbacks -------------------------------------------------------------------------------
@@ -238,7 +250,7 @@ def wait_until(predicate: Any, timeout_s: float, what: str, stack: Stack) -> Non
 
 
 def run_episode(obs: Any, stack: Stack, family: str, seed: int, config: DemoConfig) -> EpisodeRecord:
-    from std_srvs.srv import Trigger
+    from std_srvs.srv import SetBool, Trigger
     from vla_sim.tasks import FAMILIES as TASK_FAMILIES
     from vla_sim.tasks import TaskFamily
 
@@ -249,14 +261,23 @@ def run_episode(obs: Any, stack: Stack, family: str, seed: int, config: DemoConf
     reply = call(obs.reset_sim, Trigger.Request())
     if not reply.success:
         raise RuntimeError(f"sim_node reset failed: {reply.message}")
-    time.sleep(0.3)  # let the new pose reach the monitor before re-arming it there
-    call(obs.reset_safety, Trigger.Request())
     record = EpisodeRecord(family=family, instruction=reply.message, seed=seed)
-    with obs.lock:
+    with obs.lock:  # the commander starts at the reset, so the episode's clock does too
         start_counters = dict(obs.counters)
         obs.success, obs.success_sim_time = False, None
         obs.episode_start_sim = obs.sim_time
         obs.recording = record
+    time.sleep(0.3)  # let the new pose reach the monitor before re-arming it there
+    call(obs.reset_safety, Trigger.Request())
+    if config.record:
+        # the collector learns the task from /task_instruction, which the reset has just published
+        deadline = time.monotonic() + 10.0
+        while (
+            not (started := call(obs.record_start, Trigger.Request())).success and time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+        if not started.success:
+            raise RuntimeError(f"collector_node refused to start an episode: {started.message}")
     limit = TASK_FAMILIES[TaskFamily(family)].time_limit_s * config.time_limit_scale
     wall_deadline = time.monotonic() + 4 * limit + 10  # a stalled simulator must not hang the demo
     while obs.sim_time - obs.episode_start_sim < limit and time.monotonic() < wall_deadline:
@@ -276,6 +297,9 @@ def run_episode(obs: Any, stack: Stack, family: str, seed: int, config: DemoConf
         record.safety_interventions = sum(
             end.get(k, 0) - start_counters.get(k, 0) for k in INTERVENTION_COUNTERS
         )
+    if config.record:
+        stopped = call(obs.record_stop, SetBool.Request(data=record.success), timeout_s=120.0)
+        print(f"    collector: {stopped.message}", flush=True)
     return record
 
 
@@ -342,6 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--time-limit-scale", type=float, default=1.0, help="multiply each family's time limit"
     )
     parser.add_argument("--startup-timeout", type=float, default=120.0, help="seconds to wait for the stack")
+    parser.add_argument(
+        "--record", default="", metavar="DATASET", help="record the expert's episodes into this dataset"
+    )
     ns = parser.parse_args(argv)
     commander = ns.commander or ("policy" if ns.model else "expert")
     try:
@@ -355,6 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out_dir=Path(ns.out),
             time_limit_scale=ns.time_limit_scale,
             startup_timeout_s=ns.startup_timeout,
+            record=ns.record,
         )
     except ValueError as e:
         print(f"vla-demo: error: {e}", file=sys.stderr)

@@ -128,3 +128,22 @@ def test_preprocess_spec_crops_randomly_only_in_training(dataset_root):
     train = cfg.input_spec(training=True)
     views = {preprocess(frame, train, np.random.default_rng(s)).tobytes() for s in range(6)}
     assert len(views) > 1
+
+
+def test_padded_chunk_steps_are_masked_out_of_the_loss():
+    from vla_policy.data import chunk_valid
+
+    valid = chunk_valid(4, 3)
+    np.testing.assert_array_equal(valid[-1], [True, False, False])
+    assert valid[:2].all()
+    cfg = config_for_dataset(
+        open_datasets([FIXTURE])[1], ("front", "wrist"), PolicyKind.NATIVE_VLA, **dict(TINY_MODEL, horizon=3)
+    )
+    net = VLANetwork(cfg, load_pretrained=False)
+    pred = torch.zeros(2, 3, 8)
+    target = torch.zeros(2, 3, 8)
+    target[:, 1:] = 5.0  # wildly wrong only at the padded steps
+    mask = torch.tensor([[True, False, False], [True, False, False]])
+    loss, _ = net.loss({"actions": pred}, target, mask)
+    assert float(loss) == 0.0
+    assert float(net.loss({"actions": pred}, target)[0]) > 1.0

@@ -9,8 +9,9 @@ Training time is part of the design: with a frozen image trunk, every frame is e
 feature maps are cached in float16, so an epoch only runs the trainable head.
 
 A sample at frame ``t`` of an episode: the camera features, the instruction embedding, the normalized state
-``s_t`` and the normalized action chunk ``a_t .. a_{t+H-1}`` (past the episode end the last action repeats:
-"hold still" is the right target once a demonstration is over).
+``s_t``, the normalized action chunk ``a_t .. a_{t+H-1}`` and a mask of the steps that exist (past the episode
+end the last action is repeated as a placeholder but masked out of the loss, as ACT does: demonstrations end
+at success, so "hold still" targets would teach the policy to stop short of the goal).
 """
 
 from __future__ import annotations
@@ -112,6 +113,11 @@ def action_chunks(actions: np.ndarray, horizon: int) -> np.ndarray:
     return actions[np.minimum(t, len(actions) - 1)]
 
 
+def chunk_valid(length: int, horizon: int) -> np.ndarray:
+    """[T, H] bool: which chunk steps exist in the episode (padded steps are left out of the loss, as in ACT)."""
+    return (np.arange(length)[:, None] + np.arange(horizon)[None, :]) < length
+
+
 def color_jitter(frame: np.ndarray, rng: np.random.Generator, strength: float = 0.2) -> np.ndarray:
     """Random brightness, contrast and saturation (each a factor in 1 +- strength) on an HxWx3 uint8 frame."""
     x = frame.astype(np.float32)
@@ -144,6 +150,7 @@ class SampleSet:
     )  # [N, copies, n_cam, C, h, w] float16 (frozen trunk) or [N, copies, n_cam, 3, H, W]
     state: torch.Tensor  # [N, S] normalized
     target: torch.Tensor  # [N, H, A] normalized
+    valid: torch.Tensor  # [N, H] bool, False for steps past the episode end
     text_index: torch.Tensor  # [N] index into texts
     texts: list[str]
     episode: list[EpisodeRef]  # per sample
@@ -177,7 +184,7 @@ def build_samples(
     if not episodes:
         raise DataError("no episodes to build samples from")
     rng = np.random.default_rng(seed)
-    feats, states, targets, text_idx, refs, frame_idx = [], [], [], [], [], []
+    feats, states, targets, valid, text_idx, refs, frame_idx = [], [], [], [], [], [], []
     texts: dict[str, int] = {}
     bar = tqdm(episodes, desc="encoding episodes", unit="ep", disable=not progress)
     for d, e in bar:
@@ -195,6 +202,7 @@ def build_samples(
         states.append(normalizer.normalize_state(torch.from_numpy(ep.state.astype(np.float32))))
         chunk = torch.from_numpy(action_chunks(ep.action.astype(np.float32), config.horizon))
         targets.append(normalizer.normalize_action(chunk))
+        valid.append(torch.from_numpy(chunk_valid(len(ep), config.horizon)))
         text_idx.extend(texts.setdefault(t, len(texts)) for t in ep.tasks)
         refs.extend([(d, e)] * len(ep))
         frame_idx.append(torch.from_numpy(ep.frame_index.astype(np.int64)))
@@ -202,6 +210,7 @@ def build_samples(
         features=torch.cat(feats),
         state=torch.cat(states).float(),
         target=torch.cat(targets).float(),
+        valid=torch.cat(valid),
         text_index=torch.tensor(text_idx, dtype=torch.long),
         texts=list(texts),
         episode=refs,
@@ -234,6 +243,7 @@ __all__ = [
     "SampleSet",
     "action_chunks",
     "build_samples",
+    "chunk_valid",
     "color_jitter",
     "compute_normalizer",
     "config_for_dataset",

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vla_policy.data import action_chunks, open_datasets
+from vla_policy.data import action_chunks, chunk_valid, open_datasets
 from vla_policy.models.policy import NativePolicy, load_policy
 
 ENCODE_BATCH = 64
@@ -105,7 +105,7 @@ def offline_errors(
             preds.append(policy.predict_normalized(*stacked))
         pred = policy.normalizer.unnormalize_action(torch.cat(preds).double()).numpy()  # [T, H, A]
         truth = action_chunks(ep.action.astype(np.float64), horizon)
-        valid = (np.arange(len(ep))[:, None] + np.arange(horizon)[None, :]) < len(ep)  # [T, H]
+        valid = chunk_valid(len(ep), horizon)  # [T, H]
         abs_sum += (np.abs(pred - truth) * valid[..., None]).sum(axis=0)
         counts += valid.sum(axis=0)
         frames += len(ep)

@@ -180,19 +180,25 @@ class VLANetwork(nn.Module):
         return self.head(self.encode_images(images), text, state)
 
     def loss(
-        self, outputs: dict[str, torch.Tensor], target: torch.Tensor
+        self, outputs: dict[str, torch.Tensor], target: torch.Tensor, valid: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Target [B, H, D] normalized. Native: L1 (+ weighted cross-entropy on bins); baseline: MSE."""
+        """Target [B, H, D] normalized; ``valid`` [B, H] masks steps past an episode's end (all valid if None).
+
+        Native: L1 (+ weighted cross-entropy on bins); baseline: MSE (its single step always exists).
+        """
         pred = outputs["actions"]
         if self.config.kind is PolicyKind.TEXTBOOK_BASELINE:
             loss = F.mse_loss(pred, target)
             return loss, {"mse": float(loss.detach())}
-        l1 = F.l1_loss(pred, target)
+        weight = torch.ones(target.shape[:2], device=target.device) if valid is None else valid.float()
+        count = weight.sum().clamp(min=1.0)
+        l1 = ((pred - target).abs().mean(dim=-1) * weight).sum() / count
         parts = {"l1": float(l1.detach())}
         loss = l1
         if "logits" in outputs:
             tokens = self.tokenizer.encode(target)
-            ce = F.cross_entropy(outputs["logits"].flatten(0, 2), tokens.flatten())
+            ce_each = F.cross_entropy(outputs["logits"].flatten(0, 2), tokens.flatten(), reduction="none")
+            ce = (ce_each.view(target.shape).mean(dim=-1) * weight).sum() / count
             parts["bin_ce"] = float(ce.detach())
             loss = loss + self.config.discrete_loss_weight * ce
         return loss, parts

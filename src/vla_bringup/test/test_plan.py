@@ -75,14 +75,21 @@ def test_sim_profiles_speak_their_bridges_topics(sim):
         "/joint_commands", "/joint_commands"
     )
     assert sent_to == bridge.command_topic
-    assert dict(plan.node("policy_node").remappings)["/camera/image_raw"] == bridge.camera_topic
+    remaps = dict(plan.node("policy_node").remappings)
+    assert remaps.get("/camera/image_raw", "/camera/image_raw") == bridge.camera_topic
     assert ("sim_node" in [n.name for n in plan.nodes]) == (sim is Sim.EMBEDDED)
+
+
+@pytest.mark.parametrize("sim", list(Sim))
+def test_bridge_adapters_are_ones_the_safety_node_has(sim):
+    from vla_safety.adapters import OutputKind
+
+    OutputKind(SIM_BRIDGES[sim].adapter)
 
 
 def test_known_bridge_contracts():
     assert SIM_BRIDGES[Sim.ISAAC].command_topic == "/joint_command"  # Isaac Sim's ROS 2 bridge, JointState
-    assert (
-        SIM_BRIDGES[Sim.GAZEBO].adapter == "forward_command"
-    )  # forward_position_controller, Float64MultiArray
+    assert SIM_BRIDGES[Sim.GAZEBO].command_topic == "/forward_position_controller/commands"
+    assert SIM_BRIDGES[Sim.GAZEBO].adapter == "float64_multi_array"
     with pytest.raises(PlanError, match="expert"):
         build_plan("sim", {"sim": "gazebo", "commander": "expert"})

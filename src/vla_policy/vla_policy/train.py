@@ -174,11 +174,17 @@ def _batch(
     text_table: torch.Tensor,
     copy: torch.Tensor | None,
     device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     copies = copy if copy is not None else torch.zeros(len(idx), dtype=torch.long)
     x = samples.features[idx, copies].to(device=device, dtype=torch.float32)
     text = text_table[samples.text_index[idx]].to(device)
-    return x, text, samples.state[idx].to(device), samples.target[idx].to(device)
+    return (
+        x,
+        text,
+        samples.state[idx].to(device),
+        samples.target[idx].to(device),
+        samples.valid[idx].to(device),
+    )
 
 
 def _save_train_state(
@@ -260,13 +266,14 @@ def evaluate_loss(
     with torch.inference_mode():
         for start in range(0, len(samples), batch_size):
             idx = torch.arange(start, min(start + batch_size, len(samples)))
-            x, text, state, target = _batch(samples, idx, text_table, None, device)
+            x, text, state, target, valid = _batch(samples, idx, text_table, None, device)
             outputs = step(x, text, state)
-            loss, _ = network.loss(outputs, target)
+            loss, _ = network.loss(outputs, target, valid)
             pred = normalizer.unnormalize_action(outputs["actions"].double().cpu())
             truth = normalizer.unnormalize_action(target.double().cpu())
+            mask = valid.cpu().double()[..., None]  # steps past an episode's end do not count
             losses += float(loss) * len(idx)
-            l1s += float((pred - truth).abs().mean()) * len(idx)
+            l1s += float(((pred - truth).abs() * mask).sum() / (mask.sum() * pred.shape[-1])) * len(idx)
             count += len(idx)
     step.train()
     return losses / count, l1s / count
@@ -391,13 +398,13 @@ def _train(cfg: TrainConfig, dist: _Distributed) -> TrainResult:
             if step >= stop_step:
                 break
             idx = order[start : start + cfg.batch_size]
-            x, text, state, target = _batch(train_set, idx, train_text, copies[idx], dist.device)
+            x, text, state, target, valid = _batch(train_set, idx, train_text, copies[idx], dist.device)
             lr = cosine_lr(step, total_steps, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=amp):
                 outputs = model(x, text, state)
-            loss, _ = network.loss({k: v.float() for k, v in outputs.items()}, target)
+            loss, _ = network.loss({k: v.float() for k, v in outputs.items()}, target, valid)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)

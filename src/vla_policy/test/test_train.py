@@ -134,3 +134,19 @@ def test_torchrun_ddp_with_two_processes_needs_no_code_change(dataset_root, tmp_
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] > 0
     assert load_policy(tmp_path / "best").horizon == 10
+
+
+def test_training_and_validation_mask_padded_chunk_steps(dataset_root, tmp_path, monkeypatch):
+    from vla_policy.models import VLANetwork
+
+    seen = []
+    original = VLANetwork.loss
+
+    def spy(self, outputs, target, valid=None):
+        seen.append(valid)
+        return original(self, outputs, target, valid)
+
+    monkeypatch.setattr(VLANetwork, "loss", spy)
+    train(tiny_cfg(dataset_root, tmp_path, epochs=1))
+    assert seen and all(v is not None for v in seen)
+    assert any(not bool(v.all()) for v in seen)  # 12-frame episodes, horizon 4: the last steps are padding

@@ -138,3 +138,15 @@ def test_expert_success_rate_over_twenty_episodes(family):
     expert.close()
     environment.close()
     assert successes >= 19
+
+
+def test_lazy_package_attributes_resolve():
+    """vla_sim.experts / vla_sim.make_env as documented, in a fresh interpreter (the lazy loader once recursed)."""
+    import subprocess
+    import sys
+
+    code = "import vla_sim; assert callable(vla_sim.experts.make_expert); assert callable(vla_sim.make_env)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]

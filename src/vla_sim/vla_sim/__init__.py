@@ -40,6 +40,7 @@ ROS: ``sim_node`` (the bridge) and ``expert_node`` (the expert as a teleoperator
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -52,12 +53,9 @@ __all__ = ["VlaSimEnv", "experts", "make_env"]
 
 def __getattr__(name: str) -> Any:
     # Lazy: importing vla_sim.tasks must not load pybullet.
+    # import_module, not ``from vla_sim import x``: that form asks this very __getattr__ first and recurses
     if name in ("make_env", "VlaSimEnv"):
-        from vla_sim import env
-
-        return getattr(env, name)
+        return getattr(importlib.import_module("vla_sim.env"), name)
     if name == "experts":
-        from vla_sim import experts
-
-        return experts
+        return importlib.import_module("vla_sim.experts")
     raise AttributeError(f"module 'vla_sim' has no attribute {name!r}")

@@ -397,6 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"vla-demo: starting the stack: {' '.join(vla_up_argv(config))} (log: {config.out_dir / 'stack.log'})",
         flush=True,
     )
+    # SIGTERM (a timeout, a service manager) unwinds like Ctrl-C, so the stack is always stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         result = run(config)
     except (RuntimeError, TimeoutError) as e:

@@ -8,24 +8,6 @@ from vla_policy.backends.huggingface import ActionBins, action_bounds
 from vla_policy.backends.tiny import PANDA_Q01, PANDA_Q99
 
 JOINTS = (*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1")
-WORDS = [
-    "in",
-    "what",
-    "action",
-    "should",
-    "the",
-    "robot",
-    "take",
-    "to",
-    "pick",
-    "up",
-    "push",
-    "cube",
-    "left",
-    "?",
-    "out",
-    ":",
-]
 
 
 def test_openvla_bins_known_values():

@@ -93,3 +93,13 @@ def test_known_bridge_contracts():
     assert SIM_BRIDGES[Sim.GAZEBO].adapter == "float64_multi_array"
     with pytest.raises(PlanError, match="expert"):
         build_plan("sim", {"sim": "gazebo", "commander": "expert"})
+
+
+@pytest.mark.parametrize("robot", ["panda", "ur5e", "so101"])
+def test_every_robot_commands_only_joints_its_safety_profile_limits(robot):
+    from vla_bringup.plan import ROBOT_JOINTS
+    from vla_safety.limits import limited_joints
+
+    safety = build_plan("robot", {"robot": robot}).node("safety_node")
+    assert safety.parameters["joints"] == list(ROBOT_JOINTS[robot])
+    assert set(ROBOT_JOINTS[robot]) <= set(limited_joints(robot))

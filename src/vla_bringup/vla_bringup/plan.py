@@ -109,9 +109,19 @@ SIM_BRIDGES: Mapping[Sim, SimBridge] = {
 }
 
 
+# Commanded joints per robot, in the order its driver's controllers expect them (Float64MultiArray adapters
+# send positions in this order). Limits come from vla_safety's robot profile of the same name.
+ROBOT_JOINTS: Mapping[str, tuple[str, ...]] = {
+    "panda": (*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1"),
+    "ur5e": (  # ur_robot_driver's order
+        "shoulder_pan_joint", "shoulder_lift_joint", "elbow_joint", "wrist_1_joint", "wrist_2_joint", "wrist_3_joint",
+    ),
+    "so101": ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"),  # LeRobot's order
+}  # fmt: skip
+
 COMMON_ARGS = (
-    Argument("robot", "panda", "robot profile: joint limits and driver adapter", ("panda", "ur5e", "so101")),
-    Argument("model", "", "policy checkpoint directory (empty: the bundled default checkpoint)"),
+    Argument("robot", "panda", "robot profile: commanded joints and their limits", tuple(ROBOT_JOINTS)),
+    Argument("model", "", "policy checkpoint directory (the policy node refuses to start without one)"),
     Argument("log_level", "info", "ROS log level of every node", ("debug", "info", "warn", "error")),
 )
 
@@ -172,6 +182,7 @@ def _safety(args: Mapping[str, str], bridge: SimBridge, *, heartbeat: bool = Tru
     params: dict[str, ParamValue] = {
         **_common(args),
         "robot_profile": args["robot"],
+        "joints": list(ROBOT_JOINTS[args["robot"]]),
         "output_adapter": bridge.adapter,
         "output_topic": bridge.command_topic,
     }

@@ -18,11 +18,14 @@ if [ "${ROS_DISTRO:-}" != jazzy ]; then
   case ":${AMENT_PREFIX_PATH:-}:" in *":$_vla_venv:"*) ;; *) export AMENT_PREFIX_PATH="$_vla_venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}" ;; esac
   export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
 fi
-# Images are best effort and a 640x480 rgb8 frame (921 KB) overflows Fast DDS's default 512 KB shared-memory
-# segment, so most frames drop; this profile gives each participant a 16 MB segment (bench/perception_transport.py
-# proves the rate). Fast DDS 2.x reads the FASTRTPS_ name, 3.x the FASTDDS_ one.
-export FASTRTPS_DEFAULT_PROFILES_FILE="${FASTRTPS_DEFAULT_PROFILES_FILE:-$_vla_root/src/vla_perception/config/fastdds_profile.xml}"
-export FASTDDS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE:-$FASTRTPS_DEFAULT_PROFILES_FILE}"
+# Large images (640x480 rgb8 = 921 KB) overflow Fast DDS's default 512 KB shared-memory segment and best-effort
+# frames drop; src/vla_perception/config/fastdds_profile.xml gives each participant a 16 MB segment. It is
+# opt-in (VLA_LARGE_IMAGES=1), not the default: with it, publishing between two nodes of one process stalls
+# (~120 ms per message, measured), which the in-process nodes of the tests and tools cannot afford.
+if [ -n "${VLA_LARGE_IMAGES:-}" ]; then
+  export FASTRTPS_DEFAULT_PROFILES_FILE="${FASTRTPS_DEFAULT_PROFILES_FILE:-$_vla_root/src/vla_perception/config/fastdds_profile.xml}"
+  export FASTDDS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE:-$FASTRTPS_DEFAULT_PROFILES_FILE}"
+fi
 if [ -z "${VLA_SKIP_INSTALL_SETUP:-}" ] && [ -f "$_vla_root/install/local_setup.sh" ]; then
   _vla_u="$-"; set +u
   # shellcheck disable=SC1091

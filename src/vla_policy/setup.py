@@ -37,6 +37,7 @@ setup(
             "vla-train = vla_policy.train:main",
             "vla-eval = vla_policy.evaluate:main",
             "vla-serve = vla_policy.serve:main",
+            "vla-dagger = vla_policy.dagger:main",
         ],
     },
 )

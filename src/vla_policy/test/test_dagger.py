@@ -1,0 +1,69 @@
+"""vla-dagger: expert demonstrations and a DAgger round in the embedded simulator, written as LeRobot v3."""
+
+import json
+
+import numpy as np
+import pytest
+from test_backend_native import train_tiny_checkpoint
+from vla_collector.lerobot_v3 import LeRobotV3Dataset
+from vla_policy.dagger import main, rollout_dataset
+
+
+def test_expert_demonstrations_are_a_valid_dataset_of_successes(tmp_path, capsys):
+    out = tmp_path / "d0"
+    code = main(["expert", str(out), "--families", "pick", "--episodes", "2", "--image-size", "32",
+                 "--cameras", "front", "--no-progress"])  # fmt: skip
+    assert code == 0
+    assert "| pick | 2 | 2 | 100% |" in capsys.readouterr().out
+    ds = LeRobotV3Dataset(out)
+    assert ds.num_episodes == 2 and ds.camera_names == ("front",)
+    ep = ds.episode(0)
+    # The expert drove, so each stored state is where the previous label led (within tracking error).
+    assert np.abs(ep.state[1:, :7] - ep.action[:-1, :7]).max() < 0.05
+    record = json.loads((out / "dagger_rounds.jsonl").read_text().splitlines()[0])
+    assert record["driver"] == "expert" and record["stats"][0]["successes"] == 2
+
+
+def test_a_round_stores_the_experts_labels_for_the_states_the_policy_visits(tmp_path):
+    from vla_sim.experts import make_expert
+
+    import vla_sim
+
+    checkpoint = train_tiny_checkpoint(tmp_path)  # an untrained-ish policy: it will not solve the task
+    out = tmp_path / "d1"
+    stats = rollout_dataset(
+        out, families=["pick"], episodes=1, seed=7, cameras=(), image_size=(0, 0), fps=10,
+        policy_dir=str(checkpoint), progress=False,
+    )  # fmt: skip
+    assert stats[0].episodes == 1 and stats[0].successes == 0
+    ds = LeRobotV3Dataset(out)
+    assert ds.camera_names == ("front",) and ds.manifest.cameras[0].height == 48  # the policy's camera
+    ep = ds.episode(0)
+    assert len(ep) == 150  # pick's 15 s limit at 10 Hz: the policy never succeeded
+    # Labels are the expert's for the visited state: the same scene and state give the same expert action.
+    env = vla_sim.make_env("pick", cameras=("front",), image_size=(48, 64), control_hz=10)
+    try:
+        env.reset(seed=7)
+        assert np.allclose(make_expert(env).act_env(), ep.action[0], atol=1e-5)
+    finally:
+        env.close()
+    # The policy, not the expert, drove: the visited states leave the expert's path.
+    assert np.abs(ep.state[1:, :7] - ep.action[:-1, :7]).max() > 0.05
+
+
+def test_beta_one_is_the_expert(tmp_path):
+    checkpoint = train_tiny_checkpoint(tmp_path)
+    a, b = tmp_path / "a", tmp_path / "b"
+    rollout_dataset(a, families=["push"], episodes=1, seed=3, cameras=("front",), image_size=(48, 64),
+                    fps=10, progress=False)  # fmt: skip
+    rollout_dataset(b, families=["push"], episodes=1, seed=3, cameras=(), image_size=(0, 0), fps=10,
+                    policy_dir=str(checkpoint), beta=1.0, progress=False)  # fmt: skip
+    ea, eb = LeRobotV3Dataset(a).episode(0), LeRobotV3Dataset(b).episode(0)
+    assert np.array_equal(ea.action, eb.action) and np.array_equal(ea.state, eb.state)
+
+
+def test_bad_arguments_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["collect", "ckpt", str(tmp_path / "x"), "--beta", "2"])
+    assert main(["collect", str(tmp_path / "missing"), str(tmp_path / "x"), "--no-progress"]) == 2
+    assert "vla-dagger:" in capsys.readouterr().err

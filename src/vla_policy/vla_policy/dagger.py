@@ -1,0 +1,207 @@
+"""``vla-dagger``: expert demonstrations and DAgger rounds in the embedded simulator, written as LeRobot v3.
+
+    vla-dagger expert outputs/d0 --families pick push --episodes 200            # round 0: the scripted expert
+    vla-train outputs/d0 --output outputs/r0
+    vla-dagger collect outputs/r0/best outputs/d1 --families pick push --episodes 50   # the policy drives,
+    vla-train outputs/d0 outputs/d1 --output outputs/r1                        # the expert labels every state
+
+``expert`` is the fast offline twin of recording through topics (``vla-demo --record``): the same task
+definitions, expert and dataset writer, without real time. ``collect`` is one DAgger round (Ross et al. 2011):
+the policy (or, with probability ``--beta`` per step, the expert) drives, and every visited state is stored
+with the expert's action for it, so the next training round sees how to recover from the policy's own
+mistakes. Each round prints and saves the driving policy's success per family, i.e. success after that round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+from vla_collector.lerobot_v3 import DatasetSpec, LeRobotV3Writer, VideoCodecConfig
+from vla_collector.manifest import CameraSpec
+
+# Small images need chroma at full resolution and little compression, or block colours blur into each other.
+DEFAULT_VIDEO = VideoCodecConfig(codec="libx264", pix_fmt="yuv444p", crf=18)
+
+
+@dataclass
+class RoundStats:
+    family: str
+    episodes: int = 0
+    successes: int = 0
+    frames: int = 0
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / max(self.episodes, 1)
+
+
+def dataset_spec(cameras: Sequence[str], image_size: tuple[int, int], fps: int) -> DatasetSpec:
+    from vla_sim.robot import COMMAND_JOINTS
+
+    return DatasetSpec(
+        fps=fps,
+        robot_type="panda",
+        state_names=COMMAND_JOINTS,
+        action_names=COMMAND_JOINTS,
+        cameras=tuple(CameraSpec(c, *image_size) for c in cameras),
+        video=DEFAULT_VIDEO,
+    )
+
+
+def rollout_dataset(
+    output: Path,
+    *,
+    families: Sequence[str],
+    episodes: int,
+    seed: int,
+    cameras: Sequence[str],
+    image_size: tuple[int, int],
+    fps: int,
+    policy_dir: str = "",
+    beta: float = 0.0,
+    execute_steps: int = 5,
+    split: str = "train",
+    progress: bool = True,
+) -> list[RoundStats]:
+    """Roll out ``episodes`` per family and append them to the dataset at ``output`` (created if new).
+
+    Without ``policy_dir`` the expert drives (demonstrations). With it, the policy drives (each chunk's first
+    ``execute_steps`` actions, re-planned after), except on steps where ``rng < beta`` hands control to the
+    expert. Either way the stored action is the expert's label for the visited state. A policy brings its
+    own cameras and image size (its manifest's); ``cameras`` and ``image_size`` are then ignored.
+    """
+    from vla_sim.experts import make_expert
+
+    import vla_sim
+
+    policy = None
+    if policy_dir:
+        from vla_policy.models.policy import load_policy
+
+        policy = load_policy(policy_dir)
+        cams = policy.manifest.cameras
+        if not cams or len({(c.height, c.width) for c in cams}) != 1:
+            raise ValueError(f"{policy_dir}: the simulator renders one image size; the policy wants {cams}")
+        cameras, image_size = tuple(policy.config.camera_names), (cams[0].height, cams[0].width)
+    spec = dataset_spec(cameras, image_size, fps)
+    writer = LeRobotV3Writer.open_or_create(output, spec)
+    rng = np.random.default_rng(seed)
+    stats = []
+    bar = tqdm(total=len(families) * episodes, unit="ep", desc=str(output.name), disable=not progress)
+    for f_index, family in enumerate(families):
+        env = vla_sim.make_env(
+            family, cameras=tuple(cameras), image_size=image_size, control_hz=fps, split=split
+        )
+        expert = make_expert(env)
+        s = RoundStats(family)
+        try:
+            for i in range(episodes):
+                obs, info = env.reset(seed=seed + 100_000 * f_index + i)
+                if policy is not None:
+                    policy.reset()
+                states, actions, images, queued = [], [], {c: [] for c in cameras}, []
+                success, done = False, False
+                while not done:
+                    label = expert.act_env()
+                    states.append(obs["observation.state"].copy())
+                    actions.append(label)
+                    for c in cameras:
+                        images[c].append(obs[f"observation.images.{c}"])
+                    if policy is None or rng.random() < beta:
+                        action, queued = label, []
+                    else:
+                        if not queued:
+                            chunk = policy.infer({**obs, "task": info["task"], "timestamp": info["sim_time"]})
+                            queued = list(chunk.actions[: max(1, execute_steps)])
+                        action = queued.pop(0)
+                    obs, _, terminated, truncated, info = env.step(np.asarray(action, np.float32))
+                    success = success or bool(info["success"])
+                    done = terminated or truncated
+                writer.write_episode(np.array(states), np.array(actions), images, info["task"])
+                s.episodes += 1
+                s.successes += int(success)
+                s.frames += len(states)
+                bar.update(1)
+                bar.set_postfix(family=family, success=f"{s.success_rate:.0%}")
+        finally:
+            expert.close()
+            env.close()
+        stats.append(s)
+    bar.close()
+    return stats
+
+
+def report(stats: Sequence[RoundStats], driver: str) -> str:
+    lines = [
+        f"driver: {driver}",
+        "| family | episodes | successes | success | frames |",
+        "|---|---|---|---|---|",
+    ]
+    for s in stats:
+        lines.append(f"| {s.family} | {s.episodes} | {s.successes} | {s.success_rate:.0%} | {s.frames} |")
+    total = sum(s.episodes for s in stats)
+    wins = sum(s.successes for s in stats)
+    lines.append(f"| all | {total} | {wins} | {wins / max(total, 1):.0%} | {sum(s.frames for s in stats)} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="vla-dagger", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    expert = sub.add_parser("expert", help="scripted-expert demonstrations")
+    expert.add_argument("output", help="dataset root (created, or appended to)")
+    expert.add_argument("--cameras", nargs="+", default=["front", "wrist"])
+    expert.add_argument("--image-size", type=int, default=128, help="square images, pixels")
+    collect = sub.add_parser("collect", help="one DAgger round: the policy drives, the expert labels")
+    collect.add_argument("policy", help="checkpoint directory that drives")
+    collect.add_argument("output", help="dataset root for this round (created, or appended to)")
+    collect.add_argument("--beta", type=float, default=0.0, help="per-step probability the expert drives")
+    collect.add_argument("--execute-steps", type=int, default=5, help="actions executed from each chunk")
+    for sp in (expert, collect):
+        sp.add_argument("--families", nargs="+", default=["pick", "push", "place", "stack"])
+        sp.add_argument("--episodes", type=int, default=100, help="episodes per family")
+        sp.add_argument("--seed", type=int, default=0, help="scene seeds: seed + 100000*family_index + k")
+        sp.add_argument("--fps", type=int, default=10)
+        sp.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    if args.episodes <= 0:
+        p.error("--episodes must be positive")
+    if args.command == "collect" and not 0.0 <= args.beta <= 1.0:
+        p.error("--beta must be within [0, 1]")
+    output = Path(args.output)
+    policy_dir = args.policy if args.command == "collect" else ""
+    try:
+        stats = rollout_dataset(
+            output,
+            families=args.families,
+            episodes=args.episodes,
+            seed=args.seed,
+            cameras=getattr(args, "cameras", ()),
+            image_size=(getattr(args, "image_size", 0),) * 2,
+            fps=args.fps,
+            policy_dir=policy_dir,
+            beta=getattr(args, "beta", 0.0),
+            execute_steps=getattr(args, "execute_steps", 5),
+            progress=not args.no_progress,
+        )
+    except (ValueError, OSError) as e:
+        print(f"vla-dagger: {e}", file=sys.stderr)
+        return 2
+    text = report(stats, policy_dir or "scripted expert")
+    print(text)
+    rounds = output / "dagger_rounds.jsonl"  # one line per call: success of the driver, per family
+    with rounds.open("a") as f:
+        record = {"driver": policy_dir or "expert", "seed": args.seed, "stats": [asdict(s) for s in stats]}
+        f.write(json.dumps(record) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

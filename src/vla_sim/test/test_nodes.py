@@ -281,3 +281,57 @@ def test_commands_services_and_rejections_through_topics(ros):
     finally:
         probe.close()
         sim.destroy_node()
+
+
+def _double(name: str, value: float) -> Parameter:
+    return Parameter(name=name, value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value))
+
+
+def test_camera_rate_changes_at_runtime_and_zero_stops_the_camera(ros):
+    """camera_rate through ~/set_parameters: 0 stops the frames (a camera failure), a rate brings them back;
+    a negative rate or one above physics_hz is refused and the camera keeps its rate."""
+    from vla_sim.sim_node import SimNode
+
+    sim = SimNode(
+        parameter_overrides=[
+            rclpy.parameter.Parameter("camera_rate", value=10.0),
+            rclpy.parameter.Parameter("camera_width", value=32),
+            rclpy.parameter.Parameter("camera_height", value=24),
+        ]
+    )
+    probe = Probe(sim)
+    set_parameters = probe.node.create_client(SetParameters, "/sim_node/set_parameters")
+
+    def frames() -> int:
+        with probe.lock:
+            return len(probe.images)
+
+    try:
+        probe.wait_for(lambda: len(probe.images) > 3, 20, "camera frames at 10 Hz")
+        for bad in (-1.0, 1000.0):
+            answer = _call(
+                probe.node, set_parameters, SetParameters.Request(parameters=[_double("camera_rate", bad)])
+            )
+            assert not answer.results[0].successful and "camera_rate" in answer.results[0].reason
+        assert sim.config.camera_rate == 10.0 and sim.get_parameter("camera_rate").value == 10.0
+
+        answer = _call(
+            probe.node, set_parameters, SetParameters.Request(parameters=[_double("camera_rate", 0.0)])
+        )
+        assert answer.results[0].successful, answer.results[0].reason
+        assert sim.get_parameter("camera_rate").value == 0.0
+        # Frames rendered before the switch may still be on the way: let 0.2 s of joint states pass first.
+        states_at = len(probe.joint_states)
+        probe.wait_for(lambda: len(probe.joint_states) > states_at + 20, 20, "0.2 s of joint states")
+        stopped_at, states_at = frames(), len(probe.joint_states)
+        probe.wait_for(lambda: len(probe.joint_states) > states_at + 100, 20, "1 s of joint states")
+        assert frames() == stopped_at, "camera frames kept coming after camera_rate:=0"
+
+        answer = _call(
+            probe.node, set_parameters, SetParameters.Request(parameters=[_double("camera_rate", 10.0)])
+        )
+        assert answer.results[0].successful, answer.results[0].reason
+        probe.wait_for(lambda: len(probe.images) > stopped_at + 3, 20, "frames again after camera_rate:=10")
+    finally:
+        probe.close()
+        sim.destroy_node()

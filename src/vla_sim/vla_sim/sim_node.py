@@ -21,6 +21,8 @@ Subscribes (best-effort QoS, so reliable and best-effort publishers both match)
 Services
   ~/reset (std_srvs/Trigger): a new episode with the task and seed parameters; the response message is the
       instruction. Episode k after the seed parameter was last set uses seed + k.
+Parameters changeable at runtime: task and seed (used at the next reset), publish_instruction, and camera_rate
+(at once; 0 stops the cameras, as a camera failure would). The others are read-only after start.
 Modes: realtime paces the simulation to the wall clock (times real_time_factor; a lag over 0.5 s is dropped
 and counted, never raced to catch up). lockstep advances one control period (1/control_hz of sim time) per
 accepted command, or after lockstep_timeout_s wall seconds without one (so controllers that only act on
@@ -33,6 +35,7 @@ warning; the targets stay as they were, so the arm holds still.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import threading
@@ -245,11 +248,26 @@ class SimNode(Node):
                 self.task_request = str(parameter.value)
             elif parameter.name == "seed":
                 self.seed_base, self.seed_offset = int(parameter.value), 0
+            elif parameter.name == "camera_rate":
+                error = self._set_camera_rate(parameter.value)
+                if error:
+                    return SetParametersResult(successful=False, reason=error)
             elif parameter.name not in ("publish_instruction",):
                 return SetParametersResult(
                     successful=False, reason=f"{parameter.name} is read-only after start"
                 )
         return SetParametersResult(successful=True)
+
+    def _set_camera_rate(self, value: Any) -> str:
+        """Change the camera rate at runtime (0 stops the cameras, e.g. a camera-failure drill); '' or why not."""
+        try:
+            config = dataclasses.replace(self.config, camera_rate=float(value))
+        except (TypeError, ValueError) as error:  # not a number, negative, above physics_hz
+            return f"camera_rate: {error}"
+        with self.lock:  # the simulation thread reads the schedule under the lock
+            self.config = self.runner.config = config
+        self.get_logger().info(f"camera_rate set to {config.camera_rate:g} Hz")
+        return ""
 
     # --- commands ------------------------------------------------------------------------------------------
 

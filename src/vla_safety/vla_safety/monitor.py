@@ -6,10 +6,15 @@ intervals) and ``ros_now`` the node's ROS clock (stamps, sim time included), so 
 It fails closed. A command that is malformed (non-finite, unknown/missing/duplicate joints, wrong field lengths,
 oversized, old/future/backwards stamps) is rejected, never repaired. A valid command is limited in this order:
 position (clamped into the limits; from outside only inward motion), then one scale factor on the whole step
-vector (velocity, step cap, acceleration), so the direction of motion is kept. Braking is never limited: the
-monitor prefers stopping short of a target to overshooting it. When commands stop, the heartbeat is lost or
+vector (velocity, step cap, acceleration, jerk), so the direction of motion is kept. Braking is never limited:
+the monitor prefers stopping short of a target to overshooting it. When commands stop, the heartbeat is lost or
 ``/joint_states`` goes stale, it holds: it decelerates the last safe command to rest and never repeats a stale
 policy target. Faults and the e-stop latch until :meth:`SafetyMonitor.reset`.
+
+Jerk (optional ``max_jerk`` per joint) is limited like acceleration, one-sidedly: a joint that keeps moving may
+raise its acceleration in its direction of motion by at most ``max_jerk * dt`` per step. Braking harder and
+stopping are never jerk-limited (safety wins over smoothness: the monitor never moves further, faster or longer
+to keep the jerk down).
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ class Cause(enum.Enum):
     VELOCITY_LIMIT = "velocity_limit"
     STEP_LIMIT = "step_limit"
     ACCELERATION_LIMIT = "acceleration_limit"
+    JERK_LIMIT = "jerk_limit"
     COMMAND_TIMEOUT = "command_timeout"
     HEARTBEAT_LOST = "heartbeat_lost"
     STATE_MISSING = "state_missing"
@@ -233,6 +239,7 @@ class SafetyMonitor:
         )
         self._vmax = np.array([lim.max_velocity for lim in lims]) * self.config.velocity_scale
         self._amax = _optional([lim.max_acceleration for lim in lims])
+        self._jmax = _optional([lim.max_jerk for lim in lims])
         self._effort_max = _optional([lim.max_effort for lim in lims])
         self._start_tol = np.array([lim.max_velocity for lim in lims]) * self.config.start_pose_tolerance
         tracking = self.config.max_tracking_error
@@ -240,7 +247,8 @@ class SafetyMonitor:
             tracking if tracking > 0 else np.inf
         )
         self._per_joint: tuple[list[float], ...] = tuple(
-            a.tolist() for a in (self._lower, self._upper, self._track_tol, self._vmax, self._amax)
+            a.tolist()
+            for a in (self._lower, self._upper, self._track_tol, self._vmax, self._amax, self._jmax)
         )
 
     @property
@@ -268,6 +276,9 @@ class SafetyMonitor:
         n = len(self.config.joints)
         self._last_output: FloatArray | None = None
         self._last_velocity: FloatArray = np.zeros(n)
+        # The jerk limit's record of what was actually sent (see _record_motion).
+        self._motion_velocity: FloatArray = np.zeros(n)
+        self._motion_acceleration: FloatArray = np.zeros(n)
         self._last_output_time = 0.0
         self._last_command_time = 0.0
         self._last_stamp: float | None = None
@@ -286,6 +297,7 @@ class SafetyMonitor:
             self.estop_since = now
         self._estop_reason = f"e-stop engaged by {source}"
         self._last_velocity = np.zeros(len(self.config.joints))
+        self._stop_motion_record()
         return self._remember(
             Decision(Status.ESTOP, (Cause.ESTOP,), reason=self._estop_reason, positions=self._out())
         )
@@ -408,6 +420,7 @@ class SafetyMonitor:
                 )
             self._last_output = positions.copy()
             self._last_velocity = np.zeros(len(target))
+            self._stop_motion_record()
             dt = self.config.max_step_dt
         else:
             dt = (now if motion_now is None else motion_now) - self._last_output_time
@@ -478,6 +491,7 @@ class SafetyMonitor:
             self.counters.faults += 1
         self._fault_reason = f"{what}{': ' + ', '.join(joints) if joints else ''}"
         self._last_velocity = np.zeros(len(self.config.joints))
+        self._stop_motion_record()
         return self._remember(Decision(Status.FAULT, (cause,), joints, self._fault_reason, self._out()))
 
     def _heartbeat_lost(self, now: float) -> bool:
@@ -610,16 +624,17 @@ class SafetyMonitor:
     def _enforce(
         self, prev: FloatArray, target: FloatArray, dt: float, measured: FloatArray
     ) -> tuple[FloatArray, tuple[Cause, ...]]:
-        """Position first (per joint), then one scale factor on the step (velocity, step cap, acceleration).
+        """Position first (per joint), then one scale factor on the step (velocity, step cap, acceleration, jerk).
 
         Plain floats, not numpy: for a handful of joints the loop is several times faster than array calls.
         """
-        lower, upper, track, vmax, amax = self._per_joint
+        lower, upper, track, vmax, amax, jmax = self._per_joint
         prev_l, target_l, measured_l = prev.tolist(), target.tolist(), measured.tolist()
         v_prev = self._last_velocity.tolist()
+        v_sent, a_sent = self._motion_velocity.tolist(), self._motion_acceleration.tolist()
         dt_eff = min(max(dt, 0.0), self.config.max_step_dt)
         position_hit = tracking_hit = False
-        s_vel = s_acc = math.inf
+        s_vel = s_acc = s_jerk = math.inf
         goal = [0.0] * len(prev_l)
         for i, (p, t, m) in enumerate(zip(prev_l, target_l, measured_l, strict=True)):
             # From inside: clamp into [lower, upper]. From outside: only inward (into [p, upper] or [lower, p]).
@@ -639,6 +654,17 @@ class SafetyMonitor:
                 s_acc = min(s_acc, max(v_prev[i] + dv, 0.0) / v_req)
             else:
                 s_acc = min(s_acc, min(v_prev[i] - dv, 0.0) / v_req)
+            # Jerk, the same way one derivative up (on the motion actually sent): the acceleration in the
+            # direction of motion may rise by at most max_jerk*dt over the last one. Precedence: like the other
+            # limits it only lowers the one scale factor, never raises it, and 0 (stop here) is always allowed,
+            # so braking harder or stopping is never jerk-limited and positions, velocity and acceleration stay
+            # within their limits. Safety wins over smoothness.
+            if jmax[i] != math.inf:
+                da = jmax[i] * dt_eff
+                if v_req > 0.0:
+                    s_jerk = min(s_jerk, max(v_sent[i] + (a_sent[i] + da) * dt_eff, 0.0) / v_req)
+                else:
+                    s_jerk = min(s_jerk, min(v_sent[i] + (a_sent[i] - da) * dt_eff, 0.0) / v_req)
         causes: list[Cause] = []
         if position_hit:
             causes.append(Cause.POSITION_LIMIT)
@@ -650,9 +676,11 @@ class SafetyMonitor:
         if dt_eff <= 1e-9:  # no time has passed since the last output: nothing may move yet
             causes.append(Cause.VELOCITY_LIMIT)
             return prev.copy(), tuple(causes)
-        s = min(1.0, s_vel, s_acc)
+        s = min(1.0, s_vel, s_acc, s_jerk)
         if s < 1.0:
-            if s_acc < min(1.0, s_vel):
+            if s_jerk < min(1.0, s_vel, s_acc):
+                causes.append(Cause.JERK_LIMIT)
+            elif s_acc < min(1.0, s_vel):
                 causes.append(Cause.ACCELERATION_LIMIT)
             else:
                 causes.append(Cause.STEP_LIMIT if dt > self.config.max_step_dt else Cause.VELOCITY_LIMIT)
@@ -663,11 +691,33 @@ class SafetyMonitor:
         prev = self._last_output if self._last_output is not None else out
         dt_eff = min(max(dt, 1e-6), self.config.max_step_dt)
         self._last_velocity = (out - prev) / dt_eff
+        self._record_motion(out - prev, min(max(dt, 0.0), self.config.max_step_dt))
         self._last_output = out
         self._last_output_time = now
 
+    def _record_motion(self, step: FloatArray, dt: float) -> None:
+        """The jerk limit's record: velocity and acceleration of the outputs sent, over the time credited.
+
+        Kept apart from ``_last_velocity`` (the acceleration limit's and the hold's record, which counts a joint
+        clipped by the hold or a command credited no time as at rest): jerk is judged on the motion actually
+        sent. A step credited no time moves nothing and changes nothing here.
+        """
+        if dt > 1e-9:
+            velocity = step / dt
+            self._motion_acceleration = (velocity - self._motion_velocity) / dt
+            self._motion_velocity = velocity
+
+    def _stop_motion_record(self) -> None:
+        n = len(self.config.joints)
+        self._motion_velocity, self._motion_acceleration = np.zeros(n), np.zeros(n)
+
     def _hold(self, motion_now: float, cause: Cause, what: str) -> Decision:
-        """Decelerate the last safe command to rest (all joints together, keeping the direction), then hold."""
+        """Decelerate the last safe command to rest (all joints together, keeping the direction), then hold.
+
+        Precedence: the hold brakes at least at each joint's acceleration limit, and harder where the jerk limit
+        forbids easing off an earlier, harder braking that fast. Jerk can only make the hold stop sooner, never
+        later: a stop or hold always wins over smoothness.
+        """
         if not self._holding:
             self.counters.hold_events += 1
             self._holding = True
@@ -677,15 +727,26 @@ class SafetyMonitor:
         v = self._last_velocity
         decelerating = bool(np.any(v != 0.0))
         if decelerating and dt > 0.0:
-            with np.errstate(divide="ignore", invalid="ignore"):
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 ratio = np.where(v != 0.0, np.abs(v) / (self._amax * dt), 0.0)
+                # The largest factor on v the jerk limit allows: no easing off an earlier, harder braking by more
+                # than max_jerk*dt. It can only lower the factor (brake harder, stop sooner), never raise it.
+                sign = np.sign(v)
+                reach = (
+                    sign * self._motion_velocity + (sign * self._motion_acceleration + self._jmax * dt) * dt
+                )
+                jerk_factor = np.where(v != 0.0, reach / np.abs(v), np.inf)
             r = float(np.max(ratio))
-            v_new = v * (1.0 - 1.0 / r) if r > 1.0 else np.zeros_like(v)
+            factor = min(1.0 - 1.0 / r if r > 1.0 else 0.0, float(np.min(jerk_factor)))
+            v_new = v * factor if factor > 0.0 else np.zeros_like(v)
             lo = np.minimum(self._lower, self._last_output)
             hi = np.maximum(self._upper, self._last_output)
             out = np.clip(self._last_output + v_new * dt, lo, hi)
             self._last_velocity = np.where(out == self._last_output + v_new * dt, v_new, 0.0)
+            self._record_motion(out - self._last_output, dt)
             self._last_output = out
+        else:
+            self._record_motion(np.zeros_like(v), dt)  # at rest (or no time passed: nothing changes)
         self._last_output_time = motion_now
         send = decelerating or self.config.publish_while_holding
         return self._remember(

@@ -131,6 +131,48 @@ def test_out_of_tolerance_failed_and_discarded_episodes_stay_out(tmp_path):
     )
 
 
+def test_late_delivery_is_no_drop_and_the_raw_bag_converts_to_the_same_frames(tmp_path):
+    """Messages reach the recorder 0.8 s after their stamps (a loaded transport): nothing is late relative to
+    anything else, so nothing drops; and converting the raw bag offline gives the frames written live."""
+    from vla_collector.episode import DatasetTarget, TopicMap, convert_bag
+    from vla_collector.sampler import SamplerConfig
+
+    collector, clock = make(tmp_path, default_task="stack")
+    delay = 8 * 10**8
+    try:
+        clock.ns = T0 + delay
+        collector.start()
+        for i, event in enumerate(streams(T0, 2.0)):
+            clock.ns = event.t_ns + delay
+            collector.submit(event.topic, event.data, clock.ns)
+            if i % 8 == 0:
+                collector.sync()
+        collector.sync()
+        clock.ns += 10**7
+        result = collector.stop(success=True)
+    finally:
+        collector.close()
+    assert result.status is EpisodeStatus.WRITTEN, result.message
+    assert result.report.dropped_frames == 0 and result.report.frames >= 18
+    info = json.loads((result.raw_path / "episode.json").read_text())
+    converted, _ = convert_bag(
+        result.raw_path,
+        DatasetTarget(tmp_path / "offline", video=VideoCodecConfig(codec="libx264")),
+        TopicMap.from_dict(info["topics"]),
+        sampler_config=SamplerConfig(**{**info["sampler"], "cameras": tuple(info["sampler"]["cameras"])}),
+        start_ns=info["start_ns"],
+        stop_ns=info["stop_ns"],
+        default_task=info["task"],
+    )
+    assert converted.report.to_dict() == result.report.to_dict()
+    live, offline = (
+        LeRobotV3Dataset(tmp_path / "ds").episode(0),
+        LeRobotV3Dataset(tmp_path / "offline").episode(0),
+    )
+    np.testing.assert_array_equal(live.state, offline.state)
+    np.testing.assert_array_equal(live.action, offline.action)
+
+
 def test_a_start_without_any_task_is_refused(tmp_path):
     collector, _ = make(tmp_path)
     try:
@@ -344,14 +386,17 @@ def test_a_backlog_beyond_the_byte_budget_is_counted_lost_not_buffered(tmp_path)
 
     blocked, release, hold = threading.Event(), threading.Event(), threading.Event()
 
-    def clock():  # lets the test stall the worker, as a slow disk would
+    config = CollectorConfig(dataset_root=tmp_path / "ds", default_task="pick", queue_max_mb=1.0)
+    collector = Collector(config, clock=lambda: T0, log=lambda _m: None)
+    handle = collector._on_message
+
+    def stalling(*args):  # lets the test stall the worker on a message, as a slow disk would
         if hold.is_set():
             blocked.set()
             release.wait(10)
-        return T0
+        handle(*args)
 
-    config = CollectorConfig(dataset_root=tmp_path / "ds", default_task="pick", queue_max_mb=1.0)
-    collector = Collector(config, clock=clock, log=lambda _m: None)
+    collector._on_message = stalling
     try:
         collector.start()
         hold.set()

@@ -139,3 +139,63 @@ def test_joint_vector_orders_and_names_missing_joints():
         joint_vector(["a"], [1.0], ["a", "c"])
     with pytest.raises(ValueError, match="positions"):
         joint_vector(["a", "b"], [1.0], ["a"])
+
+
+def feed_received(sampler, until_ms, delay_ms, skip_cam=()):
+    """Like ``feed``, but each message reaches the recorder ``delay_ms`` after its stamp (advance_received)."""
+    events = []
+    for hz, kind in ((100, "state"), (30, "cam"), (100, "action")):
+        k = 0
+        while (t := k * 1000 / hz) <= until_ms:
+            if not (kind == "cam" and any(a <= t < b for a, b in skip_cam)):
+                events.append((t, kind))
+            k += 1
+    frames = []
+    for t, kind in sorted(events):
+        ns = int(t * MS)
+        {"state": sampler.add_state, "action": sampler.add_action}.get(
+            kind, lambda n, p: sampler.add_image("front", n, p)
+        )(ns, t)
+        frames += sampler.advance_received(ns + delay_ms * MS)
+    return frames
+
+
+def test_a_delay_that_holds_back_every_stream_is_not_a_stall():
+    # every message reaches the recorder 0.8 s after its stamp (a busy transport or executor): longer than
+    # lookahead + max_wait (0.6 s). By the receive clock every tick would be judged before its data arrived;
+    # by the stamps no stream is behind the others, so every frame is fresh.
+    s = FrameSampler(SamplerConfig(fps=10, max_wait_s=0.5))
+    frames = feed_received(s, 2000, delay_ms=800)
+    assert len(frames) >= 18 and all(f.fresh for f in frames)
+    assert [f.t_ns for f in frames] == [k * NS // 10 for k in range(len(frames))]
+    clocked = FrameSampler(SamplerConfig(fps=10, max_wait_s=0.5))
+    events = [(int(t * 10 * MS), t) for t in range(201)]
+    late = []
+    for ns, payload in events:  # the same streams judged by the receive clock (what the recorder once did)
+        clocked.add_state(ns, payload)
+        clocked.add_action(ns, payload)
+        if payload % 3 == 0:
+            clocked.add_image("front", ns, payload)
+        late += [f for f in clocked.advance(ns + 800 * MS) if not f.fresh]
+    assert late  # which is why the recorder and the converter both use advance_received
+
+
+def test_a_stalled_stream_is_judged_by_the_others_moving_on():
+    s = FrameSampler(SamplerConfig(fps=10, max_wait_s=0.5, rate_tolerance=0.05, max_gap_s=5.0))
+    frames = feed_received(s, 3000, delay_ms=5, skip_cam=[(1000, 1600)])
+    late = [f for f in frames if not f.fresh]
+    assert late and all(f.late_streams == ("camera/front",) for f in late)
+    # the ticks of the pause were decided while the camera was silent: 0.5 s after the others moved past
+    assert [f.t_ns for f in frames] == [k * NS // 10 for k in range(len(frames))] and len(frames) >= 28
+
+
+def test_a_stream_stamped_ahead_of_the_receive_clock_cannot_rush_the_others():
+    s = FrameSampler(SamplerConfig(fps=10, max_wait_s=0.5))
+    for t in range(0, 200, 10):
+        s.add_state(t * MS, t)
+        s.add_image("front", t * MS, t)
+    s.add_action(0, 0)
+    s.add_action(50_000 * MS, "wrong clock")  # a command stamped 50 s ahead, received at 200 ms
+    # ticks 0 and 100 ms are decided by the data; later ones wait: the clock is min(receive, newest stamp),
+    # 200 ms, not the command's 50 s (which would decide every tick up to 49 s with stale data at once)
+    assert [f.t_ns for f in s.advance_received(200 * MS)] == [0, 100 * MS]

@@ -16,6 +16,7 @@ input errors (with a message saying what is wrong).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import math
@@ -235,6 +236,24 @@ def _parse_cameras(specs: Sequence[str] | None) -> dict[str, str]:
     return cameras
 
 
+_RECORDED_TIMING = (
+    "state_max_age_s",
+    "camera_max_age_s",
+    "action_max_age_s",
+    "action_lookahead_s",
+    "max_wait_s",
+)
+
+
+def _recorded_sampler(recorded: dict[str, Any], base: SamplerConfig) -> SamplerConfig:
+    """For a bag collector_node wrote at the same fps: its timing rules (ages, lookahead, max_wait), so the
+    conversion samples as the live recorder did; fps, cameras and the verdict tolerances stay the command's."""
+    live = recorded.get("sampler") or {}
+    if int(live.get("fps", 0)) != base.fps:
+        return base
+    return dataclasses.replace(base, **{k: live[k] for k in _RECORDED_TIMING if live.get(k) is not None})
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     topics = TopicMap(
         state=args.state_topic,
@@ -272,11 +291,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
                 bag,
                 target,
                 topics,
-                sampler_config=sampler,
+                sampler_config=_recorded_sampler(recorded, sampler),
                 default_task=args.task or recorded.get("task", ""),
                 writer=writer,
                 write_refused=args.write_refused,
                 start_ns=int(recorded.get("start_ns", 0)),
+                stop_ns=int(recorded.get("stop_ns", 0)),
                 progress=bar.update,
             )
         if result.summary is None:

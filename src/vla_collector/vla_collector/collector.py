@@ -40,11 +40,10 @@ from vla_collector.bag import BagWriter, Compression, QosProfile, recover_bag
 from vla_collector.episode import (
     DatasetTarget,
     EpisodeBuilder,
+    MessageFeed,
     TopicMap,
     convert_bag,
-    decode_joints,
     decode_string,
-    message_stamp,
 )
 from vla_collector.lerobot_v3 import DatasetError, DatasetWriteError, LeRobotV3Writer, VideoCodecConfig
 from vla_collector.sampler import EpisodeReport, FrameSampler, SamplerConfig
@@ -224,10 +223,12 @@ class _Episode:
         for topic, msg_type in config.topics.recorded_topics().items():
             self.bag.add_topic(topic, msg_type, offered_qos.get(topic, ()))
         self.sampler = FrameSampler(config.sampler_config, start_ns=start_ns, task=task)
+        # the same feed a conversion of the raw bag uses: live and offline frames cannot drift apart
+        self.feed = MessageFeed(self.sampler, config.topics, config.state_names, config.action_names)
         self.builder = EpisodeBuilder(config.target(), config.sampler_config.cameras, writer)
-        self.cam_by_topic = {t: c for c, t in config.topics.cameras.items()}
         self.task = task
         self.start_ns = start_ns
+        self.stop_ns: int | None = None
         self.rejected = 0
         self.last_rejection = ""
 
@@ -253,7 +254,6 @@ class Collector:
         self._writer: LeRobotV3Writer | None = None
         self._latest_instruction: tuple[bytes, str] | None = None
         self._offered_qos: dict[str, Sequence[QosProfile]] = {}
-        self._last_receive_ns = 0
         self._queued_bytes = 0
         self._max_queued_bytes = int(config.queue_max_mb * 2**20)
         self._last_reject_log: dict[str, float] = {}
@@ -285,10 +285,12 @@ class Collector:
         self._offered_qos[topic] = tuple(profiles)
 
     def start(self, task: str = "", timeout: float = 30.0) -> str:
-        return self._call("start", task, timeout=timeout)
+        # The episode spans the requests, not the moments the worker reaches them: messages received before
+        # the request are handled first (the queue is in order), those received after it belong to the episode.
+        return self._call("start", task, self._clock(), timeout=timeout)
 
     def stop(self, success: bool = True, timeout: float = 300.0) -> EpisodeResult:
-        return self._call("stop", success, timeout=timeout)
+        return self._call("stop", success, self._clock(), timeout=timeout)
 
     def discard(self, timeout: float = 60.0) -> EpisodeResult:
         return self._call("discard", timeout=timeout)
@@ -333,11 +335,9 @@ class Collector:
                         self._on_message(item[1], item[2], item[3])
                     else:
                         self._on_command(item[1], item[2], item[3])
-                if self._episode is not None:
-                    # While a backlog is queued, time is where the processed messages are: deciding ticks by
-                    # the wall clock would judge them before their (already received) messages are read.
-                    now = self._clock() if self._queue.empty() else self._last_receive_ns
-                    self._feed(self._episode.sampler.advance(now))
+                # Ticks are decided after each message (MessageFeed), never by the clock between messages:
+                # the clock runs ahead of whatever is still in flight or queued, and a conversion of the raw
+                # bag, which only has the messages and their receive times, could not repeat the decision.
             except Exception as e:  # keep recording alive; the episode that failed is closed as an error
                 self._fail_episode(e)
         with self._status_lock:
@@ -346,9 +346,9 @@ class Collector:
     def _on_command(self, command: str, args: tuple[Any, ...], future: Future[Any]) -> None:
         try:
             if command == "start":
-                future.set_result(self._start(*args))
+                future.set_result(self._start(args[0], args[1]))
             elif command == "stop":
-                future.set_result(self._finish(success=bool(args[0])))
+                future.set_result(self._finish(success=bool(args[0]), stop_ns=args[1]))
             elif command == "discard":
                 future.set_result(self._discard())
             elif command == "sync":  # everything queued before this has been handled
@@ -363,7 +363,6 @@ class Collector:
             future.set_exception(e)
 
     def _on_message(self, topic: str, data: bytes, receive_ns: int) -> None:
-        self._last_receive_ns = max(self._last_receive_ns, receive_ns)
         topics = self.config.topics
         if topic == topics.instruction:
             self._on_instruction(data, receive_ns)
@@ -374,20 +373,14 @@ class Collector:
         ep.bag.write(topic, data, receive_ns)  # the raw record keeps everything, even what is rejected below
         with self._status_lock:
             self._status.messages_recorded += 1
-        if topic in topics.extra:
+        if not ep.feed.is_sampled(topic):
             return
         try:
-            stamp = message_stamp(data, receive_ns)
-            if topic == topics.state:
-                decode_joints(data, self.config.state_names)  # a frame must be able to use it
-                ep.sampler.add_state(stamp, data)
-            elif topic == topics.action:
-                decode_joints(data, self.config.action_names)
-                ep.sampler.add_action(stamp, data)
-            elif topic in ep.cam_by_topic:
-                ep.sampler.add_image(ep.cam_by_topic[topic], stamp, data)
+            frames = ep.feed.feed(topic, data, receive_ns)
         except (ValueError, KeyError) as e:
             self._reject(topic, e)
+            return
+        self._feed(frames)
 
     def _reject(self, topic: str, error: BaseException) -> None:
         """Count a message the dataset cannot use; log at most every few seconds per topic."""
@@ -419,17 +412,17 @@ class Collector:
         if ep is not None:
             ep.bag.write(self.config.topics.instruction, data, receive_ns)
         if not self.config.episode_on_instruction:
-            if ep is not None and text:
-                ep.sampler.set_task(receive_ns, text)
+            if ep is not None:
+                ep.feed.instruction(receive_ns, text)
             return
         # Instruction-driven episodes: a new task ends the current episode (success) and starts the next;
         # an empty instruction (idle) ends it.
         if text == previous and ep is not None:
             return
         if ep is not None:
-            self._report(self._finish(success=True))
+            self._report(self._finish(success=True, stop_ns=receive_ns))
         if text:
-            self._start(text)
+            self._start(text, receive_ns)
 
     def _feed(self, frames: Sequence[Any]) -> None:
         ep = self._episode
@@ -441,7 +434,7 @@ class Collector:
             self._status.episode_frames = ep.sampler.frames
             self._status.episode_dropped = ep.sampler.frames - ep.sampler.fresh_frames
 
-    def _start(self, task: str = "") -> str:
+    def _start(self, task: str = "", start_ns: int | None = None) -> str:
         if self._episode is not None:
             raise CollectorError(
                 f"already recording episode {self._episode.directory.name}: stop or discard it first"
@@ -455,7 +448,7 @@ class Collector:
             raise CollectorError(
                 f"no task: publish an instruction on {self.config.topics.instruction or '(no topic)'} or set default_task"
             )
-        now = self._clock()
+        now = self._clock() if start_ns is None else start_ns
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         index = len(list(self.config.raw_dir.glob("episode_*")))
         directory = self.config.raw_dir / f"episode_{index:06d}_{stamp}"
@@ -485,6 +478,7 @@ class Collector:
             "status": status.value,
             "task": ep.task,
             "start_ns": ep.start_ns,
+            **({"stop_ns": ep.stop_ns} if ep.stop_ns is not None else {}),
             "topics": cfg.topics.to_dict(),
             "fps": cfg.fps,
             "sampler": asdict(cfg.sampler_config),
@@ -493,13 +487,15 @@ class Collector:
         }
         _write_json_atomic(ep.directory / EPISODE_FILE, data)
 
-    def _finish(self, success: bool) -> EpisodeResult:
+    def _finish(self, success: bool, stop_ns: int | None = None) -> EpisodeResult:
         ep = self._episode
         if ep is None:
             raise CollectorError("no episode is being recorded")
         t0 = time.monotonic()
+        stop_ns = self._clock() if stop_ns is None else stop_ns
+        ep.stop_ns = stop_ns
         try:
-            tail, report = ep.sampler.finish(self._clock())
+            tail, report = ep.sampler.finish(stop_ns)
             self._feed(tail)
             ep.bag.close()
             if not report.accepted:

@@ -11,6 +11,14 @@ reliable + transient-local. 640x480 rgb8 frames exceed Fast DDS's default 512 KB
 and then mostly drop: run camera and collector with vla_perception's profile
 (``FASTRTPS_DEFAULT_PROFILES_FILE=<share>/vla_perception/config/fastdds_profile.xml``, a 16 MB segment);
 bench/collector_record.py measures the result (recorded/published = 1.0 for 2 x 640x480 @ 30 Hz).
+
+Spin it with a ``SingleThreadedExecutor`` (``main`` does). rclpy's ``MultiThreadedExecutor`` hands every
+message to a thread pool and rebuilds its wait set per callback: measured on a loaded 2-core machine it cost
+3-4x the CPU (45-57 % of a core against 13-14 % for 2 x 100 Hz joints + a 33 Hz camera) and delivered joint
+messages up to 0.3-1 s late; once the reliable joint queue (``joint_qos_depth``) fills, the oldest messages
+are overwritten, the bag loses them and every frame samples stale data. The services answer when the worker
+has finished (``~/stop`` waits for the episode to be written), so while one runs no message is taken; the
+episode has ended by then, and the middleware holds ``joint_qos_depth`` messages meanwhile.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -296,7 +304,7 @@ def main(args: list[str] | None = None) -> int:
         print(f"collector_node: {e}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
-    executor = MultiThreadedExecutor(num_threads=2)
+    executor = SingleThreadedExecutor()  # see the module docstring: the multi-threaded one cannot keep up
     executor.add_node(node)
     try:
         executor.spin()

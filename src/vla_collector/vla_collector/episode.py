@@ -19,7 +19,7 @@ import numpy as np
 from sensor_msgs.msg import Image
 from vla_perception.codec import image_to_rgb8
 
-from vla_collector.bag import BagError, BagReader, RawMessage, deserialize, header_stamp_ns
+from vla_collector.bag import BagReader, RawMessage, deserialize, header_stamp_ns
 from vla_collector.lerobot_v3 import (
     DatasetError,
     DatasetSpec,
@@ -211,34 +211,80 @@ class ConversionResult:
     summary: EpisodeSummary | None  # None when the episode was refused
 
 
+class MessageFeed:
+    """Recorded messages into a :class:`FrameSampler`, by the one set of rules the live recorder, crash recovery
+    and ``vla-dataset convert`` share (so a bag converted later gives the frames that were written live).
+
+    ``feed(topic, data, log_time_ns)`` takes one message as recorded (raw CDR and its receive time):
+
+    * the instruction sets the task from its log time (an empty one, "idle", changes nothing);
+    * state, action and camera messages enter the sampler at their header stamp (the receive time when the
+      stamp is zero); a joint message that lacks a joint the dataset needs is refused first
+      (``ValueError``/``KeyError``/``BagError``, never added), so it can never become a frame;
+    * after each of those, the ticks it decides are returned (:meth:`FrameSampler.advance_received`);
+    * any other topic (camera_info, extras) is ignored.
+    """
+
+    def __init__(
+        self,
+        sampler: FrameSampler,
+        topics: TopicMap,
+        state_names: tuple[str, ...] = (),
+        action_names: tuple[str, ...] = (),
+    ) -> None:
+        self.sampler = sampler
+        self.topics = topics
+        self.state_names = tuple(state_names)
+        self.action_names = tuple(action_names) or self.state_names
+        self._cam_by_topic = {t: c for c, t in topics.cameras.items()}
+
+    def is_sampled(self, topic: str) -> bool:
+        return topic in (self.topics.state, self.topics.action) or topic in self._cam_by_topic
+
+    def instruction(self, log_time_ns: int, text: str) -> None:
+        if text:
+            self.sampler.set_task(log_time_ns, text)
+
+    def feed(self, topic: str, data: bytes, log_time_ns: int) -> list[Frame]:
+        topics = self.topics
+        if topic == topics.instruction:
+            self.instruction(log_time_ns, decode_string(data).strip())
+            return []
+        if not self.is_sampled(topic):
+            return []
+        stamp = message_stamp(data, log_time_ns)
+        if topic == topics.state:
+            decode_joints(data, self.state_names)  # a frame must be able to use it
+            self.sampler.add_state(stamp, data)
+        elif topic == topics.action:
+            decode_joints(data, self.action_names)
+            self.sampler.add_action(stamp, data)
+        else:
+            self.sampler.add_image(self._cam_by_topic[topic], stamp, data)
+        return self.sampler.advance_received(log_time_ns)
+
+
 def frames_from_messages(
     messages: Iterable[RawMessage],
     topics: TopicMap,
     sampler: FrameSampler,
+    *,
+    state_names: tuple[str, ...] = (),
+    action_names: tuple[str, ...] = (),
+    on_reject: Callable[[RawMessage, Exception], None] | None = None,
 ) -> Iterable[tuple[RawMessage, list[Frame]]]:
-    """Feed recorded messages to a sampler in log order; yields each message with the frames it decides."""
-    cam_by_topic = {t: c for c, t in topics.cameras.items()}
+    """Feed recorded messages to a sampler in log order (:class:`MessageFeed`); yields each message with the
+    frames it decides. A message the dataset cannot use is skipped (and passed to ``on_reject``), as the
+    live recorder skips it."""
+    feed = MessageFeed(sampler, topics, state_names, action_names)
     for m in messages:
-        if m.topic == topics.instruction:
-            text = decode_string(m.data)
-            if text:
-                sampler.set_task(m.log_time_ns, text)
-            yield m, []
-            continue
         try:
-            stamp = message_stamp(m.data, m.log_time_ns)
-        except BagError as e:
-            raise ConversionError(f"{m.topic}: {e}") from None
-        if m.topic == topics.state:
-            sampler.add_state(stamp, m.data)
-        elif m.topic == topics.action:
-            sampler.add_action(stamp, m.data)
-        elif m.topic in cam_by_topic:
-            sampler.add_image(cam_by_topic[m.topic], stamp, m.data)
-        else:
-            yield m, []
-            continue
-        yield m, sampler.advance(m.log_time_ns)
+            frames = feed.feed(m.topic, m.data, m.log_time_ns)
+        except (ValueError, KeyError) as e:  # BagError and ConversionError are ValueErrors
+            if on_reject is not None:
+                on_reject(m, e)
+            frames = []
+        yield m, frames
 
 
 def convert_bag(
@@ -251,12 +297,14 @@ def convert_bag(
     writer: LeRobotV3Writer | None = None,
     write_refused: bool = False,
     start_ns: int = 0,
+    stop_ns: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[ConversionResult, LeRobotV3Writer | None]:
     """One bag -> one dataset episode (unless the report refuses it and ``write_refused`` is false).
 
-    ``start_ns`` is the episode start the live recorder used (``episode.json``): ticks are then placed
-    exactly where it placed them. 0 starts at the first instant all streams are present.
+    ``start_ns`` and ``stop_ns`` are the episode start and stop the live recorder used (``episode.json``):
+    ticks are then placed, and the last one chosen, exactly as it did. 0 starts at the first instant all
+    streams are present and stops after the last message.
 
     Frames are encoded as they are decided (memory stays bounded); a refused episode is aborted at the end.
     """
@@ -277,7 +325,11 @@ def convert_bag(
     last_ns = 0
     try:
         for message, frames in frames_from_messages(
-            reader.messages({*needed, topics.instruction}), topics, sampler
+            reader.messages({*needed, topics.instruction}),
+            topics,
+            sampler,
+            state_names=target.state_names,
+            action_names=target.action_names,
         ):
             if message.topic in needed:
                 last_ns = max(last_ns, message.log_time_ns)
@@ -285,7 +337,7 @@ def convert_bag(
                 builder.add(frame)
             if progress is not None:
                 progress(1)
-        tail, report = sampler.finish(last_ns + 1)
+        tail, report = sampler.finish(stop_ns or last_ns + 1)
         for frame in tail:
             builder.add(frame)
         if report.frames == 0 or (not report.accepted and not write_refused):

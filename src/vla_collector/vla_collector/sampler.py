@@ -17,8 +17,16 @@ Rules (all times are message stamps: ``header.stamp``, or the receive time when 
    timestamps stay ``k / fps``), but counted, and the episode report says which stream was late.
 5. **When a tick is decided.** As soon as every stream has delivered a message stamped after the tick's
    reference time (so nothing still in flight can change the choice), or, for a stalled stream, once
-   the clock passes ``t_k + action_lookahead + max_wait``. Offline, the log time plays the clock, so
-   a bag converted later gives the frames the live recorder wrote.
+   the clock passes ``t_k + action_lookahead + max_wait``. The recorder and every conversion move the
+   clock only through :meth:`FrameSampler.advance_received`, after each message: the clock is then the
+   newest stamp any stream has delivered, capped by that message's receive (log) time. So a stream is
+   stalled when the *other* streams have moved on by ``max_wait``, not when messages merely reach the
+   recorder late (a delay that holds back every stream alike is not a stall; a stream stamped ahead of
+   the receive clock cannot rush the others); and since the bag keeps every message with its receive
+   time, a bag converted later decides every tick exactly where the live recorder did. The episode's
+   start and stop are requests on the receive clock; they are moved onto the stamps by the delivery
+   delay last seen (receive time minus the newest stamp), so a delay does not turn into late frames at
+   the end of an episode, while streams that fell silent before the stop still do.
 6. **Acceptance.** The episode's real rate is ``fps * fresh_frames / frames``. If it is below
    ``fps * (1 - rate_tolerance)``, or any required stream has a gap longer than ``max_gap``, the episode
    is refused for the dataset (its raw recording is kept) with a report that says why.
@@ -247,6 +255,7 @@ class FrameSampler:
         self.frames = 0
         self.fresh_frames = 0
         self._last_tick_ns: int | None = None
+        self._receive_delay_ns = 0  # receive clock minus the newest stamp, at the last advance_received
 
     # --- input ---
 
@@ -281,7 +290,7 @@ class FrameSampler:
             firsts = [s.stats.first_ns for s in self._streams.values() if s.kind is not StreamKind.ACTION]
             if any(f is None for f in firsts) or self._streams["action"].stats.messages == 0:
                 return False
-            self._t0 = max(self.start_ns, *(f for f in firsts if f is not None))
+            self._t0 = max(self.start_ns - self._receive_delay_ns, *(f for f in firsts if f is not None))
         return True
 
     def _task_at(self, t_ns: int) -> str:
@@ -294,8 +303,24 @@ class FrameSampler:
             task = self._tasks[0][1]
         return task
 
+    def newest_stamp_ns(self) -> int | None:
+        """The newest stamp any stream has delivered (``None`` before the first message)."""
+        lasts = [s.stats.last_ns for s in self._streams.values() if s.stats.last_ns is not None]
+        return max(lasts) if lasts else None
+
+    def advance_received(self, receive_ns: int) -> list[Frame]:
+        """Frames decided once a message received at ``receive_ns`` has been added (rule 5): the clock is
+        the newest delivered stamp, capped by ``receive_ns``. Live and offline call this after the same
+        messages with the same receive (log) times, so they decide the same ticks with the same data."""
+        newest = self.newest_stamp_ns()
+        if newest is None:
+            return []
+        clock = min(receive_ns, newest)
+        self._receive_delay_ns = receive_ns - clock
+        return self.advance(clock)
+
     def advance(self, now_ns: int) -> list[Frame]:
-        """Frames whose ticks are decided by ``now_ns`` (see the emission rule)."""
+        """Frames whose ticks are decided by the clock ``now_ns`` (see the emission rule)."""
         cfg = self.config
         lookahead = int(float(cfg.action_lookahead_s) * NS)  # type: ignore[arg-type]
         return self._emit_until(now_ns - lookahead - int(cfg.max_wait_s * NS), data_driven=True)
@@ -369,8 +394,10 @@ class FrameSampler:
         )
 
     def finish(self, stop_ns: int) -> tuple[list[Frame], EpisodeReport]:
-        """Emit the ticks the data up to ``stop_ns`` decides, and judge the episode."""
+        """Emit the ticks the data up to ``stop_ns`` decides, and judge the episode. ``stop_ns`` is on the
+        clock :meth:`advance_received` was given; it is moved onto the stamps by the delivery delay last seen."""
         lookahead = int(float(self.config.action_lookahead_s) * NS)  # type: ignore[arg-type]
+        stop_ns -= self._receive_delay_ns
         frames = self._emit_until(stop_ns - lookahead)
         return frames, self.report(stop_ns)
 

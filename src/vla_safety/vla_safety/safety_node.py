@@ -255,6 +255,12 @@ def main(args: list[str] | None = None) -> int:
     except ValueError as e:  # LimitsError and config errors: refuse to start, say why
         print(f"safety_node: refusing to start: {e}", file=sys.stderr)
         return 1
+    except RuntimeError:
+        # A SIGINT can shut the context down while the executor is mid-wait; rclpy then raises from its
+        # bindings (e.g. "Unable to convert call argument '0' to Python object"). Once rclpy is no longer
+        # ok that is a clean stop, not a failure; any other RuntimeError is real and propagates.
+        if node is None or rclpy_ok():
+            raise
     finally:
         if node is not None:
             node.destroy_node()  # type: ignore[no-untyped-call]

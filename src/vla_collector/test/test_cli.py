@@ -156,3 +156,19 @@ def test_replay_publishes_the_episode_with_clock(converted):
     stamps = [c.clock.sec + c.clock.nanosec * 1e-9 for c in got["clock"]]
     assert stamps[0] == pytest.approx(5.0) and stamps[-1] == pytest.approx(6.8)
     assert elapsed > 1.8 / 4  # paced: 1.8 s of episode at 4x
+
+
+def test_convert_samples_a_collector_bag_with_the_timing_it_was_recorded_with():
+    from dataclasses import asdict
+
+    from vla_collector.cli import _recorded_sampler
+    from vla_collector.sampler import SamplerConfig
+
+    live = SamplerConfig(fps=10, max_wait_s=1.5, action_lookahead_s=0.05, state_max_age_s=0.3)
+    recorded = {"sampler": asdict(live)}
+    base = SamplerConfig(fps=10, rate_tolerance=0.2, max_gap_s=2.0)
+    used = _recorded_sampler(recorded, base)
+    assert (used.max_wait_s, used.action_lookahead_s, used.state_max_age_s) == (1.5, 0.05, 0.3)
+    assert (used.rate_tolerance, used.max_gap_s) == (0.2, 2.0)  # the verdict stays the command's
+    assert _recorded_sampler(recorded, SamplerConfig(fps=15)) == SamplerConfig(fps=15)  # other fps: defaults
+    assert _recorded_sampler({}, base) == base

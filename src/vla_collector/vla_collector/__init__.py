@@ -5,7 +5,8 @@ Modules (pure Python unless noted):
   manifest       the embodiment manifest (meta/embodiment.json), shared with the policy
   bag            rosbag2 MCAP bags: BagWriter (raw CDR), BagReader (also truncated bags), recover_bag
   sampler        FrameSampler: fixed-rate frames from asynchronous streams, tolerance rules, EpisodeReport
-  episode        topic maps, decoding (through vla_perception.codec), convert_bag (bag -> episode)
+  episode        topic maps, decoding (through vla_perception.codec), MessageFeed (the message -> sampler rules
+                 the live recorder and every conversion share), convert_bag (bag -> episode)
   collector      Collector: the recorder behind the node (episodes, verdicts, crash recovery)
   collector_node rclpy wiring: services ~/start, ~/stop, ~/discard; raw subscriptions; /diagnostics
   cli            vla-dataset: info, validate, stats, convert, replay, export-video, plot

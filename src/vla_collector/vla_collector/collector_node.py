@@ -75,7 +75,10 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "camera_max_age_s": (0.0, "latest image older than this at a tick is a drop; 0 = 1.5 frame periods"),
     "action_max_age_s": (0.0, "latest command older than this is a drop; 0 = 3 frame periods"),
     "action_lookahead_s": (-1.0, "action = latest command before tick + this; <0 = one frame period"),
-    "max_wait_s": (0.5, "how long a tick waits for a stalled stream before it is sampled as a drop"),
+    "max_wait_s": (
+        0.5,
+        "how far the other streams (by stamp) may move past a tick before a stalled stream's frame is a drop",
+    ),
     "rate_tolerance": (0.05, "refuse an episode whose real rate is below fps * (1 - this)"),
     "max_gap_s": (0.5, "refuse an episode in which any stream is silent longer than this"),
     "video_codec": ("libsvtav1", "libsvtav1 (AV1, LeRobot's default) | libx264"),

@@ -10,8 +10,8 @@ separate processes talking over real topics, and a fault injected while the arm 
    simulator and the monitor keep running, and the policy's inference child does not outlive it.
 
 The processes are the ones ``vla-up sim commander:=policy model:=<dir>`` starts, with the plan's exact command
-lines (:func:`vla_bringup.runner.resolve`), but started here one by one: vla-up treats policy_node as required
-and stops the whole stack when it dies, so drill 3 could not observe the monitor holding under vla-up.
+lines (:func:`vla_bringup.runner.resolve`), but started here one by one so that drill 3 can kill the policy and
+restart it (under vla-up the policy is optional too: its death leaves the monitor holding, see test_plan).
 
 Two test conditions, both documented: the safety monitor runs at ``velocity_scale`` 0.05 (a reduced-speed
 mode: the policy's 0.35 rad move of joint 1 takes seconds, so a fault reliably lands mid-motion on a loaded

@@ -64,6 +64,17 @@ def test_safety_monitor_is_the_only_path_to_the_robot():
                     assert targets == "/policy/joint_commands", f"{profile}: {node.name} bypasses safety"
 
 
+def test_a_dead_commander_leaves_the_safety_monitor_holding():
+    """Commanders are optional (the monitor holds on their lost heartbeat); the monitor itself is required."""
+    for profile in PROFILES:
+        for commander in ("policy", "expert") if profile == "sim" else (None,):
+            plan = build_plan(profile, {"commander": commander} if commander else {})
+            required = {n.name: n.required for n in plan.nodes}
+            assert required["safety_node"], profile
+            for name in ("policy_node", "expert_node"):
+                assert not required.get(name, False), f"{profile}: {name} death would stop the monitor"
+
+
 @pytest.mark.parametrize("sim", list(Sim))
 def test_sim_profiles_speak_their_bridges_topics(sim):
     """Contract of each simulator profile: where safe commands go, in which message type."""

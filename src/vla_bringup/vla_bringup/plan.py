@@ -210,6 +210,9 @@ def _policy(args: Mapping[str, str], bridge: SimBridge) -> NodeSpec:
         param_files=(ParamFile("vla_policy", "config/policy_node.yaml"),),
         parameters=params,
         remappings=(("/camera/image_raw", bridge.camera_topic), ("/joint_states", bridge.joint_states_topic)),
+        # Not required: if the policy dies the safety monitor holds on the lost heartbeat. Stopping the plan
+        # would take down the only path to the robot with it.
+        required=False,
     )
 
 
@@ -236,6 +239,7 @@ def _expert(args: Mapping[str, str]) -> NodeSpec:
         executable="expert_node",
         parameters=_common(args),
         remappings=(("/joint_commands", "/policy/joint_commands"),),
+        required=False,  # like the policy: the safety monitor holds when its commander dies
     )
 
 

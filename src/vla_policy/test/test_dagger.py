@@ -67,3 +67,26 @@ def test_bad_arguments_are_refused(tmp_path, capsys):
         main(["collect", "ckpt", str(tmp_path / "x"), "--beta", "2"])
     assert main(["collect", str(tmp_path / "missing"), str(tmp_path / "x"), "--no-progress"]) == 2
     assert "vla-dagger:" in capsys.readouterr().err
+
+
+def test_ctrl_c_keeps_the_episodes_written_and_their_record(tmp_path, monkeypatch, capsys):
+    import vla_policy.dagger as dagger
+
+    calls = {"n": 0}
+    real = dagger.LeRobotV3Writer.write_episode
+
+    def write_then_interrupt(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(dagger.LeRobotV3Writer, "write_episode", write_then_interrupt)
+    out = tmp_path / "d"
+    code = main(["expert", str(out), "--families", "push", "pick", "--episodes", "3", "--image-size", "32",
+                 "--cameras", "front", "--no-progress"])  # fmt: skip
+    assert code == 0
+    assert "interrupted during push" in capsys.readouterr().out
+    assert LeRobotV3Dataset(out).num_episodes == 1
+    record = json.loads((out / "dagger_rounds.jsonl").read_text())
+    assert [(s["family"], s["episodes"]) for s in record["stats"]] == [("push", 1)]

@@ -101,6 +101,7 @@ def rollout_dataset(
         )
         expert = make_expert(env)
         s = RoundStats(family)
+        stats.append(s)
         try:
             for i in range(episodes):
                 obs, info = env.reset(seed=seed + 100_000 * f_index + i)
@@ -130,12 +131,17 @@ def rollout_dataset(
                 s.frames += len(states)
                 bar.update(1)
                 bar.set_postfix(family=family, success=f"{s.success_rate:.0%}")
+        except KeyboardInterrupt:
+            # Ctrl-C ends the round early: the episodes written so far stay, and so does their record.
+            print(
+                f"\ninterrupted during {family}: keeping the {sum(x.episodes for x in stats)} episodes written"
+            )
+            break
         finally:
             expert.close()
             env.close()
-        stats.append(s)
     bar.close()
-    return stats
+    return [x for x in stats if x.episodes]
 
 
 def report(stats: Sequence[RoundStats], driver: str) -> str:

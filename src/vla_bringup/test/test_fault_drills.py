@@ -373,7 +373,14 @@ def start_motion(stack: Stack, observer: Observer) -> None:
 
 
 def assert_stopped_short(observer: Observer, at_fault: np.ndarray, what: str) -> np.ndarray:
-    """The arm rests (measured) short of the policy's target: without the hold it would have gone on to it."""
+    """/joint_commands come to a hold and the arm (measured) to rest, short of the policy's target: without the
+    hold it would have gone on to it."""
+    wait_for(
+        lambda: observer.holding() and observer.still(),
+        15,
+        "/joint_commands at a hold and the arm at rest",
+        lambda: f"at {observer.position()}",
+    )
     rest = observer.position()
     print(
         f"{what}: joint 1 at {at_fault[0]:.4f} rad at the fault, rests at {rest[0]:.4f} (target {TARGET[0]})"
@@ -419,12 +426,6 @@ def test_camera_stops_policy_stops_and_robot_holds(drill):
             "/safety/state HOLD (command_timeout)",
             lambda: f"last: {observer.safety_status()}",
         )
-        wait_for(
-            lambda: observer.holding() and observer.still(),
-            15,
-            "/joint_commands at a hold and the arm at rest",
-            lambda: f"at {observer.position()}",
-        )
         rest = assert_stopped_short(observer, at_fault, "camera stopped")
         held = observer.latest(observer.commands)[1]
         commands_at_rest = observer.count(observer.policy)
@@ -464,12 +465,6 @@ def test_estop_during_motion_latches_and_reset_rearms_without_a_jump(drill):
         10,
         "/safety/state ESTOP",
         lambda: f"last: {observer.safety_status()}",
-    )
-    wait_for(
-        lambda: observer.holding() and observer.still(),
-        15,
-        "/joint_commands at a hold and the arm at rest",
-        lambda: f"at {observer.position()}",
     )
     assert_stopped_short(observer, at_fault, "e-stop")
     held = observer.latest(observer.commands)[1]
@@ -541,12 +536,6 @@ def test_policy_killed_safety_holds_and_nothing_else_dies(drill):
         10,
         "/safety/state HOLD (heartbeat_lost)",
         lambda: f"last: {observer.safety_status()}",
-    )
-    wait_for(
-        lambda: observer.holding() and observer.still(),
-        15,
-        "/joint_commands at a hold and the arm at rest",
-        lambda: f"at {observer.position()}",
     )
     assert_stopped_short(observer, at_fault, "policy killed")
     assert not observer.since(observer.policy, killed + 0.5), "policy commands after the kill"

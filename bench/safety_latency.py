@@ -2,12 +2,15 @@
 
     python bench/safety_latency.py [--quick]
 
-1. per-check: ``SafetyMonitor.check`` on an 8-joint Panda command, in process (plus ROS message conversion).
+1. per-check: ``SafetyMonitor.check`` on an 8-joint Panda command, in process (plus ROS message conversion);
+   and the rclpy executor's cost per wake-up for the real ``SafetyNode`` against a relay-shaped node.
 2. added latency: a generator publishes JointState commands at 500 Hz to ``/bench/in``; the real
    ``safety_node`` (its own process, JointState adapter) and a pass-through relay node (its own process) both
    subscribe it; one receiver takes both outputs. Each command carries its sequence number in joint 1
    (1 µrad steps, passed unchanged by the monitor), so latencies are paired per message:
-   added = safety - relay for the same message.
+   added = safety - relay for the same message. Two clocks for the arrival: the DDS reception timestamp the
+   middleware stamps when the sample reaches the receiver's reader (the headline: it leaves out this script's
+   own executor and GIL, which are not the node's doing), and the time the receiver's callback ran.
 3. flood: 5 kHz into the safety node; its RSS is sampled throughout and the latency of the first and last
    second are compared: a queue growing without bound shows as growing memory and growing latency.
 
@@ -37,6 +40,7 @@ SEQ_STEP = 1e-6  # rad per message on joint 1: the sequence number, far below ev
 
 RELAY = """
 import rclpy
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import JointState
@@ -47,7 +51,7 @@ pub = node.create_publisher(JointState, "/bench/relay_out", 10)
 node.create_subscription(JointState, "/bench/in", pub.publish, qos)
 try:
     rclpy.spin(node)
-except KeyboardInterrupt:
+except (KeyboardInterrupt, ExternalShutdownException):
     pass
 """
 
@@ -106,11 +110,53 @@ def bench_check(n: int) -> dict[str, float]:
     return {"check_us": percentiles(pure), "check_with_messages_us": percentiles(full)}  # type: ignore[dict-item]
 
 
+def bench_wakeup(n: int) -> dict[str, dict[str, float]]:
+    """rclpy executor cost of one wake-up (no message work): the real SafetyNode against the relay's shape.
+
+    rclpy rebuilds its wait set in Python on every wake-up, so this cost grows with each subscription, timer,
+    service and QoS-event handler a node owns; every message pays it. A triggered guard condition wakes each.
+    """
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import JointState
+    from vla_safety.safety_node import SafetyNode
+
+    rclpy.init()
+    try:
+        # Its own timers slowed down so that they do not fire into the measurement.
+        slow = [Parameter("rate", value=0.5), Parameter("diagnostics_period", value=100.0)]
+        safety = SafetyNode(parameter_overrides=slow)
+        relay = rclpy.create_node("bench_relay_shape")
+        relay_pub = relay.create_publisher(JointState, "/bench/shape_out", 10)
+        relay.create_subscription(JointState, "/bench/shape_in", relay_pub.publish, 5)
+        figures = {}
+        for label, node in (("safety_node", safety), ("relay", relay)):
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            wake = node.create_guard_condition(lambda: None)
+            times = []
+            for _ in range(n):
+                wake.trigger()
+                a = time.perf_counter()
+                executor.spin_once(timeout_sec=0.1)
+                times.append((time.perf_counter() - a) * 1e6)
+            executor.shutdown()
+            figures[label] = percentiles(times)
+        safety.destroy_node()
+        relay.destroy_node()
+    finally:
+        rclpy.try_shutdown()
+    return {"wakeup_safety_node_us": figures["safety_node"], "wakeup_relay_us": figures["relay"]}
+
+
 @dataclass
 class Recorder:
     sent: dict[int, float] = field(default_factory=dict)
-    safety: dict[int, float] = field(default_factory=dict)
+    safety: dict[int, float] = field(default_factory=dict)  # receiver callback time (monotonic)
     relay: dict[int, float] = field(default_factory=dict)
+    safety_dds: dict[int, int] = field(default_factory=dict)  # DDS reception timestamp (ns)
+    relay_dds: dict[int, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -145,19 +191,23 @@ def run_ros(args: argparse.Namespace) -> dict[str, object]:
     rec = Recorder()
     base = HOME[0]
 
-    def receiver(store: dict[int, float]):  # type: ignore[no-untyped-def]
-        def on(msg: JointState) -> None:
+    def receiver(store: dict[int, float], store_dds: dict[int, int]):  # type: ignore[no-untyped-def]
+        def on(msg: JointState, info: dict[str, int]) -> None:  # two arguments: rclpy passes the MessageInfo
             t = time.monotonic()
             seq = round((msg.position[0] - base) / SEQ_STEP)
             if abs(msg.position[0] - (base + SEQ_STEP * seq)) > 1e-12:
                 return  # limited by the monitor (e.g. a burst): not this message's target, leave it unpaired
             with rec.lock:
                 store.setdefault(seq, t)
+                store_dds.setdefault(seq, info["received_timestamp"])
 
         return on
 
-    node.create_subscription(JointState, "/bench/safety_out", receiver(rec.safety), QoSProfile(depth=100))
-    node.create_subscription(JointState, "/bench/relay_out", receiver(rec.relay), QoSProfile(depth=100))
+    for topic, store, store_dds in (
+        ("/bench/safety_out", rec.safety, rec.safety_dds),
+        ("/bench/relay_out", rec.relay, rec.relay_dds),
+    ):
+        node.create_subscription(JointState, topic, receiver(store, store_dds), QoSProfile(depth=100))
     statuses: dict[str, int] = {}
 
     def on_state(msg: DiagnosticStatus) -> None:
@@ -248,14 +298,15 @@ def run_ros(args: argparse.Namespace) -> dict[str, object]:
             window = [s for s in range(first, seq + 1)]
             safety_lat = [(rec.safety[s] - rec.sent[s]) * 1e3 for s in window if s in rec.safety]
             relay_lat = [(rec.relay[s] - rec.sent[s]) * 1e3 for s in window if s in rec.relay]
-            paired = [
-                (rec.safety[s] - rec.relay[s]) * 1e3 for s in window if s in rec.safety and s in rec.relay
-            ]
+            both = [s for s in window if s in rec.safety and s in rec.relay]
+            paired = [(rec.safety[s] - rec.relay[s]) * 1e3 for s in both]
+            paired_dds = [(rec.safety_dds[s] - rec.relay_dds[s]) * 1e-6 for s in both]
         result["latency_500hz"] = {
             "input_hz": sent / took,
             "safety_ms": percentiles(safety_lat),
             "relay_ms": percentiles(relay_lat),
-            "added_ms": percentiles(paired),
+            "added_ms": percentiles(paired_dds),
+            "added_at_callback_ms": percentiles(paired),
             "safety_delivered": len(safety_lat) / max(sent, 1),
             "relay_delivered": len(relay_lat) / max(sent, 1),
         }
@@ -322,6 +373,7 @@ def main() -> None:
 
     figures: dict[str, object] = {"machine": f"{os.cpu_count()} cpu", "quick": args.quick}
     figures.update(bench_check(args.checks))
+    figures.update(bench_wakeup(args.checks))
     figures.update(run_ros(args))
 
     c, m = figures["check_us"], figures["check_with_messages_us"]
@@ -331,9 +383,12 @@ def main() -> None:
     for label, d, unit in (
         ("SafetyMonitor.check", c, "us"),
         ("check + JointState in/out conversion", m, "us"),
+        ("executor wake-up: safety_node", figures["wakeup_safety_node_us"], "us"),
+        ("executor wake-up: relay", figures["wakeup_relay_us"], "us"),
         ("500 Hz: safety_node latency", lat["safety_ms"], "ms"),  # type: ignore[index]
         ("500 Hz: relay latency", lat["relay_ms"], "ms"),  # type: ignore[index]
-        ("500 Hz: added by safety (paired)", lat["added_ms"], "ms"),  # type: ignore[index]
+        ("500 Hz: added by safety (paired, DDS)", lat["added_ms"], "ms"),  # type: ignore[index]
+        ("  same, at the receiver's callback", lat["added_at_callback_ms"], "ms"),  # type: ignore[index]
         ("5 kHz flood: latency, first second", fl["latency_first_second_ms"], "ms"),  # type: ignore[index]
         ("5 kHz flood: latency, last second", fl["latency_last_second_ms"], "ms"),  # type: ignore[index]
     ):

@@ -188,3 +188,21 @@ def test_nan_command_over_a_topic_is_rejected_and_nothing_is_sent(running):
     with robot.lock:
         sent = [p for _, p in robot.outputs[before:]]
     assert all(math.isfinite(v) for p in sent for v in p), "NaN reached /joint_commands"
+
+
+def test_parameters_are_read_only_while_running(running):
+    """Limits and timeouts are read once at start: `ros2 param set` is refused, not silently ignored."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    r = running
+    client = r.robot.create_client(SetParameters, "/safety_node/set_parameters")
+    assert client.wait_for_service(timeout_sec=5.0)
+    request = SetParameters.Request()
+    request.parameters = [Parameter("velocity_scale", value=0.5).to_parameter_msg()]
+    future = client.call_async(request)
+    wait_for(future.done, 5.0, "the set_parameters reply")
+    (result,) = future.result().results
+    assert not result.successful
+    assert "read-only" in result.reason
+    assert r.safety.get_parameter("velocity_scale").value == 1.0

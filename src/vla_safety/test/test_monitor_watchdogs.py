@@ -182,3 +182,17 @@ def test_automatic_arming_never_clears_a_latched_estop():
     assert not monitor.armed and monitor.estop_latched
     assert monitor.reset(state(HOME, 1.0), 1.0).status is Status.OK
     assert monitor.armed and not monitor.estop_latched
+
+
+def test_one_state_sample_checked_once_is_still_judged_stale_later():
+    """The monitor validates a /joint_states sample once and reuses its positions: its age is re-checked."""
+    rig = Rig()
+    sample = state(HOME, rig.t)
+    assert rig.monitor.check(command(HOME, rig.t), sample, rig.t).status is Status.OK
+    rig.advance(0.02)
+    d = rig.monitor.check(command((0.001, 0.0, 0.02), rig.t), sample, rig.t)  # same sample, still fresh
+    assert d.status in (Status.OK, Status.CLAMPED) and d.positions is not None
+    rig.advance(0.3)  # the same sample is now older than state_timeout (0.25 s)
+    d = rig.monitor.check(command((0.002, 0.0, 0.02), rig.t), sample, rig.t)
+    assert d.status is Status.FAULT
+    assert d.causes == (Cause.STATE_STALE,)

@@ -217,6 +217,9 @@ class SafetyMonitor:
         self._last: Decision = Decision(Status.HOLD, (Cause.NOT_ARMED,), reason="not armed yet")
         self._reset_motion()
         self._last_heartbeat: float | None = None
+        # The last /joint_states sample that passed validation, and its positions: a sample is immutable, so
+        # the commands that follow it (several per sample at 500 Hz) re-check only its age.
+        self._valid_state: tuple[JointStateSample, FloatArray] | None = None
         self.set_limits(limits)
 
     # --- configuration -----------------------------------------------------------------------------
@@ -516,6 +519,8 @@ class SafetyMonitor:
             return fault(
                 Cause.STATE_STALE, (), f"/joint_states stale ({age:.3f} s > {self.config.state_timeout} s)"
             )
+        if self._valid_state is not None and self._valid_state[0] is state:
+            return self._valid_state[1], None
         if len(state.names) != len(state.positions) or len(state.names) > 4 * self.config.max_joints:
             return fault(
                 Cause.STATE_INVALID, (), "/joint_states has mismatched or oversized name/position fields"
@@ -533,6 +538,8 @@ class SafetyMonitor:
         bad = ~np.isfinite(positions)
         if bad.any():
             return fault(Cause.STATE_INVALID, self._names(bad), "/joint_states holds non-finite positions")
+        positions.flags.writeable = False  # shared by every check against this sample
+        self._valid_state = (state, positions)
         return positions, None
 
     def _far_outside(self, positions: FloatArray) -> tuple[str, ...]:

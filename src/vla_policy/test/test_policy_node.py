@@ -410,3 +410,48 @@ def test_node_runs_on_sim_time():
             assert proc.returncode == 0, output
     finally:
         harness.close()
+
+
+def test_node_reports_when_the_safety_monitor_drops_its_commands(harness):
+    """/safety/state ESTOP while commanding: a warning in the log and a WARN diagnostics entry; OK clears it."""
+    from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+    safety_pub = harness.node.create_publisher(
+        DiagnosticStatus,
+        "/safety/state",
+        QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        ),
+    )
+
+    def safety_state(status, message):
+        safety_pub.publish(DiagnosticStatus(message=message, values=[KeyValue(key="status", value=status)]))
+
+    def latest_entry():
+        if not harness.diagnostics:
+            return None
+        entry = harness.diagnostics[-1].status[0]
+        return entry, {kv.key: kv.value for kv in entry.values}
+
+    with PolicyServer(OffsetPolicy(), manifest(), TOKEN, host="127.0.0.1", port=0) as server:
+        proc = start_node(server.port, "diagnostics_rate_hz:=10.0")
+        try:
+            harness.instruct("pick up the cube")
+            assert harness.spin(20.0, until=lambda: len(harness.commands) >= 5), stop_node(proc)
+            assert harness.spin(3.0, until=lambda: (e := latest_entry()) and e[0].message == "commanding")
+            assert latest_entry()[1]["safety_state"].startswith("unknown")
+
+            safety_state("ESTOP", "ESTOP: /safety/estop service")
+            assert harness.spin(3.0, until=lambda: (e := latest_entry()) and e[1]["safety_state"] == "ESTOP")
+            entry, _ = latest_entry()
+            assert entry.level == DiagnosticStatus.WARN
+            assert "safety monitor drops the commands: ESTOP: /safety/estop service" in entry.message
+
+            safety_state("OK", "OK")
+            assert harness.spin(3.0, until=lambda: (e := latest_entry()) and e[0].message == "commanding")
+            assert latest_entry()[0].level == DiagnosticStatus.OK
+        finally:
+            output = stop_node(proc)
+        assert proc.returncode == 0, output
+        assert "the safety monitor drops this node's commands: ESTOP: /safety/estop service" in output
+        assert "the safety monitor passes commands again (OK)" in output

@@ -56,9 +56,13 @@ from vla_policy.node_core import (
 from vla_policy.serve import read_token
 
 REMOTE_TOKEN_ENV = "VLA_REMOTE_TOKEN"
-INSTRUCTION_QOS = QoSProfile(
+# /task_instruction and the safety monitor's /safety/state: the latest value reaches late joiners.
+LATCHED_QOS = QoSProfile(
     depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
 )
+# /safety/state statuses under which the monitor drops what this node sends (HOLD is also its idle state
+# before the first command, so it is reported but not warned about).
+SAFETY_REFUSING = frozenset({"REJECTED", "ESTOP", "FAULT"})
 EXIT_REFUSED = 2
 
 # name -> (default, description). Types follow the defaults.
@@ -174,6 +178,8 @@ class PolicyNode(Node):
         self._rejected_states = 0
         self._last_tick: Tick | None = None
         self._unavailable = 0
+        self._safety_status = ""  # "" until a safety monitor has been heard from
+        self._safety_message = ""
         self._stop = threading.Event()
 
         for camera in cfg.cameras:
@@ -184,7 +190,9 @@ class PolicyNode(Node):
                 qos_profile_sensor_data,
             )
         self.create_subscription(JointState, "/joint_states", self._on_joint_state, qos_profile_sensor_data)
-        self.create_subscription(String, "/task_instruction", self._on_instruction, INSTRUCTION_QOS)
+        self.create_subscription(String, "/task_instruction", self._on_instruction, LATCHED_QOS)
+        # Feedback from the safety monitor: commanding means nothing if every command is being refused.
+        self.create_subscription(DiagnosticStatus, "/safety/state", self._on_safety_state, LATCHED_QOS)
         self._command_pub = self.create_publisher(JointState, "/policy/joint_commands", 10)
         self._heartbeat_pub = self.create_publisher(Header, "/policy/heartbeat", 10)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -260,6 +268,16 @@ class PolicyNode(Node):
             self.get_logger().info(
                 f"instruction: {msg.data!r}" if msg.data.strip() else "instruction cleared: idle"
             )
+
+    def _on_safety_state(self, msg: DiagnosticStatus) -> None:
+        status = next((kv.value for kv in msg.values if kv.key == "status"), "")
+        was_refusing = self._safety_status in SAFETY_REFUSING
+        changed = status != self._safety_status
+        self._safety_status, self._safety_message = status, msg.message
+        if changed and status in SAFETY_REFUSING:  # every change is logged: it is rare and it matters
+            self.get_logger().warning(f"the safety monitor drops this node's commands: {msg.message}")
+        elif changed and was_refusing:
+            self.get_logger().info(f"the safety monitor passes commands again ({status})")
 
     def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         self._enabled = bool(request.data)
@@ -417,7 +435,10 @@ class PolicyNode(Node):
     def _diagnostic_status(self) -> DiagnosticStatus:
         status = DiagnosticStatus(name=f"{self.get_name()}: policy", hardware_id=self.loaded.description)
         hold = self._hold
-        if hold is HoldReason.NONE:
+        if hold is HoldReason.NONE and self._safety_status in SAFETY_REFUSING:
+            status.level = DiagnosticStatus.WARN
+            status.message = f"commanding, but the safety monitor drops the commands: {self._safety_message}"
+        elif hold is HoldReason.NONE:
             status.level, status.message = DiagnosticStatus.OK, "commanding"
         elif hold in (HoldReason.DISABLED, HoldReason.NO_INSTRUCTION):
             status.level, status.message = DiagnosticStatus.OK, f"holding: {hold.value}"
@@ -428,6 +449,7 @@ class PolicyNode(Node):
         last = self._last_tick
         values = {
             "hold_reason": hold.name,
+            "safety_state": self._safety_status or "unknown (no /safety/state received)",
             "instruction": self._instruction,
             "inference_latency_p50_ms": _ms(self.inference_latency.percentile(50)),
             "inference_latency_p99_ms": _ms(self.inference_latency.percentile(99)),

@@ -315,6 +315,25 @@ def test_camera_rate_changes_at_runtime_and_zero_stops_the_camera(ros):
             assert not answer.results[0].successful and "camera_rate" in answer.results[0].reason
         assert sim.config.camera_rate == 10.0 and sim.get_parameter("camera_rate").value == 10.0
 
+        # All or nothing: a valid task beside a bad camera rate in one atomic request changes neither.
+        from rcl_interfaces.srv import SetParametersAtomically
+
+        atomically = probe.node.create_client(SetParametersAtomically, "/sim_node/set_parameters_atomically")
+        task_before = sim.task_request
+        answer = _call(
+            probe.node,
+            atomically,
+            SetParametersAtomically.Request(
+                parameters=[_parameter("task", "put the red block in the bowl"), _double("camera_rate", -1.0)]
+            ),
+        )
+        assert not answer.result.successful and "camera_rate" in answer.result.reason
+        assert (
+            sim.task_request == task_before
+            and sim.get_parameter("task").value != "put the red block in the bowl"
+        )
+        assert sim.config.camera_rate == 10.0
+
         answer = _call(
             probe.node, set_parameters, SetParameters.Request(parameters=[_double("camera_rate", 0.0)])
         )

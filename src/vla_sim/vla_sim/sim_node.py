@@ -239,35 +239,36 @@ class SimNode(Node):
         self._reset()
 
     def _on_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        """All or nothing: every parameter of a request is validated before any of them takes effect."""
+        camera_config = None
         for parameter in parameters:
             if parameter.name == "task":
                 try:
                     validate_task_request(str(parameter.value))
                 except ValueError as error:
                     return SetParametersResult(successful=False, reason=str(error))
-                self.task_request = str(parameter.value)
             elif parameter.name == "seed":
-                self.seed_base, self.seed_offset = int(parameter.value), 0
+                if not isinstance(parameter.value, int):
+                    return SetParametersResult(successful=False, reason="seed must be an integer")
             elif parameter.name == "camera_rate":
-                error = self._set_camera_rate(parameter.value)
-                if error:
-                    return SetParametersResult(successful=False, reason=error)
+                try:  # not a number, negative, above physics_hz
+                    camera_config = dataclasses.replace(self.config, camera_rate=float(parameter.value))
+                except (TypeError, ValueError) as error:
+                    return SetParametersResult(successful=False, reason=f"camera_rate: {error}")
             elif parameter.name not in ("publish_instruction",):
                 return SetParametersResult(
                     successful=False, reason=f"{parameter.name} is read-only after start"
                 )
+        for parameter in parameters:
+            if parameter.name == "task":
+                self.task_request = str(parameter.value)
+            elif parameter.name == "seed":
+                self.seed_base, self.seed_offset = int(parameter.value), 0
+        if camera_config is not None:
+            with self.lock:  # the simulation thread reads the schedule under the lock
+                self.config = self.runner.config = camera_config
+            self.get_logger().info(f"camera_rate set to {camera_config.camera_rate:g} Hz")
         return SetParametersResult(successful=True)
-
-    def _set_camera_rate(self, value: Any) -> str:
-        """Change the camera rate at runtime (0 stops the cameras, e.g. a camera-failure drill); '' or why not."""
-        try:
-            config = dataclasses.replace(self.config, camera_rate=float(value))
-        except (TypeError, ValueError) as error:  # not a number, negative, above physics_hz
-            return f"camera_rate: {error}"
-        with self.lock:  # the simulation thread reads the schedule under the lock
-            self.config = self.runner.config = config
-        self.get_logger().info(f"camera_rate set to {config.camera_rate:g} Hz")
-        return ""
 
     # --- commands ------------------------------------------------------------------------------------------
 

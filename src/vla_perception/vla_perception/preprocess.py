@@ -62,6 +62,17 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def json_ready(config: Any) -> dict[str, Any]:
+    """A flat config dataclass as JSON-ready values: enums by value, tuples as lists (the ``to_dict`` of configs)."""
+    out = asdict(config)
+    for key, value in out.items():
+        if isinstance(value, enum.Enum):
+            out[key] = value.value
+        elif isinstance(value, tuple):
+            out[key] = list(value)
+    return out
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """What one model expects of one camera image. Stored with the model (``to_dict``/``from_dict``)."""
@@ -132,13 +143,7 @@ class InputSpec:
         return replace(self, crop=CropMode.CENTER) if self.crop is CropMode.RANDOM else self
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        for key, value in out.items():
-            if isinstance(value, enum.Enum):
-                out[key] = value.value
-            elif isinstance(value, tuple):
-                out[key] = list(value)
-        return out
+        return json_ready(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InputSpec:

@@ -8,10 +8,10 @@ dataset's features by :func:`vla_policy.data.config_for_dataset`, so nothing her
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from vla_perception.preprocess import CropMode, InputSpec
+from vla_perception.preprocess import CropMode, InputSpec, json_ready
 
 # EfficientNet-Lite was trained on (x - 127) / 128 of 0..255 pixels.
 LITE_MEAN = (127.0 / 255.0,) * 3
@@ -131,13 +131,7 @@ class ModelConfig:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        for key, value in out.items():
-            if isinstance(value, enum.Enum):
-                out[key] = value.value
-            elif isinstance(value, tuple):
-                out[key] = list(value)
-        return out
+        return json_ready(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:

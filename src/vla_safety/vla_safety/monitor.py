@@ -93,7 +93,11 @@ class JointCommand:
 
 @dataclass(frozen=True)
 class JointStateSample:
-    """The latest ``/joint_states`` as received; ``received`` is the monotonic time of arrival."""
+    """The latest ``/joint_states`` as received; ``received`` is the monotonic time of arrival.
+
+    Treated as immutable (its fields included): the monitor validates a sample once and then re-checks only its
+    age, so a new reading is a new sample.
+    """
 
     names: Sequence[str]
     positions: Sequence[float]

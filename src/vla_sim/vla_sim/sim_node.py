@@ -247,15 +247,12 @@ class SimNode(Node):
                     validate_task_request(str(parameter.value))
                 except ValueError as error:
                     return SetParametersResult(successful=False, reason=str(error))
-            elif parameter.name == "seed":
-                if not isinstance(parameter.value, int):
-                    return SetParametersResult(successful=False, reason="seed must be an integer")
             elif parameter.name == "camera_rate":
                 try:  # not a number, negative, above physics_hz
                     camera_config = dataclasses.replace(self.config, camera_rate=float(parameter.value))
                 except (TypeError, ValueError) as error:
                     return SetParametersResult(successful=False, reason=f"camera_rate: {error}")
-            elif parameter.name not in ("publish_instruction",):
+            elif parameter.name not in ("seed", "publish_instruction"):  # rclpy has checked their types
                 return SetParametersResult(
                     successful=False, reason=f"{parameter.name} is read-only after start"
                 )

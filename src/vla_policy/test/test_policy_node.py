@@ -18,7 +18,7 @@ from vla_policy.serve import PolicyServer
 
 rclpy = pytest.importorskip("rclpy")
 from builtin_interfaces.msg import Time  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
@@ -414,8 +414,6 @@ def test_node_runs_on_sim_time():
 
 def test_node_reports_when_the_safety_monitor_drops_its_commands(harness):
     """/safety/state ESTOP while commanding: a warning in the log and a WARN diagnostics entry; OK clears it."""
-    from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
-
     safety_pub = harness.node.create_publisher(
         DiagnosticStatus,
         "/safety/state",

@@ -6,6 +6,8 @@ import time
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
+from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter
 from ros_harness import HOME, Running, wait_for
 from std_msgs.msg import Bool
 from vla_safety.safety_node import LATCHED_QOS
@@ -192,9 +194,6 @@ def test_nan_command_over_a_topic_is_rejected_and_nothing_is_sent(running):
 
 def test_parameters_are_read_only_while_running(running):
     """Limits and timeouts are read once at start: `ros2 param set` is refused, not silently ignored."""
-    from rcl_interfaces.srv import SetParameters
-    from rclpy.parameter import Parameter
-
     r = running
     client = r.robot.create_client(SetParameters, "/safety_node/set_parameters")
     assert client.wait_for_service(timeout_sec=5.0)

@@ -1,7 +1,9 @@
 """Golden trace: the monitor's decisions on fixed pseudo-random command streams, with limits that set no jerk.
 
-``data/no_jerk_trace.json`` was recorded with the monitor as it was before jerk enforcement (commit 73d8d63):
-per stream, a short SHA-256 of every decision (status, causes, joints, exact positions) and the final counters.
+``data/no_jerk_trace.json`` was recorded with the monitor as it was before jerk enforcement (commit 73d8d63), and
+re-recorded once for an intended change: a step credited no time (e.g. the sim clock paused) no longer resets
+the acceleration limit's velocity record to zero (which had let the next step brake beyond max_acceleration).
+Per stream: a short SHA-256 of every decision (status, causes, joints, exact positions) and the final counters.
 ``test_monitor_jerk.py`` replays the same streams and requires the same digests, so a profile without jerk
 limits behaves exactly as before, bit for bit. Rerecord only for an intended behaviour change:
 ``python no_jerk_trace.py OUT.json`` (from this directory, with the package importable).

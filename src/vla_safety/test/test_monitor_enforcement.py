@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from factories import LIMITS, Rig, command
 from vla_safety.limits import JointLimits, LimitsError
-from vla_safety.monitor import Cause, Status
+from vla_safety.monitor import Cause, Decision, Status
 
 NO_ACCEL = {
     n: JointLimits(n, lim.min_position, lim.max_position, lim.max_velocity) for n, lim in LIMITS.items()
@@ -175,3 +175,28 @@ def test_motion_limits_follow_the_robot_clock_under_sim_time():
     d = m.check(command((0.1, 0.0, 0.02), rig.t), rig.state(), rig.t, motion_now=sim)  # sim paused
     assert d.positions is not None
     assert d.positions[0] == pytest.approx(0.01)  # no robot time passed: no motion
+
+
+def test_a_paused_sim_clock_keeps_the_velocity_the_acceleration_limit_judges_against():
+    """A step credited no robot time moves nothing and leaves the velocity record alone: after the pause, a
+    joint moving at 0.4 rad/s may brake to rest but not reverse (that would take more than max_acceleration)."""
+    rig = Rig()
+    m = rig.monitor
+    sim = 50.0
+
+    def send(j1: float) -> Decision:
+        rig.advance(0.02)
+        d = m.check(command((j1, 0.0, 0.02), rig.t), rig.state(), rig.t, motion_now=sim)
+        assert d.positions is not None, d
+        return d
+
+    assert send(0.0).status is Status.OK
+    for _ in range(2):  # accelerate j1 at the limit: 0.2 then 0.4 rad/s
+        sim += 0.02
+        x = send(1.0).positions[0]
+    assert x == pytest.approx(0.004 + 0.008)
+    assert send(1.0).positions[0] == x  # the sim clock paused: no robot time, no motion
+    sim += 0.02
+    d = send(-1.0)  # reverse: from 0.4 rad/s, 20 ms at 10 rad/s^2 only brakes to rest
+    assert d.positions[0] >= x - 1e-12, "reversed faster than max_acceleration allows"
+    assert Cause.ACCELERATION_LIMIT in d.causes

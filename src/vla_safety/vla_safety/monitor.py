@@ -700,9 +700,11 @@ class SafetyMonitor:
 
     def _commit(self, out: FloatArray, now: float, dt: float) -> None:
         prev = self._last_output if self._last_output is not None else out
-        dt_eff = min(max(dt, 1e-6), self.config.max_step_dt)
-        self._last_velocity = (out - prev) / dt_eff
-        self._record_motion(out - prev, min(max(dt, 0.0), self.config.max_step_dt))
+        credit = min(max(dt, 0.0), self.config.max_step_dt)  # the time _enforce credited this step
+        # A step credited no time (e.g. the sim clock paused) moved nothing: the robot's velocity is unchanged.
+        if credit > 1e-9:
+            self._last_velocity = (out - prev) / credit
+        self._record_motion(out - prev, credit)
         self._last_output = out
         self._last_output_time = now
 
@@ -710,8 +712,8 @@ class SafetyMonitor:
         """The jerk limit's record: velocity and acceleration of the outputs sent, over the time credited.
 
         Kept apart from ``_last_velocity`` (the acceleration limit's and the hold's record, which counts a joint
-        clipped by the hold or a command credited no time as at rest): jerk is judged on the motion actually
-        sent. A step credited no time moves nothing and changes nothing here.
+        clipped by the hold as at rest): jerk is judged on the motion actually sent. A step credited no time
+        moves nothing and changes neither record.
         """
         if dt > 1e-9:
             velocity = step / dt

@@ -12,6 +12,8 @@ from vla_policy.data import (
     DataError,
     action_chunks,
     build_samples,
+    chunk_targets,
+    chunk_valid,
     color_jitter,
     compute_normalizer,
     config_for_dataset,
@@ -60,6 +62,42 @@ def test_normalizer_uses_training_episodes_only(dataset_root):
     np.testing.assert_allclose(norm.state.max, ep.state.max(0), rtol=1e-6)
     other = compute_normalizer(datasets, [(0, 1)])
     assert not np.allclose(other.action.mean, norm.action.mean)
+
+
+def test_relative_targets_are_the_chunk_minus_the_current_state(dataset_root):
+    datasets, manifest = open_datasets([dataset_root])
+    ep = datasets[0].episode(0)
+    rel = chunk_targets(ep.action, ep.state, 3, relative=True)
+    np.testing.assert_allclose(rel + ep.state[:, None], action_chunks(ep.action, 3), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(
+        chunk_targets(ep.action, ep.state, 3, relative=False), action_chunks(ep.action, 3)
+    )
+    # The statistics are those of the motions over every existing chunk step, and the samples use them.
+    cfg = config_for_dataset(
+        manifest,
+        datasets[0].camera_names,
+        PolicyKind.NATIVE_VLA,
+        **TINY_MODEL,
+        horizon=3,
+        relative_actions=True,
+    )
+    norm = compute_normalizer(datasets, [(0, 0)], cfg)
+    np.testing.assert_allclose(norm.action.mean, rel[chunk_valid(len(ep), 3)].mean(0), rtol=1e-5, atol=1e-7)
+    samples = build_samples(
+        datasets, [(0, 0)], cfg, norm, encode=None, augmented_copies=0, seed=0, progress=False
+    )
+    np.testing.assert_allclose(norm.unnormalize_action(samples.target.double()).numpy(), rel, atol=1e-5)
+
+
+def test_relative_actions_need_actions_over_the_state_joints(dataset_root):
+    datasets, manifest = open_datasets([dataset_root])
+    data = manifest.to_dict()
+    data["action_names"] = [*manifest.action_names[:-1], "gripper"]
+    other = type(manifest).from_dict(data)
+    config_for_dataset(other, datasets[0].camera_names, PolicyKind.NATIVE_VLA, **TINY_MODEL)  # absolute: fine
+    with pytest.raises(DataError, match="same order"):
+        config_for_dataset(other, datasets[0].camera_names, PolicyKind.NATIVE_VLA, **TINY_MODEL,
+                           relative_actions=True)  # fmt: skip
 
 
 def test_config_adapts_to_the_reference_fixture():

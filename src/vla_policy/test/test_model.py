@@ -93,6 +93,8 @@ def test_config_round_trips_through_json():
         {"image_height": 16},
         {"text_encoder": TextEncoderKind.MINILM_L6, "text_dim": 32},
         {"kind": "not_a_policy"},
+        {"state_dropout": 1.5},
+        {"relative_actions": True, "action_dim": 7},
     ],
 )
 def test_config_rejects_bad_values(changes):
@@ -279,6 +281,30 @@ def test_load_policy_infers_a_chunk_in_dataset_units(tmp_path, kind):
     assert chunk.names == NAMES
     assert chunk.stamp == 12.5 and chunk.dt == pytest.approx(0.1)
     np.testing.assert_allclose(chunk.actions, np.tile(ckpt.normalizer.action.mean, (horizon, 1)), atol=1e-6)
+
+
+def test_relative_model_adds_the_state_it_was_given_back(tmp_path):
+    # state_dropout=1: the head never reads the state, so two states differ by exactly their difference.
+    save_checkpoint(tiny_checkpoint(tiny_config(relative_actions=True, state_dropout=1.0)), tmp_path)
+    policy = load_policy(tmp_path)
+    obs = observation()
+    moved = {**obs, "observation.state": obs["observation.state"] + np.float32(0.25)}
+    a, b = policy.infer(obs).actions, policy.infer(moved).actions
+    np.testing.assert_allclose(b - a, 0.25, atol=1e-6)
+
+
+def test_state_dropout_blanks_the_state_of_some_training_samples():
+    torch.manual_seed(0)
+    net = VLANetwork(tiny_config(state_dropout=0.5), load_pretrained=False)
+    features = torch.randn(1, 2, *net.feature_shape).expand(64, -1, -1, -1, -1)
+    text, state = torch.randn(1, 32).expand(64, -1), torch.randn(1, 8).expand(64, -1)
+    blank = net.head.eval()(features, text, torch.zeros(64, 8))["actions"]
+    net.head.train()
+    net.head.transformer.eval()  # its own dropout off: only the state dropout differs between rows
+    out = net.head(features, text, state)["actions"]
+    blanked = torch.isclose(out, blank, atol=1e-6).flatten(1).all(dim=1)
+    assert 10 < int(blanked.sum()) < 54  # about half of 64
+    assert not torch.allclose(net.head.eval()(features, text, state)["actions"], blank)  # eval: state kept
 
 
 def test_infer_is_deterministic_and_uses_wall_time_without_a_stamp(tmp_path):

@@ -69,6 +69,11 @@ def config_for_dataset(
     if kind is PolicyKind.TEXTBOOK_BASELINE:
         values.update(horizon=1, discrete_head=False)
     values.update(overrides)
+    if values.get("relative_actions") and tuple(manifest.joint_names) != tuple(manifest.action_names):
+        raise DataError(
+            f"relative_actions needs actions over the state's joints in the same order: state "
+            f"{list(manifest.joint_names)}, actions {list(manifest.action_names)}"
+        )
     return ModelConfig(**values)  # type: ignore[arg-type]
 
 
@@ -88,16 +93,26 @@ def split_episodes(
     return train, val
 
 
-def compute_normalizer(datasets: Sequence[LeRobotV3Dataset], episodes: Iterable[EpisodeRef]) -> Normalizer:
-    """Statistics of state and action over the given (training) episodes only."""
-    states, actions = [], []
+def compute_normalizer(
+    datasets: Sequence[LeRobotV3Dataset], episodes: Iterable[EpisodeRef], config: ModelConfig | None = None
+) -> Normalizer:
+    """Statistics of state and of the head's targets over the given (training) episodes only.
+
+    The targets are the actions, or with ``config.relative_actions`` the motions ``a_{t+k} - s_t`` over the
+    chunk (their scale grows with k, so they are pooled over every existing step of every chunk).
+    """
+    states, targets = [], []
     for d, e in episodes:
         ep = datasets[d].episode(e)
         states.append(ep.state)
-        actions.append(ep.action)
+        if config is not None and config.relative_actions:
+            chunk = chunk_targets(ep.action, ep.state, config.horizon, relative=True)
+            targets.append(chunk[chunk_valid(len(ep), config.horizon)])
+        else:
+            targets.append(ep.action)
     if not states:
         raise DataError("no episodes to compute normalization statistics from")
-    return Normalizer(FeatureStats.of(np.concatenate(states)), FeatureStats.of(np.concatenate(actions)))
+    return Normalizer(FeatureStats.of(np.concatenate(states)), FeatureStats.of(np.concatenate(targets)))
 
 
 def manifest_with_stats(manifest: EmbodimentManifest, normalizer: Normalizer) -> EmbodimentManifest:
@@ -111,6 +126,12 @@ def action_chunks(actions: np.ndarray, horizon: int) -> np.ndarray:
     """[T, D] -> [T, H, D]: chunk t is actions t..t+H-1, the last action repeated past the end."""
     t = np.arange(len(actions))[:, None] + np.arange(horizon)[None, :]
     return actions[np.minimum(t, len(actions) - 1)]
+
+
+def chunk_targets(action: np.ndarray, state: np.ndarray, horizon: int, relative: bool) -> np.ndarray:
+    """[T, H, A] what the head learns at each frame: the action chunk, or its motion from s_t if ``relative``."""
+    chunk = action_chunks(action, horizon)
+    return chunk - state[:, None, :] if relative else chunk
 
 
 def chunk_valid(length: int, horizon: int) -> np.ndarray:
@@ -200,7 +221,10 @@ def build_samples(
             per_camera.append(torch.stack(views, dim=1))  # [T, copies, ...]
         feats.append(torch.stack(per_camera, dim=2))  # [T, copies, n_cam, ...]
         states.append(normalizer.normalize_state(torch.from_numpy(ep.state.astype(np.float32))))
-        chunk = torch.from_numpy(action_chunks(ep.action.astype(np.float32), config.horizon))
+        chunk = torch.from_numpy(
+            chunk_targets(ep.action.astype(np.float32), ep.state.astype(np.float32), config.horizon,
+                          config.relative_actions)
+        )  # fmt: skip
         targets.append(normalizer.normalize_action(chunk))
         valid.append(torch.from_numpy(chunk_valid(len(ep), config.horizon)))
         text_idx.extend(texts.setdefault(t, len(texts)) for t in ep.tasks)
@@ -243,6 +267,7 @@ __all__ = [
     "SampleSet",
     "action_chunks",
     "build_samples",
+    "chunk_targets",
     "chunk_valid",
     "color_jitter",
     "compute_normalizer",

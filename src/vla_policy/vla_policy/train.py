@@ -269,6 +269,7 @@ def evaluate_loss(
             x, text, state, target, valid = _batch(samples, idx, text_table, None, device)
             outputs = step(x, text, state)
             loss, _ = network.loss(outputs, target, valid)
+            # Relative targets: both sides lack the same state, so the error is the action error.
             pred = normalizer.unnormalize_action(outputs["actions"].double().cpu())
             truth = normalizer.unnormalize_action(target.double().cpu())
             mask = valid.cpu().double()[..., None]  # steps past an episode's end do not count
@@ -309,7 +310,7 @@ def _train(cfg: TrainConfig, dist: _Distributed) -> TrainResult:
         network, normalizer = previous.network, previous.normalizer
     else:
         network = VLANetwork(config, load_pretrained=True)
-        normalizer = compute_normalizer(datasets, train_eps)
+        normalizer = compute_normalizer(datasets, train_eps, config)
         network.set_action_bounds(*normalizer.action_bounds())
     manifest = manifest_with_stats(manifest, normalizer)
     network.to(dist.device)

@@ -62,6 +62,11 @@ class ModelConfig:
     film_blocks: int = 2  # FiLM-conditioned residual conv blocks on the late (trunk output) features
     tokens_per_camera: int = 8  # TokenLearner output tokens
     discrete_head: bool = False  # add the RT-2/OpenVLA-style 256-bin classification head
+    # Predict motion a_{t+k} - s_t instead of poses a_{t+k} (actions and state must name the same joints).
+    # With absolute targets every episode's pose after its first step already says where it is going, so a
+    # model learns to extrapolate its own state (the "copycat" shortcut) instead of looking for the block.
+    relative_actions: bool = False
+    state_dropout: float = 0.0  # training only: chance a sample's state input is blanked to the mean pose
     n_bins: int = 256
     discrete_loss_weight: float = 0.1
     fusion_dim: int = 768  # textbook baseline: fusion MLP width (sized so both heads are ~1M parameters)
@@ -94,6 +99,13 @@ class ModelConfig:
             )
         if self.film_blocks < 0:
             raise ValueError("film_blocks must be >= 0")
+        if not 0.0 <= self.state_dropout <= 1.0:
+            raise ValueError(f"state_dropout must be in [0, 1], got {self.state_dropout}")
+        if self.relative_actions and self.state_dim != self.action_dim:
+            raise ValueError(
+                f"relative_actions needs one state value per action (state_dim {self.state_dim}, "
+                f"action_dim {self.action_dim})"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 < self.crop_fraction <= 1.0:

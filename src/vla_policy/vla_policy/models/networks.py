@@ -95,6 +95,11 @@ class NativeVLAHead(nn.Module):
         self, features: torch.Tensor, text: torch.Tensor, state: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         b, n_cam = features.shape[:2]
+        if self.config.state_dropout >= 1.0:
+            state = torch.zeros_like(state)  # never trained with a state: the mean pose, always
+        elif self.training and self.config.state_dropout > 0.0:
+            keep = torch.rand(b, 1, device=state.device) >= self.config.state_dropout
+            state = state * keep  # normalized 0 is the mean pose
         # All cameras in one pass: [B * n_cam, C, h, w]; the per-camera position embedding tells them apart.
         x = self.project(features.flatten(0, 1)).unflatten(0, (b, n_cam)) + self.position
         x = x.flatten(0, 1)

@@ -141,8 +141,19 @@ class NativePolicy:
         stamp = observation.get("timestamp")
         stamp = time.time() if stamp is None else float(stamp)
         images, text, state = self.prepare(observation)
-        actions = self.normalizer.unnormalize_action(self.predict_normalized(images, text, state)[0].double())
+        raw_state = np.asarray(observation[STATE_KEY], dtype=np.float64).reshape(-1)
+        actions = self.to_actions(self.predict_normalized(images, text, state)[0], raw_state)
         return ActionChunk(actions=actions.numpy(), names=self.manifest.action_names, stamp=stamp, dt=self.dt)
+
+    def to_actions(self, normalized: torch.Tensor, state: np.ndarray) -> torch.Tensor:
+        """Head outputs [..., H, A] -> actions in dataset units (float64); ``state`` [..., S] in dataset units.
+
+        A relative-action model predicts motion from the state it was given, so the state is added back.
+        """
+        actions = self.normalizer.unnormalize_action(normalized.double())
+        if self.config.relative_actions:
+            actions = actions + torch.as_tensor(state, dtype=torch.float64)[..., None, :]
+        return actions
 
 
 def onnx_feed(session: Any, **arrays: np.ndarray) -> dict[str, np.ndarray]:

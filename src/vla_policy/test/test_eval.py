@@ -9,7 +9,14 @@ import pytest
 import torch
 from vla_collector.lerobot_v3 import LeRobotV3Dataset
 from vla_policy.data import compute_normalizer, config_for_dataset, manifest_with_stats, open_datasets
-from vla_policy.evaluate import EpisodeOutcome, closed_loop, main, offline_errors, summarize_closed_loop
+from vla_policy.evaluate import (
+    EpisodeOutcome,
+    closed_loop,
+    explained_variance,
+    main,
+    offline_errors,
+    summarize_closed_loop,
+)
 from vla_policy.models import Checkpoint, PolicyKind, VLANetwork, load_policy, save_checkpoint
 from vla_policy.synthetic import write_synthetic_dataset
 from vla_policy.train import TINY_MODEL
@@ -59,6 +66,19 @@ def test_offline_error_matches_an_independent_computation(dataset_root, mean_pol
         result.per_step, [np.stack(errors[k]).mean() for k in range(HORIZON)], rtol=1e-5
     )
     assert result.frames == 16 and result.per_step.shape == (HORIZON,)
+    # start R2: the first chunk's motion from the start state, explained across the two episodes.
+    truth = np.stack([ds.episode(e).action[HORIZON - 1] - ds.episode(e).state[0] for e in (1, 2)])
+    pred = np.stack([mean - ds.episode(e).state[0] for e in (1, 2)])
+    expected = 1 - ((truth - pred) ** 2).sum() / ((truth - truth.mean(0)) ** 2).sum()
+    assert result.start_r2 == pytest.approx(expected, rel=1e-6)
+
+
+def test_explained_variance_is_one_for_perfect_zero_for_the_mean_nan_when_undefined():
+    truth = np.array([[0.0, 1.0], [2.0, -1.0], [4.0, 3.0]])
+    assert explained_variance(truth, truth) == 1.0
+    assert explained_variance(truth, np.tile(truth.mean(0), (3, 1))) == pytest.approx(0.0)
+    assert np.isnan(explained_variance(truth[:1], truth[:1]))
+    assert np.isnan(explained_variance(np.ones((3, 2)), np.zeros((3, 2))))
 
 
 def test_offline_refuses_a_dataset_of_another_embodiment(mean_policy_dir):
@@ -73,7 +93,7 @@ def test_cli_writes_tables_and_plots(mean_policy_dir, tmp_path):
         assert (tmp_path / name).stat().st_size > 0
     rows = list(csv.DictReader((tmp_path / "offline.csv").open()))
     assert len(rows) == 1 and rows[0]["frames"] == "16"
-    assert "l1_panda_joint1" in rows[0] and "l1_step2" in rows[0]
+    assert "l1_panda_joint1" in rows[0] and "l1_step2" in rows[0] and "start_r2" in rows[0]
     assert "| native_vla" in (tmp_path / "results.md").read_text()
 
 

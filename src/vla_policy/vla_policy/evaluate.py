@@ -6,7 +6,10 @@
 Offline: every frame of the episodes a checkpoint held out for validation (recorded in its config.json, or
 ``--dataset`` roots with ``--all-episodes``) goes through the policy's own inference path (``prepare`` ->
 network), and the predicted chunk is compared with the recorded actions: mean |error| per joint and per
-horizon step, in dataset units (only steps that exist in the episode count).
+horizon step, in dataset units (only steps that exist in the episode count). ``start R2`` is the share of
+the between-episode variance of the first chunk's motion (last chunk action minus the start state) that the
+policy explains: every episode starts from one pose, so only the images and the instruction can say where to
+go; near 0 means the policy does not see it, however small its mean error.
 
 Closed loop: the embedded simulator's Gymnasium env (``vla_sim.make_env``), one task family at a time, on
 the instruction templates seen in training (``split=train``) and on held-out paraphrases (``split=heldout``);
@@ -40,10 +43,19 @@ class OfflineResult:
     per_joint: np.ndarray  # [A] mean |error| over all valid (frame, step) pairs, dataset units
     per_step: np.ndarray  # [H] mean |error| over joints and frames at each horizon step
     joint_names: tuple[str, ...]
+    start_r2: float = float("nan")  # first frame's chunk motion explained across episodes (nan: < 2 episodes)
 
     @property
     def mean(self) -> float:
         return float(self.per_joint.mean())
+
+
+def explained_variance(truth: np.ndarray, pred: np.ndarray) -> float:
+    """R^2 of ``pred`` for ``truth`` [N, D], pooled over dimensions; nan for fewer than 2 rows or no variance."""
+    total = float(((truth - truth.mean(axis=0)) ** 2).sum())
+    if len(truth) < 2 or total == 0.0:
+        return float("nan")
+    return 1.0 - float(((truth - pred) ** 2).sum()) / total
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,7 @@ def offline_errors(
     abs_sum = np.zeros((horizon, n_actions))
     counts = np.zeros(horizon)
     frames = 0
+    start_truth, start_pred = [], []
     for d, e in tqdm(refs, desc=f"offline {label}", unit="ep", disable=not progress):
         ds = datasets[d]
         ep = ds.episode(e)
@@ -103,15 +116,21 @@ def offline_errors(
             batch = inputs[start : start + ENCODE_BATCH]
             stacked = [torch.cat([b[i] for b in batch]) for i in range(3)]
             preds.append(policy.predict_normalized(*stacked))
-        pred = policy.normalizer.unnormalize_action(torch.cat(preds).double()).numpy()  # [T, H, A]
+        pred = policy.to_actions(torch.cat(preds), ep.state).numpy()  # [T, H, A]
         truth = action_chunks(ep.action.astype(np.float64), horizon)
         valid = chunk_valid(len(ep), horizon)  # [T, H]
         abs_sum += (np.abs(pred - truth) * valid[..., None]).sum(axis=0)
         counts += valid.sum(axis=0)
         frames += len(ep)
+        last = int(valid[0].sum()) - 1  # the first chunk's last step inside the episode
+        start_truth.append(truth[0, last] - ep.state[0])
+        start_pred.append(pred[0, last] - ep.state[0])
     per_step_joint = abs_sum / np.maximum(counts, 1)[:, None]
     per_joint = abs_sum.sum(axis=0) / max(counts.sum(), 1)
-    return OfflineResult(label, frames, per_joint, per_step_joint.mean(axis=1), policy.manifest.action_names)
+    start_r2 = explained_variance(np.array(start_truth), np.array(start_pred))
+    return OfflineResult(
+        label, frames, per_joint, per_step_joint.mean(axis=1), policy.manifest.action_names, start_r2
+    )
 
 
 def closed_loop(
@@ -181,11 +200,12 @@ def write_offline(results: Sequence[OfflineResult], output: Path) -> str:
         "policy",
         "frames",
         "mean_l1",
+        "start_r2",
         *(f"l1_{n}" for n in names),
         *(f"l1_step{k}" for k in range(max_h)),
     ]
     rows = [
-        [r.label, r.frames, r.mean, *map(float, r.per_joint),
+        [r.label, r.frames, r.mean, r.start_r2, *map(float, r.per_joint),
          *(float(r.per_step[k]) if k < len(r.per_step) else "" for k in range(max_h))]
         for r in results
     ]  # fmt: skip
@@ -212,8 +232,8 @@ def write_offline(results: Sequence[OfflineResult], output: Path) -> str:
     fig.tight_layout()
     fig.savefig(output / "offline.png", dpi=100)
     plt.close(fig)
-    short = [[r.label, r.frames, r.mean, *map(float, r.per_joint)] for r in results]
-    return _markdown_table(["policy", "frames", "mean L1", *names], short)
+    short = [[r.label, r.frames, r.mean, r.start_r2, *map(float, r.per_joint)] for r in results]
+    return _markdown_table(["policy", "frames", "mean L1", "start R2", *names], short)
 
 
 def summarize_closed_loop(outcomes: Sequence[EpisodeOutcome]) -> list[dict[str, object]]:

@@ -8,6 +8,7 @@ import pytest
 import yaml
 from vla_collector.manifest import ActionType, CameraSpec, EmbodimentManifest, ManifestError
 from vla_policy.node_core import (
+    ChangeReporter,
     ControlTiming,
     HoldReason,
     PolicyNodeConfig,
@@ -147,3 +148,14 @@ def test_yaml_declares_exactly_the_node_parameters():
     assert set(params) == set(PARAMETERS)
     for name, value in params.items():
         assert type(value) is type(PARAMETERS[name][0]), name
+
+
+def test_change_reporter_rate_limits_but_never_ends_on_a_stale_value():
+    log = ChangeReporter(1.0, HoldReason.STARTING)
+    assert not log.update(HoldReason.STARTING, 0.0)  # no change
+    assert log.update(HoldReason.NO_STATE, 0.1)
+    assert not log.update(HoldReason.STALE_IMAGE, 0.5)  # too soon after the last report...
+    assert not log.update(HoldReason.STALE_IMAGE, 1.0)
+    assert log.update(HoldReason.STALE_IMAGE, 1.1)  # ...but reported once the interval has passed
+    assert not log.update(HoldReason.STALE_IMAGE, 5.0)  # reported already
+    assert log.update(HoldReason.NONE, 5.0)

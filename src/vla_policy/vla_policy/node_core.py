@@ -11,12 +11,15 @@ import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import numpy as np
 from vla_collector.manifest import ActionType, EmbodimentManifest, ManifestError
 
 from vla_policy.backends import BackendKind
 from vla_policy.executor import ExecutorConfig
+
+T = TypeVar("T")
 
 
 class HoldReason(enum.Enum):
@@ -184,6 +187,26 @@ def hold_reason(
         if age is not None and not -0.05 <= age <= config.max_image_age_s:
             return HoldReason.STALE_IMAGE
     return HoldReason.NONE
+
+
+class ChangeReporter(Generic[T]):
+    """Says when a changing value should be reported: on a change, at most once per ``min_interval_s``.
+
+    A throttled log-on-change drops a change that follows the last report too soon, so the log can end on a
+    stale value; this one reports the latest value as soon as the interval allows.
+    """
+
+    def __init__(self, min_interval_s: float, initial: T) -> None:
+        self.min_interval_s = min_interval_s
+        self._reported = initial
+        self._last_s = -math.inf
+
+    def update(self, value: T, now_s: float) -> bool:
+        """True when ``value`` should be reported now (it is then taken as reported)."""
+        if value == self._reported or now_s - self._last_s < self.min_interval_s:
+            return False
+        self._reported, self._last_s = value, now_s
+        return True
 
 
 class RollingStats:

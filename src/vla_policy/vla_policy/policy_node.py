@@ -44,6 +44,7 @@ from vla_policy.executor import ActionExecutor as ActionQueue
 from vla_policy.executor import ExecutorConfig, PushStatus, Tick, TickStatus
 from vla_policy.interface import ActionChunk
 from vla_policy.node_core import (
+    ChangeReporter,
     ControlTiming,
     HoldReason,
     PolicyNodeConfig,
@@ -173,6 +174,7 @@ class PolicyNode(Node):
         self._instruction = ""
         self._reset_pending = True
         self._hold = HoldReason.STARTING
+        self._hold_log = ChangeReporter(1.0, self._hold)
         self._last_chunk_status = PushStatus.ACCEPTED
         self._model_errors = 0
         self._rejected_states = 0
@@ -289,7 +291,6 @@ class PolicyNode(Node):
 
     def _on_control_tick(self) -> None:
         now = self._now_s()
-        previous = self._hold
         self._hold = self._input_hold(now)
         tick = self.queue.tick(now) if self._hold is HoldReason.NONE else None
         self._last_tick = tick
@@ -300,8 +301,8 @@ class PolicyNode(Node):
         elif tick is not None and tick.action is not None:
             self._publish_command(tick.action)
         published = self._hold is HoldReason.NONE
-        if self._hold is not previous:
-            self.get_logger().info(f"{self._hold.value}", throttle_duration_sec=1.0)
+        if self._hold_log.update(self._hold, time.monotonic()):  # wall time: a paused sim clock still logs
+            self.get_logger().info(f"{self._hold.value}")
         self.timing.tick(now, published, tick.chunk_stamp if published and tick is not None else None)
 
     def _on_heartbeat(self) -> None:

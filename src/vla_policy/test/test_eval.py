@@ -81,6 +81,26 @@ def test_explained_variance_is_one_for_perfect_zero_for_the_mean_nan_when_undefi
     assert np.isnan(explained_variance(np.ones((3, 2)), np.zeros((3, 2))))
 
 
+def test_ablation_moves_the_error_only_for_inputs_the_policy_uses(dataset_root, tmp_path):
+    # The textbook baseline reads no state; with random weights it does read the images and the instruction.
+    datasets, manifest = open_datasets([dataset_root])
+    cfg = config_for_dataset(manifest, datasets[0].camera_names, PolicyKind.TEXTBOOK_BASELINE, **TINY_MODEL)
+    refs = [(0, e.index) for e in datasets[0].episodes]
+    normalizer = compute_normalizer(datasets, refs)
+    torch.manual_seed(0)
+    net = VLANetwork(cfg, load_pretrained=False)
+    save_checkpoint(Checkpoint(net, normalizer, manifest_with_stats(manifest, normalizer), {}), tmp_path)
+    policy = load_policy(tmp_path)
+    result = offline_errors(policy, [dataset_root], refs, "baseline", progress=False, ablate=True)
+    assert set(result.ablated) == {"state", "instruction", "camera front", "camera wrist"}
+    assert result.ablated["state"] == pytest.approx(result.paired_mean, rel=1e-9)
+    assert result.ablated["camera front"] != pytest.approx(result.paired_mean, rel=1e-6)
+    # Without --ablate nothing is swapped, and the plain figures are the same either way.
+    plain = offline_errors(policy, [dataset_root], refs, "baseline", progress=False)
+    assert plain.ablated == {} and np.isnan(plain.paired_mean)
+    np.testing.assert_allclose(plain.per_joint, result.per_joint)
+
+
 def test_offline_refuses_a_dataset_of_another_embodiment(mean_policy_dir):
     policy = load_policy(mean_policy_dir)
     with pytest.raises(ValueError, match="not trained for"):
@@ -95,6 +115,16 @@ def test_cli_writes_tables_and_plots(mean_policy_dir, tmp_path):
     assert len(rows) == 1 and rows[0]["frames"] == "16"
     assert "l1_panda_joint1" in rows[0] and "l1_step2" in rows[0] and "start_r2" in rows[0]
     assert "| native_vla" in (tmp_path / "results.md").read_text()
+    assert not (tmp_path / "offline_ablation.csv").exists()
+    assert main([str(mean_policy_dir), "--output", str(tmp_path / "ab"), "--no-progress", "--ablate"]) == 0
+    rows = list(csv.DictReader((tmp_path / "ab" / "offline_ablation.csv").open()))
+    assert [r["input from another episode"] for r in rows] == [
+        "state",
+        "instruction",
+        "camera front",
+        "camera wrist",
+    ]
+    assert "Which inputs the policy uses" in (tmp_path / "ab" / "results.md").read_text()
 
 
 def test_closed_loop_summary_counts_per_family_and_split():

@@ -9,7 +9,9 @@ network), and the predicted chunk is compared with the recorded actions: mean |e
 horizon step, in dataset units (only steps that exist in the episode count). ``start R2`` is the share of
 the between-episode variance of the first chunk's motion (last chunk action minus the start state) that the
 policy explains: every episode starts from one pose, so only the images and the instruction can say where to
-go; near 0 means the policy does not see it, however small its mean error.
+go; near 0 means the policy does not see it, however small its mean error. ``--ablate`` also reruns every
+episode with one input (the state, the instruction, or one camera) taken from another episode at the same
+step: a policy that uses an input loses accuracy without it, one that ignores it does not.
 
 Closed loop: the embedded simulator's Gymnasium env (``vla_sim.make_env``), one task family at a time, on
 the instruction templates seen in training (``split=train``) and on held-out paraphrases (``split=heldout``);
@@ -23,7 +25,7 @@ import argparse
 import csv
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +46,9 @@ class OfflineResult:
     per_step: np.ndarray  # [H] mean |error| over joints and frames at each horizon step
     joint_names: tuple[str, ...]
     start_r2: float = float("nan")  # first frame's chunk motion explained across episodes (nan: < 2 episodes)
+    # --ablate: mean |error| with one input from another episode, and without swapping, over the same episodes
+    ablated: dict[str, float] = field(default_factory=dict)
+    paired_mean: float = float("nan")
 
     @property
     def mean(self) -> float:
@@ -73,14 +78,51 @@ def policy_label(path: str | Path, policy: NativePolicy) -> str:
     return f"{policy.config.kind.value} ({p.parent.name}/{p.name})"
 
 
+def input_names(policy: NativePolicy) -> list[str]:
+    """The inputs ``--ablate`` swaps one at a time."""
+    return ["state", "instruction", *(f"camera {c}" for c in policy.config.camera_names)]
+
+
+def _swap_input(
+    inputs: list[torch.Tensor], donor: list[torch.Tensor], name: str, policy: NativePolicy
+) -> list[torch.Tensor]:
+    """``inputs`` [images, text, state] with input ``name`` taken from ``donor`` at the same step (clamped)."""
+    images, text, state = (x.clone() for x in inputs)
+    at = torch.clamp(torch.arange(len(state)), max=len(donor[2]) - 1)
+    if name == "state":
+        state = donor[2][at]
+    elif name == "instruction":
+        text = donor[1][at]
+    else:
+        cam = policy.config.camera_names.index(name.removeprefix("camera "))
+        images[:, cam] = donor[0][at, cam]
+    return [images, text, state]
+
+
+def _predict(policy: NativePolicy, inputs: list[torch.Tensor]) -> torch.Tensor:
+    """[images, text, state] for T frames -> normalized chunks [T, H, A], ENCODE_BATCH frames at a time."""
+    return torch.cat(
+        [
+            policy.predict_normalized(*(x[start : start + ENCODE_BATCH] for x in inputs))
+            for start in range(0, len(inputs[2]), ENCODE_BATCH)
+        ]
+    )
+
+
 def offline_errors(
     policy: NativePolicy,
     dataset_roots: Sequence[str | Path],
     episodes: Sequence[tuple[int, int]] | None,
     label: str,
     progress: bool = True,
+    *,
+    ablate: bool = False,
 ) -> OfflineResult:
-    """Mean |predicted - recorded| per joint and per horizon step on ``episodes`` (all when None)."""
+    """Mean |predicted - recorded| per joint and per horizon step on ``episodes`` (all when None).
+
+    ``ablate``: also with each of :func:`input_names` taken from the previous episode (the network's input
+    only; a relative-action model still adds its own state back), over every episode but the first.
+    """
     datasets, manifest = open_datasets(dataset_roots)
     problems = policy.manifest.mismatches(manifest)
     if problems:
@@ -97,6 +139,8 @@ def offline_errors(
     counts = np.zeros(horizon)
     frames = 0
     start_truth, start_pred = [], []
+    ablated_sum = dict.fromkeys(input_names(policy) if ablate else [], 0.0)
+    paired_sum, paired_count, donor = 0.0, 0.0, None
     for d, e in tqdm(refs, desc=f"offline {label}", unit="ep", disable=not progress):
         ds = datasets[d]
         ep = ds.episode(e)
@@ -111,15 +155,19 @@ def offline_errors(
             )
             for t in range(len(ep))
         ]
-        preds = []
-        for start in range(0, len(inputs), ENCODE_BATCH):
-            batch = inputs[start : start + ENCODE_BATCH]
-            stacked = [torch.cat([b[i] for b in batch]) for i in range(3)]
-            preds.append(policy.predict_normalized(*stacked))
-        pred = policy.to_actions(torch.cat(preds), ep.state).numpy()  # [T, H, A]
+        stacked = [torch.cat([x[i] for x in inputs]) for i in range(3)]  # images, text, state
+        pred = policy.to_actions(_predict(policy, stacked), ep.state).numpy()  # [T, H, A]
         truth = action_chunks(ep.action.astype(np.float64), horizon)
         valid = chunk_valid(len(ep), horizon)  # [T, H]
         abs_sum += (np.abs(pred - truth) * valid[..., None]).sum(axis=0)
+        if ablated_sum and donor is not None:
+            paired_sum += float((np.abs(pred - truth) * valid[..., None]).sum())
+            paired_count += float(valid.sum()) * n_actions
+            for name in ablated_sum:
+                swapped = _predict(policy, _swap_input(stacked, donor, name, policy))
+                error = np.abs(policy.to_actions(swapped, ep.state).numpy() - truth)
+                ablated_sum[name] += float((error * valid[..., None]).sum())
+        donor = stacked
         counts += valid.sum(axis=0)
         frames += len(ep)
         last = int(valid[0].sum()) - 1  # the first chunk's last step inside the episode
@@ -128,9 +176,11 @@ def offline_errors(
     per_step_joint = abs_sum / np.maximum(counts, 1)[:, None]
     per_joint = abs_sum.sum(axis=0) / max(counts.sum(), 1)
     start_r2 = explained_variance(np.array(start_truth), np.array(start_pred))
+    ablated = {k: v / paired_count for k, v in ablated_sum.items()} if paired_count else {}
     return OfflineResult(
-        label, frames, per_joint, per_step_joint.mean(axis=1), policy.manifest.action_names, start_r2
-    )
+        label, frames, per_joint, per_step_joint.mean(axis=1), policy.manifest.action_names, start_r2,
+        ablated=ablated, paired_mean=paired_sum / paired_count if paired_count else float("nan"),
+    )  # fmt: skip
 
 
 def closed_loop(
@@ -233,7 +283,18 @@ def write_offline(results: Sequence[OfflineResult], output: Path) -> str:
     fig.savefig(output / "offline.png", dpi=100)
     plt.close(fig)
     short = [[r.label, r.frames, r.mean, r.start_r2, *map(float, r.per_joint)] for r in results]
-    return _markdown_table(["policy", "frames", "mean L1", "start R2", *names], short)
+    table = _markdown_table(["policy", "frames", "mean L1", "start R2", *names], short)
+    swaps = [
+        [r.label, name, r.paired_mean, l1, l1 / r.paired_mean]
+        for r in results
+        for name, l1 in r.ablated.items()
+    ]
+    if not swaps:
+        return table
+    header = ["policy", "input from another episode", "L1 as recorded", "L1 swapped", "ratio"]
+    with (output / "offline_ablation.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([header, *swaps])
+    return table + "\n\nWhich inputs the policy uses (`--ablate`):\n\n" + _markdown_table(header, swaps)
 
 
 def summarize_closed_loop(outcomes: Sequence[EpisodeOutcome]) -> list[dict[str, object]]:
@@ -302,6 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--all-episodes", action="store_true", help="every episode of --dataset, not only held-out ones"
     )
     p.add_argument("--no-offline", action="store_true")
+    p.add_argument(
+        "--ablate", action="store_true", help="offline: also swap each input with another episode's"
+    )
     p.add_argument("--closed-loop", action="store_true", help="run the embedded simulator")
     p.add_argument("--families", nargs="+", default=["pick", "stack", "push", "place", "stack_two"])
     p.add_argument("--splits", nargs="+", default=["train", "heldout"], choices=["train", "heldout"])
@@ -333,7 +397,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 episodes = [tuple(r) for r in info.get("val_episodes", [])]
             if roots and (episodes is None or episodes):
-                offline.append(offline_errors(policy, roots, episodes, label, progress=not a.no_progress))
+                offline.append(
+                    offline_errors(
+                        policy, roots, episodes, label, progress=not a.no_progress, ablate=a.ablate
+                    )
+                )
             else:
                 print(
                     f"{label}: no held-out episodes recorded; pass --dataset ... --all-episodes",

@@ -10,8 +10,8 @@ horizon step, in dataset units (only steps that exist in the episode count). ``s
 the between-episode variance of the first chunk's motion (last chunk action minus the start state) that the
 policy explains: every episode starts from one pose, so only the images and the instruction can say where to
 go; near 0 means the policy does not see it, however small its mean error. ``--ablate`` also reruns every
-episode with one input (the state, the instruction, or one camera) taken from another episode at the same
-step: a policy that uses an input loses accuracy without it, one that ignores it does not.
+episode with one input (the state, the instruction, or one camera) taken from another, randomly paired
+episode at the same step: a policy that uses an input loses accuracy without it, one that ignores it does not.
 
 Closed loop: the embedded simulator's Gymnasium env (``vla_sim.make_env``), one task family at a time, on
 the instruction templates seen in training (``split=train``) and on held-out paraphrases (``split=heldout``);
@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
+from vla_collector.lerobot_v3 import LeRobotV3Dataset
 
 from vla_policy.data import action_chunks, chunk_valid, open_datasets
 from vla_policy.models.policy import NativePolicy, load_policy
@@ -46,9 +47,7 @@ class OfflineResult:
     per_step: np.ndarray  # [H] mean |error| over joints and frames at each horizon step
     joint_names: tuple[str, ...]
     start_r2: float = float("nan")  # first frame's chunk motion explained across episodes (nan: < 2 episodes)
-    # --ablate: mean |error| with one input from another episode, and without swapping, over the same episodes
-    ablated: dict[str, float] = field(default_factory=dict)
-    paired_mean: float = float("nan")
+    ablated: dict[str, float] = field(default_factory=dict)  # --ablate: mean |error| with one input swapped
 
     @property
     def mean(self) -> float:
@@ -99,6 +98,23 @@ def _swap_input(
     return [images, text, state]
 
 
+def _episode_inputs(policy: NativePolicy, ds: LeRobotV3Dataset, e: int) -> list[torch.Tensor]:
+    """Every frame of episode ``e`` through ``policy.prepare``, stacked: [images, text, state]."""
+    ep = ds.episode(e)
+    images = {cam: ds.frames(e, cam) for cam in policy.config.camera_names}
+    inputs = [
+        policy.prepare(
+            {
+                **{f"observation.images.{cam}": images[cam][t] for cam in images},
+                "observation.state": ep.state[t],
+                "task": ep.tasks[t],
+            }
+        )
+        for t in range(len(ep))
+    ]
+    return [torch.cat([x[i] for x in inputs]) for i in range(3)]
+
+
 def _predict(policy: NativePolicy, inputs: list[torch.Tensor]) -> torch.Tensor:
     """[images, text, state] for T frames -> normalized chunks [T, H, A], ENCODE_BATCH frames at a time."""
     return torch.cat(
@@ -120,8 +136,9 @@ def offline_errors(
 ) -> OfflineResult:
     """Mean |predicted - recorded| per joint and per horizon step on ``episodes`` (all when None).
 
-    ``ablate``: also with each of :func:`input_names` taken from the previous episode (the network's input
-    only; a relative-action model still adds its own state back), over every episode but the first.
+    ``ablate``: also with each of :func:`input_names` taken from another episode (a seeded random cycle over
+    ``episodes``, so none is its own donor). Only the network's input is swapped: a relative-action model
+    still adds its own state back.
     """
     datasets, manifest = open_datasets(dataset_roots)
     problems = policy.manifest.mismatches(manifest)
@@ -139,35 +156,24 @@ def offline_errors(
     counts = np.zeros(horizon)
     frames = 0
     start_truth, start_pred = [], []
-    ablated_sum = dict.fromkeys(input_names(policy) if ablate else [], 0.0)
-    paired_sum, paired_count, donor = 0.0, 0.0, None
-    for d, e in tqdm(refs, desc=f"offline {label}", unit="ep", disable=not progress):
+    ablated_sum = dict.fromkeys(input_names(policy) if ablate and len(refs) > 1 else [], 0.0)
+    cycle = np.random.default_rng(0).permutation(len(refs))
+    donor_of = {int(a): refs[int(b)] for a, b in zip(cycle, np.roll(cycle, -1), strict=True)}
+    for i, (d, e) in enumerate(tqdm(refs, desc=f"offline {label}", unit="ep", disable=not progress)):
         ds = datasets[d]
         ep = ds.episode(e)
-        images = {cam: ds.frames(e, cam) for cam in policy.config.camera_names}
-        inputs = [
-            policy.prepare(
-                {
-                    **{f"observation.images.{cam}": images[cam][t] for cam in images},
-                    "observation.state": ep.state[t],
-                    "task": ep.tasks[t],
-                }
-            )
-            for t in range(len(ep))
-        ]
-        stacked = [torch.cat([x[i] for x in inputs]) for i in range(3)]  # images, text, state
+        stacked = _episode_inputs(policy, ds, e)
         pred = policy.to_actions(_predict(policy, stacked), ep.state).numpy()  # [T, H, A]
         truth = action_chunks(ep.action.astype(np.float64), horizon)
         valid = chunk_valid(len(ep), horizon)  # [T, H]
         abs_sum += (np.abs(pred - truth) * valid[..., None]).sum(axis=0)
-        if ablated_sum and donor is not None:
-            paired_sum += float((np.abs(pred - truth) * valid[..., None]).sum())
-            paired_count += float(valid.sum()) * n_actions
+        if ablated_sum:
+            donor_d, donor_e = donor_of[i]
+            donor = _episode_inputs(policy, datasets[donor_d], donor_e)
             for name in ablated_sum:
                 swapped = _predict(policy, _swap_input(stacked, donor, name, policy))
                 error = np.abs(policy.to_actions(swapped, ep.state).numpy() - truth)
                 ablated_sum[name] += float((error * valid[..., None]).sum())
-        donor = stacked
         counts += valid.sum(axis=0)
         frames += len(ep)
         last = int(valid[0].sum()) - 1  # the first chunk's last step inside the episode
@@ -176,10 +182,10 @@ def offline_errors(
     per_step_joint = abs_sum / np.maximum(counts, 1)[:, None]
     per_joint = abs_sum.sum(axis=0) / max(counts.sum(), 1)
     start_r2 = explained_variance(np.array(start_truth), np.array(start_pred))
-    ablated = {k: v / paired_count for k, v in ablated_sum.items()} if paired_count else {}
+    ablated = {k: v / max(counts.sum() * n_actions, 1) for k, v in ablated_sum.items()}
     return OfflineResult(
         label, frames, per_joint, per_step_joint.mean(axis=1), policy.manifest.action_names, start_r2,
-        ablated=ablated, paired_mean=paired_sum / paired_count if paired_count else float("nan"),
+        ablated=ablated,
     )  # fmt: skip
 
 
@@ -284,14 +290,10 @@ def write_offline(results: Sequence[OfflineResult], output: Path) -> str:
     plt.close(fig)
     short = [[r.label, r.frames, r.mean, r.start_r2, *map(float, r.per_joint)] for r in results]
     table = _markdown_table(["policy", "frames", "mean L1", "start R2", *names], short)
-    swaps = [
-        [r.label, name, r.paired_mean, l1, l1 / r.paired_mean]
-        for r in results
-        for name, l1 in r.ablated.items()
-    ]
+    swaps = [[r.label, name, r.mean, l1, l1 / r.mean] for r in results for name, l1 in r.ablated.items()]
     if not swaps:
         return table
-    header = ["policy", "input from another episode", "L1 as recorded", "L1 swapped", "ratio"]
+    header = ["policy", "input from another episode", "L1", "L1 swapped", "ratio"]
     with (output / "offline_ablation.csv").open("w", newline="") as f:
         csv.writer(f).writerows([header, *swaps])
     return table + "\n\nWhich inputs the policy uses (`--ablate`):\n\n" + _markdown_table(header, swaps)

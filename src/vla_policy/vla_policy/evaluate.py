@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
-from vla_collector.lerobot_v3 import LeRobotV3Dataset
+from vla_collector.lerobot_v3 import EpisodeArrays, LeRobotV3Dataset
 
 from vla_policy.data import action_chunks, chunk_valid, open_datasets
 from vla_policy.models.policy import NativePolicy, load_policy
@@ -99,9 +99,10 @@ def _swap_input(
     return [images, text, state]
 
 
-def _episode_inputs(policy: NativePolicy, ds: LeRobotV3Dataset, e: int) -> list[torch.Tensor]:
-    """Every frame of episode ``e`` through ``policy.prepare``, stacked: [images, text, state]."""
-    ep = ds.episode(e)
+def _episode_inputs(
+    policy: NativePolicy, ds: LeRobotV3Dataset, e: int, ep: EpisodeArrays
+) -> list[torch.Tensor]:
+    """Every frame of episode ``e`` (``ep``: its arrays) through ``policy.prepare``: [images, text, state]."""
     images = {cam: ds.frames(e, cam) for cam in policy.config.camera_names}
     inputs = [
         policy.prepare(
@@ -163,14 +164,15 @@ def offline_errors(
     for i, (d, e) in enumerate(tqdm(refs, desc=f"offline {label}", unit="ep", disable=not progress)):
         ds = datasets[d]
         ep = ds.episode(e)
-        stacked = _episode_inputs(policy, ds, e)
+        stacked = _episode_inputs(policy, ds, e, ep)
         pred = policy.to_actions(_predict(policy, stacked), ep.state).numpy()  # [T, H, A]
         truth = action_chunks(ep.action.astype(np.float64), horizon)
         valid = chunk_valid(len(ep), horizon)  # [T, H]
         abs_sum += (np.abs(pred - truth) * valid[..., None]).sum(axis=0)
         if ablated_sum:
             donor_d, donor_e = donor_of[i]
-            donor = _episode_inputs(policy, datasets[donor_d], donor_e)
+            donor_ds = datasets[donor_d]
+            donor = _episode_inputs(policy, donor_ds, donor_e, donor_ds.episode(donor_e))
             for name in ablated_sum:
                 swapped = _predict(policy, _swap_input(stacked, donor, name, policy))
                 error = np.abs(policy.to_actions(swapped, ep.state).numpy() - truth)

@@ -4,9 +4,10 @@ Datasets are read only through ``vla_collector.lerobot_v3.LeRobotV3Dataset``; im
 ``vla_perception.preprocess`` exactly as at inference (random crop in training, its centred twin at
 inference), with a colour jitter applied to the raw frame first.
 
-Training time is part of the design: with a frozen image trunk, every frame is encoded once per
-*augmented copy* (copy 0 is the clean inference view, copies 1..n are jittered and randomly cropped) and the
-feature maps are cached in float16, so an epoch only runs the trainable head.
+Training time is part of the design: every frame is decoded once. The native VLA caches the resized pixels
+as uint8 (it shifts them itself in training); the textbook baseline's frozen trunk encodes every frame once
+per *augmented copy* (copy 0 is the clean inference view, copies 1..n are jittered and randomly cropped) and
+its feature maps are cached in float16, so an epoch only runs the trainable head.
 
 A sample at frame ``t`` of an episode: the camera features, the instruction embedding, the normalized state
 ``s_t``, the normalized action chunk ``a_t .. a_{t+H-1}`` and a mask of the steps that exist (past the episode
@@ -16,7 +17,6 @@ at success, so "hold still" targets would teach the policy to stop short of the 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,7 @@ from vla_collector.manifest import EmbodimentManifest
 from vla_perception.preprocess import preprocess
 
 from vla_policy.models.config import ModelConfig, PolicyKind
+from vla_policy.models.networks import VLANetwork
 from vla_policy.models.normalization import ACTION_KEY, STATE_KEY, FeatureStats, Normalizer
 
 EpisodeRef = tuple[int, int]  # (dataset position in the list, episode index within it)
@@ -168,7 +169,7 @@ class SampleSet:
 
     features: (
         torch.Tensor
-    )  # [N, copies, n_cam, C, h, w] float16 (frozen trunk) or [N, copies, n_cam, 3, H, W]
+    )  # [N, copies, n_cam, C, h, w] float16 (frozen trunk) or [N, 1, n_cam, 3, H, W] uint8 pixels
     state: torch.Tensor  # [N, S] normalized
     target: torch.Tensor  # [N, H, A] normalized
     valid: torch.Tensor  # [N, H] bool, False for steps past the episode end
@@ -199,7 +200,8 @@ def build_samples(
 ) -> SampleSet:
     """Decode, preprocess (and encode, when ``encode`` is the frozen trunk) every frame of ``episodes``.
 
-    ``encode`` maps [B, 3, H, W] float32 to [B, C, h, w]; None keeps preprocessed images (a trainable trunk).
+    ``encode`` maps [B, 3, H, W] float32 to [B, C, h, w]; None keeps the preprocessed images (the native VLA's
+    uint8 pixels).
     Copy 0 is the clean (inference) view; copies 1..augmented_copies are jittered and randomly cropped.
     """
     if not episodes:
@@ -247,16 +249,22 @@ def _encode_all(
 ) -> torch.Tensor:
     x = torch.from_numpy(images)
     if encode is None:
-        return x.to(torch.float16)
+        return x if x.dtype == torch.uint8 else x.to(torch.float16)
     with torch.inference_mode():
         out = [encode(x[i : i + batch]).to(torch.float16) for i in range(0, len(x), batch)]
     return torch.cat(out)
 
 
-def estimate_cache_bytes(
-    n_frames: int, config: ModelConfig, feature_shape: Sequence[int], copies: int
-) -> int:
-    return 2 * n_frames * copies * len(config.camera_names) * math.prod(feature_shape)
+def estimate_cache_bytes(n_frames: int, network: VLANetwork, copies: int) -> int:
+    """Bytes of the sample cache: uint8 pixels (native) or float16 trunk features (baseline)."""
+    config = network.config
+    if network.trunk is None:
+        per_image = 3 * config.image_height * config.image_width
+    else:
+        with torch.no_grad():
+            probe = network.trunk(torch.zeros(1, 3, config.image_height, config.image_width))
+        per_image = 2 * probe[0].numel()
+    return n_frames * copies * len(config.camera_names) * per_image
 
 
 __all__ = [

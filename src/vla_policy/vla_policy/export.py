@@ -1,10 +1,12 @@
-"""ONNX export of a checkpoint's image encoder and action head, validated against eager PyTorch.
+"""ONNX export of a checkpoint's network, validated against eager PyTorch.
 
-    python -m vla_policy.export outputs/run1/best          # writes encoder.onnx + head.onnx beside the weights
+    python -m vla_policy.export outputs/run1/best          # writes head.onnx (+ encoder.onnx) beside the weights
     policy = load_policy("outputs/run1/best", runtime="onnx")
 
-Two graphs, because they run at different moments: the encoder once per camera frame, the head on cached
-features; the instruction embedding (MiniLM) is cached per instruction and stays in PyTorch. An export is kept
+The native VLA is one graph from pixels (its encoders are conditioned on the instruction). The textbook
+baseline is two, because they run at different moments: its frozen trunk once per camera frame
+(``encoder.onnx``), the head on cached features. The instruction embedding (MiniLM) is cached per
+instruction and stays in PyTorch. An export is kept
 only if onnxruntime reproduces eager outputs within the tolerance on random and real-shaped inputs; otherwise
 the files are removed and :class:`ExportError` says by how much they differed.
 """
@@ -39,7 +41,7 @@ class ExportError(RuntimeError):
 
 @dataclass(frozen=True)
 class ExportReport:
-    encoder_path: str
+    encoder_path: str  # empty for the native VLA (one graph)
     head_path: str
     encoder_max_abs_diff: float
     actions_max_abs_diff: float
@@ -76,7 +78,11 @@ def example_inputs(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     cfg = network.config
     g = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch, len(cfg.camera_names), 3, cfg.image_height, cfg.image_width, generator=g)
+    shape = (batch, len(cfg.camera_names), 3, cfg.image_height, cfg.image_width)
+    if network.caches_features:
+        images = torch.randn(*shape, generator=g)  # normalized, as the baseline's preprocessing gives them
+    else:
+        images = torch.randint(0, 256, shape, generator=g).float()  # the native VLA reads pixel values
     text = torch.nn.functional.normalize(torch.randn(batch, cfg.text_dim, generator=g), dim=-1)
     state = torch.randn(batch, cfg.state_dim, generator=g)
     return images, text, state
@@ -104,19 +110,24 @@ def export_checkpoint(
     root = Path(checkpoint_dir)
     network = load_checkpoint(root).network.eval()
     images, text, state = example_inputs(network)
+    split = network.caches_features
     encoder_path, head_path = root / ENCODER_ONNX, root / HEAD_ONNX
+    encoder_path.unlink(missing_ok=True)  # a stale graph from an earlier export must not be picked up
     with torch.no_grad():  # not inference_mode: the exporter traces through these tensors
         features = network.encode_images(images)
+    feature_name = "features" if split else "images"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and constant-folding notes
-        torch.onnx.export(
-            _Encoder(network).eval(), (images,), str(encoder_path), input_names=["images"], output_names=["features"],
-            dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, opset_version=OPSET, dynamo=False,
-        )  # fmt: skip
+        if split:
+            torch.onnx.export(
+                _Encoder(network).eval(), (images,), str(encoder_path), input_names=["images"],
+                output_names=["features"], dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
+                opset_version=OPSET, dynamo=False,
+            )  # fmt: skip
         torch.onnx.export(
             _Head(network).eval(), (features, text, state), str(head_path),
-            input_names=["features", "text", "state"], output_names=["actions"],
-            dynamic_axes={n: {0: "batch"} for n in ("features", "text", "state", "actions")},
+            input_names=[feature_name, "text", "state"], output_names=["actions"],
+            dynamic_axes={n: {0: "batch"} for n in (feature_name, "text", "state", "actions")},
             opset_version=OPSET, dynamo=False,
         )  # fmt: skip
     # A fresh wrapper is in training mode and the exporter restores that mode recursively afterwards:
@@ -124,12 +135,16 @@ def export_checkpoint(
     network.eval()
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
-    enc = ort.InferenceSession(str(encoder_path), options, providers=["CPUExecutionProvider"])
+    enc = (
+        ort.InferenceSession(str(encoder_path), options, providers=["CPUExecutionProvider"])
+        if split
+        else None
+    )
     head = ort.InferenceSession(str(head_path), options, providers=["CPUExecutionProvider"])
 
     def onnx_forward(im: torch.Tensor, tx: torch.Tensor, st: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        (f,) = enc.run(None, {"images": im.numpy()})
-        (a,) = head.run(None, onnx_feed(head, features=f, text=tx.numpy(), state=st.numpy()))
+        f = enc.run(None, {"images": im.numpy()})[0] if enc is not None else im.numpy()
+        (a,) = head.run(None, onnx_feed(head, features=f, images=f, text=tx.numpy(), state=st.numpy()))
         return f, a
 
     def eager_forward(im: torch.Tensor, tx: torch.Tensor, st: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -156,7 +171,9 @@ def export_checkpoint(
             )
     eager_ms = _median_ms(lambda: eager_forward(images, text, state), repeats)
     onnx_ms = _median_ms(lambda: onnx_forward(images, text, state), repeats)
-    return ExportReport(str(encoder_path), str(head_path), enc_diff, act_diff, eager_ms, onnx_ms)
+    return ExportReport(
+        str(encoder_path) if split else "", str(head_path), enc_diff, act_diff, eager_ms, onnx_ms
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -173,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ExportError as e:
         print(f"export failed: {e}", file=sys.stderr)
         return 1
-    print(f"wrote {report.encoder_path} and {report.head_path}")
+    print(f"wrote {report.head_path}" + (f" and {report.encoder_path}" if report.encoder_path else ""))
     print(
         f"max |onnx - eager|: features {report.encoder_max_abs_diff:.2e}, actions {report.actions_max_abs_diff:.2e}"
     )

@@ -4,9 +4,10 @@
     vla-train /data/pick --output outputs/base1 --policy textbook_baseline
     torchrun --nproc_per_node 4 -m vla_policy.train /data/pick --output outputs/run1   # DDP, no code change
 
-The default recipe is built to fit 2 CPU cores: the EfficientNet-Lite0 trunk is frozen, so every frame is
-encoded once per augmented copy and cached (float16); epochs then only run the FiLM/TokenLearner/transformer
-head. Writes ``<output>/best`` and ``<output>/last`` (checkpoints ``load_policy`` reads), ``train_state/``
+Built to fit 2 CPU cores: every frame is decoded and resized once and cached as uint8, so an epoch never
+touches video. The native VLA trains its small keypoint encoders end to end on those pixels (random shifts
+inside the network); the textbook baseline's frozen EfficientNet-Lite0 trunk instead encodes every frame once
+per augmented copy, and its features are cached (float16). Writes ``<output>/best`` and ``<output>/last`` (checkpoints ``load_policy`` reads), ``train_state/``
 (optimizer and RNG state for ``--resume``), ``metrics.csv``, ``loss_curve.png`` and ``summary.json``.
 """
 
@@ -66,7 +67,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.05
     grad_clip: float = 1.0
     val_fraction: float = 0.1
-    augmented_copies: int = 2  # jittered/cropped views cached per frame besides the clean one
+    augmented_copies: int = 2  # baseline: jittered/cropped views cached per frame besides the clean one
     seed: int = 0
     device: str = "auto"  # auto: cuda when available
     num_threads: int = 0  # 0: leave torch's default
@@ -156,16 +157,14 @@ class _Distributed:
 
 
 class _Step(nn.Module):
-    """What DDP wraps: the trainable part, fed cached features (frozen trunk) or images."""
+    """What DDP wraps: the trainable part, fed cached trunk features (baseline) or pixels (native)."""
 
     def __init__(self, network: VLANetwork) -> None:
         super().__init__()
         self.network = network
 
     def forward(self, x: torch.Tensor, text: torch.Tensor, state: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.network.config.freeze_image_encoder:
-            return self.network.head(x, text, state)
-        return self.network(x, text, state)
+        return self.network.head(x, text, state)
 
 
 def _batch(
@@ -315,27 +314,29 @@ def _train(cfg: TrainConfig, dist: _Distributed) -> TrainResult:
     manifest = manifest_with_stats(manifest, normalizer)
     network.to(dist.device)
 
-    # --- samples: encode every frame once (per augmented copy) with the frozen trunk ------------------
-    frozen = config.freeze_image_encoder
+    # --- samples: every frame decoded once; the baseline's frozen trunk encodes each augmented copy ------
+    trunk = network.trunk
+    copies = cfg.augmented_copies if trunk is not None else 0  # the native VLA augments inside the network
     n_frames = sum(datasets[d].episodes[e].length for d, e in train_eps)
     if dist.main:
-        cached_shape = network.feature_shape if frozen else (3, config.image_height, config.image_width)
-        size = estimate_cache_bytes(n_frames, config, cached_shape, 1 + cfg.augmented_copies)
+        size = estimate_cache_bytes(n_frames, network, 1 + copies)
         print(f"{n_frames} training frames in {len(train_eps)} episodes, {len(val_eps)} validation episodes; "
-              f"feature cache ~{size / 2**20:.0f} MiB", file=sys.stderr)  # fmt: skip
-    trunk = network.trunk.to(dist.device)
+              f"cache ~{size / 2**20:.0f} MiB", file=sys.stderr)  # fmt: skip
 
-    def encode(x: torch.Tensor) -> torch.Tensor:
-        return trunk(x.to(dist.device)).cpu()
+    encoder = None
+    if trunk is not None:
+        trunk.to(dist.device)
+
+        def encoder(x: torch.Tensor) -> torch.Tensor:
+            return trunk(x.to(dist.device)).cpu()
 
     t0 = time.perf_counter()
-    encoder = encode if frozen else None
     train_set = build_samples(
-        datasets, train_eps, config, normalizer, encode=encoder, augmented_copies=cfg.augmented_copies,
+        datasets, train_eps, config, normalizer, encode=encoder, augmented_copies=copies,
         seed=cfg.seed, progress=cfg.progress and dist.main,
     )  # fmt: skip
     encode_s = time.perf_counter() - t0
-    encode_fps = n_frames * (1 + cfg.augmented_copies) * len(config.camera_names) / max(encode_s, 1e-9)
+    encode_fps = n_frames * (1 + copies) * len(config.camera_names) / max(encode_s, 1e-9)
     val_set = (
         build_samples(datasets, val_eps, config, normalizer, encode=encoder, augmented_copies=0, seed=cfg.seed,
                       progress=False)
@@ -381,6 +382,8 @@ def _train(cfg: TrainConfig, dist: _Distributed) -> TrainResult:
         "train_episodes": [list(r) for r in train_eps],
         "val_episodes": [list(r) for r in val_eps],
         "seed": cfg.seed,
+        # The instructions trained on: policy_node flags others as out of distribution.
+        "instructions": sorted(set(train_set.texts)),
         "train_config": {k: v for k, v in asdict(cfg).items() if k not in ("datasets", "output", "kind")},
     }
     train_time, train_samples = 0.0, 0
@@ -471,12 +474,8 @@ TINY_MODEL = {
     "image_encoder": ImageEncoderKind.TINY_CNN,
     "text_encoder": TextEncoderKind.HASHED_BOW,
     "text_dim": 32,
-    "d_model": 32,
-    "n_heads": 2,
-    "n_layers": 1,
-    "ff_dim": 64,
-    "tokens_per_camera": 4,
-    "film_blocks": 1,
+    "encoder_channels": 8,
+    "keypoints": 4,
     "fusion_dim": 64,
     "hidden_dim": 64,
     "image_height": 32,
@@ -496,7 +495,9 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--weight-decay", type=float, default=1e-2)
     p.add_argument("--warmup-steps", type=int, default=100)
     p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--augmented-copies", type=int, default=2, help="cached augmented views per frame")
+    p.add_argument(
+        "--augmented-copies", type=int, default=2, help="textbook baseline: cached augmented views per frame"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
@@ -508,11 +509,9 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         "--image-size", type=int, nargs=2, metavar=("H", "W"), help="model input size (default 96 96)"
     )
     p.add_argument("--discrete-head", action="store_true", help="add the 256-bin action head")
-    p.add_argument("--finetune-encoder", action="store_true",
-                   help="train the image trunk too (no feature cache; needs a GPU to be practical)")  # fmt: skip
     p.add_argument("--tiny", action="store_true", help="tiny random encoders and head (tests, smoke runs)")
     p.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
-                   help="any ModelConfig field, e.g. --model d_model=192 --model n_layers=4")  # fmt: skip
+                   help="any ModelConfig field, e.g. --model keypoints=64 --model hidden_dim=1024")  # fmt: skip
     a = p.parse_args(argv)
     overrides: dict[str, Any] = dict(TINY_MODEL) if a.tiny else {}
     if a.horizon is not None:
@@ -521,8 +520,6 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         overrides["image_height"], overrides["image_width"] = a.image_size
     if a.discrete_head:
         overrides["discrete_head"] = True
-    if a.finetune_encoder:
-        overrides["freeze_image_encoder"] = False
     for item in a.model:
         key, sep, value = item.partition("=")
         if not sep:

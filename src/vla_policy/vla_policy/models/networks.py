@@ -1,8 +1,15 @@
-"""The native VLA (RT-1 style FiLM + TokenLearner, transformer, ACT/OFT-style chunked L1 head, optional
-256-bin head) and the textbook baseline (pooled features, concatenation, MLP fusion, one action, MSE).
+"""The native VLA and the textbook baseline.
 
-Both split into ``encode_images`` (the frozen trunk, whose output can be cached or exported on its own) and
-``head(features, text, state)``. Inputs and outputs are normalized; the policy wrapper owns units.
+- Native: per camera a small conv encoder trained end to end (GroupNorm, FiLM by the instruction inside the
+  conv stack, random-shift augmentation) read out as spatial-softmax keypoints on a fine grid; an MLP over
+  keypoints, state and instruction predicts a chunk of H actions (ACT/OFT-style L1), optionally with a
+  256-bin head. The design follows what localizes at small scale (robomimic, Diffusion Policy).
+- Textbook baseline (the seed chapters' VLAModel): a frozen ImageNet trunk's pooled features and the pooled
+  instruction, MLP fusion, one action, MSE.
+
+Both split into ``encode_images`` (the frozen trunk for the baseline, whose output training caches; the
+identity for the native model) and ``head(features, text, state)``. Actions are normalized; the policy
+wrapper owns units.
 """
 
 from __future__ import annotations
@@ -30,96 +37,118 @@ class FiLM(nn.Module):
         return x * (1.0 + scale[:, :, None, None]) + shift[:, :, None, None]
 
 
-class FiLMBlock(nn.Module):
-    """MBConv-like residual block (depthwise 3x3, pointwise 1x1) whose features are FiLM-modulated.
+class SpatialSoftmax(nn.Module):
+    """[B, K, h, w] maps -> [B, K, 2] expected (x, y) in [-1, 1] of each map's softmax (Levine et al. 2016).
 
-    Depthwise + pointwise instead of a dense 3x3 keeps the head cheap enough to train on 2 CPU cores.
+    The readout keeps coordinates: a keypoint moves by a fraction of a pixel when the thing it tracks does,
+    which a pooled or flattened feature vector does not guarantee. The temperature is learned.
     """
 
-    def __init__(self, channels: int, text_dim: int) -> None:
+    def __init__(self, height: int, width: int) -> None:
         super().__init__()
-        self.depthwise = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
-        self.pointwise = nn.Conv2d(channels, channels, 1)
-        self.norm = nn.GroupNorm(8 if channels % 8 == 0 else 1, channels)
-        self.film = FiLM(text_dim, channels)
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+        self.register_buffer("grid", torch.stack([xs.flatten(), ys.flatten()], dim=-1))  # [h*w, 2]
+        self.log_temperature = nn.Parameter(torch.zeros(()))
 
-    def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        return x + F.gelu(self.film(self.norm(self.pointwise(self.depthwise(x))), text))
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        weights = (maps.flatten(2) / self.log_temperature.exp()).softmax(dim=-1)  # [B, K, h*w]
+        return weights @ self.grid
 
 
-class TokenLearner(nn.Module):
-    """[B, C, h, w] -> [B, K, C]: K learned spatial attention maps pool the feature map (Ryoo et al. 2021)."""
+def random_shift(images: torch.Tensor, pad: int) -> torch.Tensor:
+    """Shift each image [B, C, H, W] by up to ``pad`` pixels (edge-replicated), DrQ-style augmentation."""
+    if pad <= 0:
+        return images
+    b, _, h, w = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, b)).tolist()
+    return torch.stack(
+        [padded[i, :, y : y + h, x : x + w] for i, (y, x) in enumerate(zip(dy, dx, strict=True))]
+    )
 
-    def __init__(self, channels: int, n_tokens: int) -> None:
+
+class KeypointEncoder(nn.Module):
+    """One camera, trained end to end: conv stack (GroupNorm, FiLM by the instruction on the last conv),
+    then 1x1 conv to ``keypoints`` maps and a spatial softmax. [B, 3, H, W] pixels 0..255 -> [B, K * 2].
+
+    Only the first conv has a stride, so the readout grid is H/2 x W/2 (48x48 at 96 px).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.attention = nn.Sequential(
-            nn.Conv2d(channels, channels // 2, 1), nn.GELU(), nn.Conv2d(channels // 2, n_tokens, 1)
-        )
+        c = config.encoder_channels
+        self.conv1 = nn.Conv2d(3, c, 5, stride=2, padding=2)
+        self.norm1 = nn.GroupNorm(_groups(c), c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
+        self.norm2 = nn.GroupNorm(_groups(c), c)
+        self.conv3 = nn.Conv2d(c, 2 * c, 3, padding=1)
+        self.norm3 = nn.GroupNorm(_groups(2 * c), 2 * c)
+        self.film = FiLM(config.text_dim, 2 * c)
+        self.to_keypoints = nn.Conv2d(2 * c, config.keypoints, 1)
+        h, w = (config.image_height + 1) // 2, (config.image_width + 1) // 2
+        self.readout = SpatialSoftmax(h, w)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights = self.attention(x).flatten(2).softmax(dim=-1)  # [B, K, h*w]
-        return torch.einsum("bkn,bcn->bkc", weights, x.flatten(2))
+    def forward(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        x = (images.float() - 127.5) / 64.0
+        x = F.relu(self.norm1(self.conv1(x)))
+        x = F.relu(self.norm2(self.conv2(x)))
+        x = F.relu(self.film(self.norm3(self.conv3(x)), text))
+        return self.readout(self.to_keypoints(x)).flatten(1)
 
 
-class NativeVLAHead(nn.Module):
-    def __init__(self, config: ModelConfig, feature_hw: tuple[int, int]) -> None:
+def _groups(channels: int) -> int:
+    return 8 if channels % 8 == 0 else 1
+
+
+class NativeVLA(nn.Module):
+    """Per-camera keypoint encoders + an MLP over keypoints, state and instruction -> a chunk of H actions.
+
+    Images [B, n_cam, 3, H, W] (uint8 values, any dtype), text [B, text_dim], state [B, S] normalized.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        d, n_cam = config.d_model, len(config.camera_names)
         self.config = config
-        self.project = nn.Conv2d(config.image_channels, d, 1)
-        self.position = nn.Parameter(
-            torch.zeros(n_cam, d, *feature_hw)
-        )  # per camera: also tells cameras apart
-        nn.init.normal_(self.position, std=0.02)
-        self.film_blocks = nn.ModuleList([FiLMBlock(d, config.text_dim) for _ in range(config.film_blocks)])
-        self.token_learner = TokenLearner(d, config.tokens_per_camera)
-        self.text_token = nn.Linear(config.text_dim, d)
-        self.state_token = nn.Linear(config.state_dim, d)
-        self.action_queries = nn.Parameter(torch.randn(config.horizon, d) * 0.02)
-        self.type_embedding = nn.Parameter(torch.randn(4, d) * 0.02)  # text, state, image, action query
-        layer = nn.TransformerEncoderLayer(
-            d,
-            config.n_heads,
-            config.ff_dim,
-            config.dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
+        self.encoders = nn.ModuleList([KeypointEncoder(config) for _ in config.camera_names])
+        width = config.hidden_dim
+        n_in = len(config.camera_names) * config.keypoints * 2 + config.state_dim + config.text_dim
+        layers: list[nn.Module] = []
+        for i in range(config.mlp_layers):
+            layers += [nn.Linear(n_in if i == 0 else width, width), nn.ReLU()]
+            if config.dropout > 0:
+                layers.append(nn.Dropout(config.dropout))
+        self.mlp = nn.Sequential(*layers)
+        self.regression = nn.Linear(width, config.horizon * config.action_dim)
+        self.bins = (
+            nn.Linear(width, config.horizon * config.action_dim * config.n_bins)
+            if config.discrete_head
+            else None
         )
-        self.transformer = nn.TransformerEncoder(layer, config.n_layers, enable_nested_tensor=False)
-        self.out_norm = nn.LayerNorm(d)
-        self.regression = nn.Linear(d, config.action_dim)
-        self.bins = nn.Linear(d, config.action_dim * config.n_bins) if config.discrete_head else None
+
+    def keypoints(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """[B, n_cam * K * 2]: every camera's keypoint coordinates (what the localization probe reads)."""
+        per_camera = []
+        for cam, encoder in enumerate(self.encoders):
+            x = images[:, cam]
+            if self.training:
+                x = random_shift(x.float(), self.config.shift_pixels)
+            per_camera.append(encoder(x, text))
+        return torch.cat(per_camera, dim=-1)
 
     def forward(
-        self, features: torch.Tensor, text: torch.Tensor, state: torch.Tensor
+        self, images: torch.Tensor, text: torch.Tensor, state: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        b, n_cam = features.shape[:2]
+        b = state.shape[0]
         if self.config.state_dropout >= 1.0:
             state = torch.zeros_like(state)  # never trained with a state: the mean pose, always
         elif self.training and self.config.state_dropout > 0.0:
             keep = torch.rand(b, 1, device=state.device) >= self.config.state_dropout
             state = state * keep  # normalized 0 is the mean pose
-        # All cameras in one pass: [B * n_cam, C, h, w]; the per-camera position embedding tells them apart.
-        x = self.project(features.flatten(0, 1)).unflatten(0, (b, n_cam)) + self.position
-        x = x.flatten(0, 1)
-        camera_text = text.repeat_interleave(n_cam, dim=0)
-        for block in self.film_blocks:
-            x = block(x, camera_text)
-        image_tokens = self.token_learner(x).unflatten(0, (b, n_cam)).flatten(1, 2)  # [B, n_cam * K, d]
-        tokens = torch.cat(
-            [
-                (self.text_token(text) + self.type_embedding[0])[:, None],
-                (self.state_token(state) + self.type_embedding[1])[:, None],
-                image_tokens + self.type_embedding[2],
-                (self.action_queries + self.type_embedding[3]).expand(b, -1, -1),
-            ],
-            dim=1,
-        )
-        out = self.out_norm(self.transformer(tokens)[:, -self.config.horizon :])
-        result = {"actions": self.regression(out)}
+        hidden = self.mlp(torch.cat([self.keypoints(images, text), state, text], dim=-1))
+        h, a = self.config.horizon, self.config.action_dim
+        result = {"actions": self.regression(hidden).view(b, h, a)}
         if self.bins is not None:
-            result["logits"] = self.bins(out).unflatten(-1, (self.config.action_dim, self.config.n_bins))
+            result["logits"] = self.bins(hidden).view(b, h, a, self.config.n_bins)
         return result
 
 
@@ -149,22 +178,28 @@ class TextbookHead(nn.Module):
 
 
 class VLANetwork(nn.Module):
-    """Trunk + head for either kind; ``action_low``/``action_high`` bound the 256-bin tokenizer."""
+    """Either kind behind one interface; ``action_low``/``action_high`` bound the 256-bin tokenizer.
+
+    The native VLA learns its image encoders end to end (it is fed pixels); the textbook baseline reads a
+    frozen pretrained trunk, whose features training caches (``caches_features``).
+    """
 
     def __init__(self, config: ModelConfig, load_pretrained: bool = True) -> None:
         super().__init__()
         self.config = config
-        self.trunk = ImageTrunk(config, load_pretrained=load_pretrained)
-        with torch.no_grad():
-            probe = self.trunk(torch.zeros(1, 3, config.image_height, config.image_width))
-        self.feature_shape = tuple(probe.shape[1:])  # (C, h, w)
+        self.trunk: ImageTrunk | None = None
         self.head: nn.Module
         if config.kind is PolicyKind.NATIVE_VLA:
-            self.head = NativeVLAHead(config, (probe.shape[2], probe.shape[3]))
+            self.head = NativeVLA(config)
         else:
+            self.trunk = ImageTrunk(config, load_pretrained=load_pretrained)
             self.head = TextbookHead(config)
         self.register_buffer("action_low", torch.full((config.action_dim,), -3.0))
         self.register_buffer("action_high", torch.full((config.action_dim,), 3.0))
+
+    @property
+    def caches_features(self) -> bool:
+        return self.trunk is not None
 
     def set_action_bounds(self, low: torch.Tensor, high: torch.Tensor) -> None:
         self.action_low.copy_(torch.as_tensor(low, dtype=torch.float32))
@@ -175,7 +210,9 @@ class VLANetwork(nn.Module):
         return ActionTokenizer(self.action_low, self.action_high, self.config.n_bins)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """[B, n_cam, 3, H, W] -> [B, n_cam, C, h, w]."""
+        """[B, n_cam, 3, H, W] -> what the head reads: the frozen trunk's [B, n_cam, C, h, w], or the pixels."""
+        if self.trunk is None:
+            return images
         b, n_cam = images.shape[:2]
         return self.trunk(images.flatten(0, 1)).unflatten(0, (b, n_cam))
 

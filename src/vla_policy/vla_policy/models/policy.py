@@ -69,7 +69,7 @@ class NativePolicy:
         if self.runtime is Runtime.ONNX:
             if checkpoint_dir is None:
                 raise ValueError("runtime=onnx needs the checkpoint directory holding the exported graphs")
-            self._sessions = _onnx_sessions(checkpoint_dir)
+            self._sessions = _onnx_sessions(checkpoint_dir, self.network.caches_features)
 
     @property
     def config(self) -> ModelConfig:
@@ -125,9 +125,11 @@ class NativePolicy:
         """Batched forward pass -> normalized actions [B, H, A]."""
         if self._sessions is not None:
             encoder, head = self._sessions
-            (features,) = encoder.run(None, {"images": images.numpy()})
+            pixels = images.numpy().astype(np.float32)
+            features = pixels if encoder is None else encoder.run(None, {"images": pixels})[0]
             (actions,) = head.run(
-                None, onnx_feed(head, features=features, text=text.numpy(), state=state.numpy())
+                None,
+                onnx_feed(head, features=features, images=features, text=text.numpy(), state=state.numpy()),
             )
             return torch.from_numpy(actions)
         device = self.network.action_low.device
@@ -157,14 +159,16 @@ class NativePolicy:
 
 
 def onnx_feed(session: Any, **arrays: np.ndarray) -> dict[str, np.ndarray]:
-    """The inputs a session declares (the exporter drops unused ones, e.g. the baseline's state)."""
+    """The inputs a session declares (the exporter drops unused ones, e.g. the baseline's state; the native
+    head reads ``images``, the baseline's ``features``)."""
     return {i.name: arrays[i.name] for i in session.get_inputs()}
 
 
-def _onnx_sessions(directory: Path) -> tuple[Any, Any]:
+def _onnx_sessions(directory: Path, caches_features: bool) -> tuple[Any, Any]:
+    """(encoder or None, head): the native VLA is one graph from pixels; the baseline's trunk is its own."""
     import onnxruntime as ort
 
-    paths = [directory / ENCODER_ONNX, directory / HEAD_ONNX]
+    paths = [directory / ENCODER_ONNX, directory / HEAD_ONNX] if caches_features else [directory / HEAD_ONNX]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(
@@ -172,7 +176,8 @@ def _onnx_sessions(directory: Path) -> tuple[Any, Any]:
         )
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
-    return tuple(ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in paths)  # type: ignore[return-value]
+    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in paths]
+    return (sessions[0], sessions[1]) if caches_features else (None, sessions[0])
 
 
 def load_policy(

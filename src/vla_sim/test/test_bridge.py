@@ -18,6 +18,7 @@ from vla_sim.bridge import (
     world_from_scene_message,
 )
 from vla_sim.experts import DriverStatus, ExpertDriver
+from vla_sim.tasks import REFERENT_NAMES, referent_positions
 
 from vla_sim import robot
 
@@ -137,6 +138,16 @@ def test_scene_message_round_trip_drives_the_expert(runner):
         np.testing.assert_allclose(world.blocks[colour].position, block.position)
         np.testing.assert_allclose(world.blocks[colour].initial_position, block.initial_position)
     assert world.targets == truth.targets
+    # The referents the message names resolve, from the poses alone, to the env's environment state.
+    refs = description["referents"]
+    assert refs["names"] == list(REFERENT_NAMES)
+    assert refs["target"] == {"object": "red"} and refs["goal"] == {"object": "zone"}
+    positions = dict(zip(description["objects"], (p for p, _ in runner.object_poses()), strict=True))
+    resolved = [positions[refs[r]["object"]] for r in ("target", "goal")]
+    np.testing.assert_allclose(np.concatenate(resolved), referent_positions(runner.task, truth), atol=1e-6)
+    np.testing.assert_allclose(
+        referent_positions(runner.task, world), referent_positions(runner.task, truth), atol=1e-6
+    )
     with pytest.raises(ValueError, match="different episodes"):
         world_from_scene_message(description, runner.object_poses()[:-1])
 

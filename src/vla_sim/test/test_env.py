@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from vla_sim.env import ENVIRONMENT_STATE_KEY
 from vla_sim.experts import make_expert
-from vla_sim.scene import sample_layout
-from vla_sim.tasks import TaskFamily, sample_task
+from vla_sim.scene import BOWL_FLOOR, TABLE_HEIGHT, sample_layout
+from vla_sim.tasks import DIRECTIONS, PUSH_DISTANCE, TaskFamily, sample_task
 
 from vla_sim import make_env
 
@@ -26,6 +27,7 @@ def test_spaces_keys_and_info(env):
         "observation.state",
         "observation.velocity",
         "observation.gripper",
+        "observation.environment_state",
     }
     assert env.observation_space.contains(obs)
     assert obs["observation.images.front"].shape == (64, 96, 3)
@@ -37,6 +39,38 @@ def test_spaces_keys_and_info(env):
     _obs2, reward, terminated, truncated, info2 = env.step(obs["observation.state"])
     assert reward == 0.0 and not terminated and not truncated
     assert info2["step"] == 1 and info2["sim_time"] > info["sim_time"]
+
+
+@pytest.mark.parametrize("family", list(TaskFamily))
+def test_environment_state_is_where_the_referents_really_are(env, family):
+    obs, _ = env.reset(seed=4, options={"task": family.value})
+    scene, slots = env.scene, env.task.slots
+    # The robot base is the world origin, unrotated: world coordinates are base-frame coordinates.
+    position, orientation = scene.robot_base_pose()
+    np.testing.assert_allclose(position, (0.0, 0.0, 0.0), atol=1e-9)
+    np.testing.assert_allclose(orientation, (0.0, 0.0, 0.0, 1.0), atol=1e-9)
+
+    def truth():
+        target = np.array(scene.block_position(slots["block"]))
+        if family is TaskFamily.PICK:
+            goal = target
+        elif family in (TaskFamily.STACK, TaskFamily.STACK_TWO):
+            goal = np.array(scene.block_position(slots["base"]))
+        elif family is TaskFamily.PLACE:
+            xy = scene.layout.bowl if slots["target"] == "bowl" else scene.layout.zone
+            goal = np.array([*xy, TABLE_HEIGHT + (BOWL_FLOOR if slots["target"] == "bowl" else 0.0)])
+        else:  # push: PUSH_DISTANCE from where the block started (it has not moved yet at reset)
+            goal = start + np.array([*DIRECTIONS[slots["direction"]], 0.0]) * PUSH_DISTANCE
+        return np.concatenate([target, goal])
+
+    start = np.array(scene.block_position(slots["block"]))
+    state = obs[ENVIRONMENT_STATE_KEY]
+    assert state.dtype == np.float32 and env.observation_space.contains(obs)
+    np.testing.assert_allclose(state, truth(), atol=1e-6)
+    expert = make_expert(env)
+    for _ in range(3):
+        obs, *_ = env.step(expert.act_env())
+    np.testing.assert_allclose(obs[ENVIRONMENT_STATE_KEY], truth(), atol=1e-6)
 
 
 def test_bad_actions_are_rejected(env):

@@ -7,7 +7,10 @@ import pytest
 from vla_sim.tasks import (
     BLOCK_SIZE,
     FAMILIES,
+    PUSH_DISTANCE,
+    REFERENT_NAMES,
     BlockState,
+    Referent,
     Split,
     TargetState,
     Task,
@@ -16,6 +19,7 @@ from vla_sim.tasks import (
     is_success,
     make_task,
     parse_instruction,
+    referent_positions,
     sample_task,
 )
 
@@ -135,3 +139,35 @@ def test_stack_two_predicate():
 def test_missing_block_is_an_error():
     with pytest.raises(ValueError, match="no \\['red'\\] block"):
         is_success(make_task("pick", block="red"), world({"blue": (0.5, 0.0, REST)}))
+
+
+def test_referent_positions_per_family():
+    blocks = {"red": (0.5, 0.1, REST + 0.03), "blue": (0.4, -0.1, REST), "green": (0.6, 0.0, REST)}
+    initial = {"red": (0.45, 0.12, REST)}
+    w = world(blocks, initial=initial)
+    red, blue, bowl, zone = blocks["red"], blocks["blue"], (0.5, 0.2, 0.005), (0.5, -0.2, 0.0)
+    cases = [
+        (make_task("pick", block="red"), (*red, *red)),
+        (make_task("stack", block="red", base="blue"), (*red, *blue)),
+        (make_task("place", block="red", target="bowl"), (*red, *bowl)),
+        (make_task("place", block="red", target="zone"), (*red, *zone)),
+        (make_task("push", block="red", direction="left"), (*red, 0.45, 0.12 + PUSH_DISTANCE, REST)),
+        (make_task("push", block="red", direction="back"), (*red, 0.45 - PUSH_DISTANCE, 0.12, REST)),
+        (make_task("stack_two", block="red", base="blue", top="green"), (*red, *blue)),  # the first step
+    ]
+    assert len(REFERENT_NAMES) == 6
+    for task, expected in cases:
+        state = referent_positions(task, w)
+        assert state.dtype == np.float32 and state.shape == (6,), task.family
+        np.testing.assert_allclose(state, expected, atol=1e-6, err_msg=task.instruction)
+
+
+def test_referents_name_an_object_or_a_point():
+    assert Referent(object="red").to_dict() == {"object": "red"}
+    assert Referent(point=(1.0, 2.0, 3.0)).to_dict() == {"point": [1.0, 2.0, 3.0]}
+    with pytest.raises(ValueError, match="either"):
+        Referent()
+    with pytest.raises(ValueError, match="either"):
+        Referent(object="red", point=(0.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="no object"):
+        Referent(object="red").position(world({"blue": (0.5, 0.0, REST)}))

@@ -19,7 +19,10 @@ Observation (dict keyed like dataset features)
     ``observation.images.<camera>``: HxWx3 uint8 RGB; cameras ``front`` (fixed, facing the robot across the
     table) and ``wrist`` (on the hand). ``observation.state``: float32[8] = ``panda_joint1..7`` (rad) +
     ``panda_finger_joint1`` (m, 0 closed .. 0.04 open). ``observation.velocity``: float32[8], same joints.
-    ``observation.gripper``: float32[2], both finger positions (m).
+    ``observation.gripper``: float32[2], both finger positions (m). ``observation.environment_state``:
+    float32[6], privileged ground truth for auxiliary losses and probes (never a policy input on a real
+    robot): ``vla_sim.tasks.REFERENT_NAMES`` = target.x/y/z, goal.x/y/z, the named block and where it must
+    go, in the robot base frame (m); see ``vla_sim.tasks.referent_positions``.
 Action
     float32[8]: absolute joint position targets in the order of ``observation.state``; clipped into the joint
     limits; NaN/inf or a wrong shape raise ``ValueError``. One step = one control period

@@ -30,6 +30,7 @@ import numpy as np
 from vla_sim import robot
 from vla_sim.scene import CameraConfig, Renderer, Scene, SceneConfig
 from vla_sim.tasks import (
+    REFERENT_NAMES,
     BlockState,
     Split,
     TargetState,
@@ -37,6 +38,7 @@ from vla_sim.tasks import (
     TaskRequest,
     WorldState,
     is_success,
+    referents,
     resolve_task,
 )
 
@@ -318,9 +320,16 @@ class SimRunner:
         return self.status is EpisodeStatus.SUCCEEDED
 
     def scene_description(self) -> dict[str, Any]:
-        """What ``/sim/scene`` carries (JSON): which pose in ``/sim/object_poses`` is which object, and more."""
+        """What ``/sim/scene`` carries (JSON): which pose in ``/sim/object_poses`` is which object, and more.
+
+        ``referents`` says where the instruction's target and goal are (:func:`vla_sim.tasks.referents`):
+        each ``{"object": name}`` (that object's current pose in ``/sim/object_poses``) or ``{"point": [x, y,
+        z]}`` (fixed), in the poses' frame, which is the robot base frame (the base stands at its origin).
+        ``names`` are the ``observation.environment_state`` names, target then goal. A recorder computes the
+        state from this and the poses alone (``vla_collector.environment``), without the task definitions.
+        """
         world = self.scene.world_state()
-        return {
+        description: dict[str, Any] = {
             "episode": self.episode,
             "seed": self.seed,
             "instruction": self.task.instruction if self.task else "",
@@ -333,6 +342,14 @@ class SimRunner:
             },
             "table_height": world.table_height,
         }
+        if self.task is not None:
+            target, goal = referents(self.task, world)
+            description["referents"] = {
+                "names": list(REFERENT_NAMES),
+                "target": target.to_dict(),
+                "goal": goal.to_dict(),
+            }
+        return description
 
     def object_poses(self) -> list[tuple[tuple[float, ...], tuple[float, ...]]]:
         """(position, quaternion) per object, in ``scene_description()['objects']`` order."""

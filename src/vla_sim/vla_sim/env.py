@@ -11,11 +11,22 @@ import numpy as np
 
 from vla_sim import robot
 from vla_sim.scene import CameraConfig, Renderer, Scene, SceneConfig
-from vla_sim.tasks import Split, Task, TaskRequest, is_success, resolve_task
+from vla_sim.tasks import (
+    REFERENT_NAMES,
+    Split,
+    Task,
+    TaskRequest,
+    WorldState,
+    is_success,
+    referent_positions,
+    resolve_task,
+)
 
 STATE_KEY = "observation.state"
 VELOCITY_KEY = "observation.velocity"
 GRIPPER_KEY = "observation.gripper"
+# Privileged ground truth (LeRobot's name for it): float32[6] named REFERENT_NAMES, robot base frame.
+ENVIRONMENT_STATE_KEY = "observation.environment_state"
 
 
 def image_key(camera: str) -> str:
@@ -84,6 +95,9 @@ class VlaSimEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         spaces[STATE_KEY] = gym.spaces.Box(low - margin, high + margin, dtype=np.float32)
         spaces[VELOCITY_KEY] = gym.spaces.Box(-np.inf, np.inf, (8,), dtype=np.float32)
         spaces[GRIPPER_KEY] = gym.spaces.Box(0.0, robot.FINGER_OPEN, (2,), dtype=np.float32)
+        spaces[ENVIRONMENT_STATE_KEY] = gym.spaces.Box(
+            -np.inf, np.inf, (len(REFERENT_NAMES),), dtype=np.float32
+        )
         self.observation_space = gym.spaces.Dict(spaces)
 
     # --- gymnasium API ---------------------------------------------------------------------------------
@@ -100,7 +114,8 @@ class VlaSimEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.scene.reset(self.task, self.np_random)
         self._steps = 0
         self._limit = round(self.task.time_limit_s * self.config.control_hz)
-        return self._observation(), self._info(self.scene.world_state())
+        world = self.scene.world_state()
+        return self._observation(world), self._info(world)
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         """Apply the joint target (clipped into the joint limits) for one control period."""
@@ -113,7 +128,7 @@ class VlaSimEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         info = self._info(world)
         terminated = bool(info["success"] and self.config.terminate_on_success)
         truncated = self._steps >= self._limit and not terminated
-        return self._observation(), float(info["success"]), terminated, truncated, info
+        return self._observation(world), float(info["success"]), terminated, truncated, info
 
     def render(self) -> np.ndarray:  # type: ignore[override]
         camera = self._cameras[0] if self._cameras else CameraConfig()
@@ -124,13 +139,16 @@ class VlaSimEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     # --- helpers ---------------------------------------------------------------------------------------
 
-    def _observation(self) -> dict[str, np.ndarray]:
+    def _observation(self, world: WorldState) -> dict[str, np.ndarray]:
+        if self.task is None:
+            raise RuntimeError("no task")
         positions = self.scene.joint_positions()
         velocities = self.scene.joint_velocities()
         obs = {image_key(c.name): self.scene.render(c) for c in self._cameras}
         obs[STATE_KEY] = positions[:8].astype(np.float32)
         obs[VELOCITY_KEY] = velocities[:8].astype(np.float32)
         obs[GRIPPER_KEY] = np.clip(positions[7:9], 0.0, robot.FINGER_OPEN).astype(np.float32)
+        obs[ENVIRONMENT_STATE_KEY] = referent_positions(self.task, world)
         return obs
 
     def _info(self, world: Any) -> dict[str, Any]:

@@ -455,6 +455,18 @@ class Scene:
             MappingProxyType(blocks), MappingProxyType(targets), TABLE_HEIGHT, self.held_blocks()
         )
 
+    def robot_base_pose(self) -> tuple[tuple[float, float, float], tuple[float, float, float, float]]:
+        """The Panda base's (position, quaternion x y z w) in the world frame: the origin, unrotated, so
+        world coordinates are the robot's base-frame coordinates (what ``referent_positions`` relies on)."""
+        self._require_reset()
+        c = self._client
+        # PyBullet reports the base's centre of mass; the URDF link frame is that less the inertial offset.
+        com_position, com_orientation = c.getBasePositionAndOrientation(self._robot)
+        inertial_position, inertial_orientation = c.getDynamicsInfo(self._robot, -1)[3:5]
+        inverse = c.invertTransform(inertial_position, inertial_orientation)
+        position, orientation = c.multiplyTransforms(com_position, com_orientation, *inverse)
+        return tuple(position), tuple(orientation)  # type: ignore[return-value]
+
     def grasp_point(self) -> np.ndarray:
         state = self._client.getLinkState(self._robot, robot.GRASP_LINK_INDEX, computeForwardKinematics=True)
         return np.array(state[4])

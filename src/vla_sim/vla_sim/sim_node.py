@@ -10,7 +10,9 @@ Publishes
   /sim/object_poses (geometry_msgs/PoseArray, frame world_frame; object_pose_rate Hz): blocks then targets
   /sim/scene (std_msgs/String JSON, reliable + transient local, after every reset): which pose is which
       object ({"objects": ["red", ..., "bowl", "zone"]}), their initial positions, the targets' sizes, the
-      table height, the episode number, seed and instruction (see bridge.SimRunner.scene_description)
+      table height, the episode number, seed and instruction, and where the instruction's target and goal
+      are ("referents", from which a recorder computes observation.environment_state; see
+      bridge.SimRunner.scene_description)
   /diagnostics (diagnostic_msgs/DiagnosticArray, 1 Hz): mode, task, episode status, success, real-time
       factor, accepted/rejected commands
 Subscribes (best-effort QoS, so reliable and best-effort publishers both match)

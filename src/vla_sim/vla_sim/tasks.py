@@ -18,7 +18,9 @@ the table, so the robot's left appears on the image's right.
 Each family has training templates and a disjoint held-out set (``Split.HELDOUT``) kept for evaluation only.
 :func:`sample_task` draws a task; :func:`parse_instruction` maps any template's text (either split) back to the
 task, so a node that only hears ``/task_instruction`` knows what to do. :func:`is_success` judges a
-:class:`WorldState` snapshot; it needs no simulator. Pure Python: no pybullet, no rclpy.
+:class:`WorldState` snapshot; it needs no simulator. :func:`referent_positions` gives the privileged ground
+truth a dataset records as ``observation.environment_state``: where the named block and its goal are.
+Pure Python: no pybullet, no rclpy.
 """
 
 from __future__ import annotations
@@ -396,3 +398,70 @@ def is_success(task: Task, world: WorldState) -> bool:
 
 def time_limit_steps(task: Task, control_hz: float) -> int:
     return math.ceil(task.time_limit_s * control_hz)
+
+
+# --- referents: the privileged ground truth of where the instruction's objects are ------------------------
+
+# The names of ``observation.environment_state`` (the feature LeRobot uses for privileged environment state).
+REFERENT_NAMES: tuple[str, ...] = ("target.x", "target.y", "target.z", "goal.x", "goal.y", "goal.z")
+
+
+@dataclass(frozen=True)
+class Referent:
+    """Where one referent is: the current position of a named object (``object``: a block colour, ``bowl``
+    or ``zone``), or a fixed ``point``. Exactly one of the two is set."""
+
+    object: str = ""
+    point: tuple[float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.object) == (self.point is not None):
+            raise ValueError("a referent is either an object or a point")
+
+    def position(self, world: WorldState) -> tuple[float, float, float]:
+        if self.point is not None:
+            return self.point
+        if self.object in world.blocks:
+            return world.blocks[self.object].position
+        if self.object in world.targets:
+            return world.targets[self.object].position
+        raise ValueError(f"world has no object {self.object!r}")
+
+    def to_dict(self) -> dict[str, object]:
+        """As ``/sim/scene`` carries it: ``{"object": name}`` or ``{"point": [x, y, z]}``."""
+        return {"object": self.object} if self.object else {"point": [float(v) for v in self.point or ()]}
+
+
+def referents(task: Task, world: WorldState) -> tuple[Referent, Referent]:
+    """The instruction's (target, goal).
+
+    The target is the block the instruction names first (the one to pick, push, place or stack). The goal is
+    where it must go: the goal block for ``stack`` and for ``stack_two`` (its first step, ``block`` on
+    ``base``), the bowl or zone for ``place``, for ``push`` the point ``PUSH_DISTANCE`` from the block's
+    initial position in the named direction (at its initial height), and for ``pick`` the target itself.
+    """
+    s = task.slots
+    target = Referent(object=s["block"])
+    if task.family is TaskFamily.PICK:
+        return target, target
+    if task.family in (TaskFamily.STACK, TaskFamily.STACK_TWO):
+        return target, Referent(object=s["base"])
+    if task.family is TaskFamily.PLACE:
+        return target, Referent(object=s["target"])
+    if task.family is TaskFamily.PUSH:
+        x, y, z = world.blocks[s["block"]].initial_position
+        dx, dy = DIRECTIONS[s["direction"]]
+        return target, Referent(point=(x + dx * PUSH_DISTANCE, y + dy * PUSH_DISTANCE, z))
+    raise ValueError(f"unhandled family {task.family}")
+
+
+def referent_positions(task: Task, world: WorldState) -> np.ndarray:
+    """float32[6] in ``REFERENT_NAMES`` order: the target's and the goal's positions (m) in the robot base frame.
+
+    Positions are :class:`WorldState`'s: block centres, the bowl's floor centre, the zone's centre on the
+    table. The embedded simulator stands the Panda's base at its world origin with no rotation
+    (:meth:`vla_sim.scene.Scene.robot_base_pose`, checked by a test), so world coordinates are base-frame
+    coordinates: x away from the robot, y to its left, z up from the table top.
+    """
+    target, goal = referents(task, world)
+    return np.array([*target.position(world), *goal.position(world)], dtype=np.float32)

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from vla_collector.lerobot_v3 import (
+    ENVIRONMENT_STATE_KEY,
     DatasetError,
     DatasetSpec,
     ImageStatsAccumulator,
@@ -76,6 +77,8 @@ def test_reads_lerobots_own_dataset_exactly():
         np.testing.assert_allclose(
             wrist[:, 24, 32, :], np.repeat((10 * np.arange(info.length))[:, None], 3, 1), atol=3
         )
+    assert not ds.has_environment_state and ds.environment_state_names == ()
+    assert ds.episode(0).environment_state is None
     manifest = ds.manifest  # no embodiment.json in LeRobot's output: derived from info.json
     assert manifest.joint_names == JOINTS and manifest.fps == 10
     assert [c.name for c in manifest.cameras] == ["front", "wrist"]
@@ -256,3 +259,107 @@ def test_statistics_helpers():
     assert agg["mean"] == pytest.approx([0.75, 0.75]) and agg["count"].tolist() == [40]
     assert agg["std"] == pytest.approx(np.std(np.r_[np.zeros(10), np.ones(30)]))
     assert agg["min"].tolist() == [0, 0] and agg["max"].tolist() == [1, 1]
+
+
+ENV_NAMES = ("target.x", "target.y", "target.z", "goal.x", "goal.y", "goal.z")
+
+
+def _env_spec(**overrides) -> DatasetSpec:
+    fields = dict(
+        fps=10,
+        robot_type="panda",
+        state_names=JOINTS,
+        action_names=JOINTS,
+        cameras=(CameraSpec("front", 16, 16),),
+        video=VideoCodecConfig(codec="libx264"),
+        environment_state_names=ENV_NAMES,
+    )
+    fields.update(overrides)
+    return DatasetSpec(**fields)
+
+
+def _episode(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    state = rng.normal(0, 0.1, (n, 8)).astype(np.float32)
+    env = rng.uniform(-0.3, 0.7, (n, 6)).astype(np.float32)
+    return state, state + 0.01, {"front": np.zeros((n, 16, 16, 3), np.uint8)}, env
+
+
+def test_environment_state_round_trips_like_the_other_vector_features(tmp_path):
+    root = tmp_path / "ds"
+    writer = LeRobotV3Writer.create(root, _env_spec())
+    episodes = [_episode(5, 0), _episode(7, 1)]
+    state, action, images, env = episodes[0]
+    writer.write_episode(state, action, images, "pick up the red block", environment_states=env)
+    # Appending through a reopened writer keeps the feature (the spec is rebuilt from info.json).
+    writer = LeRobotV3Writer.open(root)
+    assert writer.spec.environment_state_names == ENV_NAMES
+    state, action, images, env = episodes[1]
+    rec = writer.begin_episode()
+    for i in range(len(state)):
+        rec.add_frame(state[i], action[i], {"front": images["front"][i]}, "stack", environment_state=env[i])
+    rec.finish()
+
+    ds = LeRobotV3Dataset(root)
+    assert ds.has_environment_state and ds.environment_state_names == ENV_NAMES
+    feature = ds.features[ENVIRONMENT_STATE_KEY]
+    assert feature == {"dtype": "float32", "shape": [6], "names": list(ENV_NAMES)}
+    for i, (_, _, _, env) in enumerate(episodes):
+        ep = ds.episode(i)
+        assert ep.environment_state is not None and ep.environment_state.dtype == np.float32
+        np.testing.assert_array_equal(ep.environment_state, env)
+    # Stored like observation.state: a fixed-size float list column (with its HF feature), stats per episode
+    # and over the dataset.
+    data = root / "data/chunk-000/file-000.parquet"
+    assert _schema(data)[ENVIRONMENT_STATE_KEY] == _schema(data)["observation.state"].replace("8", "6")
+    hf = json.loads(pq.read_schema(data).metadata[b"huggingface"])["info"]["features"]
+    assert hf[ENVIRONMENT_STATE_KEY]["length"] == 6
+    everything = np.concatenate([e[3] for e in episodes])
+    stats = ds.stats[ENVIRONMENT_STATE_KEY]
+    np.testing.assert_allclose(stats["mean"], everything.mean(0), atol=1e-5)
+    np.testing.assert_allclose(stats["min"], everything.min(0), atol=1e-6)
+    assert stats["count"].tolist() == [12]
+    np.testing.assert_allclose(
+        ds.episode_stats(1)[ENVIRONMENT_STATE_KEY]["max"], episodes[1][3].max(0), atol=1e-6
+    )
+    # The embodiment manifest is about the robot: the privileged state is not part of it.
+    assert ENVIRONMENT_STATE_KEY not in ds.manifest.normalization
+
+
+def test_datasets_without_environment_state_are_unchanged_and_refuse_to_mix(tmp_path):
+    plain, with_env = tmp_path / "plain", tmp_path / "env"
+    state, action, images, env = _episode(4, 2)
+    LeRobotV3Writer.create(plain, _env_spec(environment_state_names=())).write_episode(
+        state, action, images, "t"
+    )
+    ds = LeRobotV3Dataset(plain)
+    assert not ds.has_environment_state and ds.episode(0).environment_state is None
+    assert ENVIRONMENT_STATE_KEY not in ds.stats
+    assert ENVIRONMENT_STATE_KEY not in {
+        f.name for f in pq.read_schema(plain / "data/chunk-000/file-000.parquet")
+    }
+    with pytest.raises(DatasetError, match="refusing to mix"):
+        LeRobotV3Writer.open_or_create(plain, _env_spec())
+    LeRobotV3Writer.create(with_env, _env_spec()).write_episode(
+        state, action, images, "t", environment_states=env
+    )
+    with pytest.raises(DatasetError, match="refusing to mix"):
+        LeRobotV3Writer.open_or_create(with_env, _env_spec(environment_state_names=()))
+    # Each frame carries the feature exactly when the dataset has it.
+    rec = LeRobotV3Writer.open(with_env).begin_episode()
+    frame = (state[0], action[0], {"front": images["front"][0]}, "t")
+    with pytest.raises(DatasetError, match="every frame needs it"):
+        rec.add_frame(*frame)
+    with pytest.raises(DatasetError, match="5 values"):
+        rec.add_frame(*frame, environment_state=env[0][:5])
+    with pytest.raises(DatasetError, match="NaN"):
+        rec.add_frame(*frame, environment_state=np.full(6, np.nan))
+    rec.abort()
+    rec = LeRobotV3Writer.open(plain).begin_episode()
+    with pytest.raises(DatasetError, match=r"no observation\.environment_state"):
+        rec.add_frame(*frame, environment_state=env[0])
+    rec.abort()
+    with pytest.raises(DatasetError, match="environment states"):
+        LeRobotV3Writer.open(with_env).write_episode(state, action, images, "t", environment_states=env[:2])
+    with pytest.raises(DatasetError, match="unique"):
+        _env_spec(environment_state_names=("a", "a"))

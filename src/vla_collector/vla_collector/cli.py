@@ -176,7 +176,10 @@ def validate_dataset(root: Path, check_video: bool = True) -> list[str]:
             problems.append(f"{where}: timestamps are not frame_index / fps")
         if arrays.index.tolist() != list(range(episode.dataset_from_index, episode.dataset_to_index)):
             problems.append(f"{where}: global index does not match meta/episodes")
-        for name, values in (("observation.state", arrays.state), ("action", arrays.action)):
+        vectors = [("observation.state", arrays.state), ("action", arrays.action)]
+        if arrays.environment_state is not None:
+            vectors.append(("observation.environment_state", arrays.environment_state))
+        for name, values in vectors:
             if not np.isfinite(values).all():
                 problems.append(f"{where}: {name} has NaN/inf")
         if check_video:

@@ -22,7 +22,9 @@ Reading (what training uses)::
     ds.num_episodes, ds.num_frames
     ds.episodes                                    # tuple[EpisodeInfo]: index, length, tasks, from/to index
     ep = ds.episode(0)                             # EpisodeArrays: state (T,8) f32, action (T,8) f32,
-                                                   #   timestamp (T,), frame_index, task_index (T,), tasks
+                                                   #   timestamp (T,), frame_index, task_index (T,), tasks,
+                                                   #   environment_state (T,6) f32 or None
+    ds.has_environment_state                       # observation.environment_state recorded (sim only)
     ds.frames(0, "front")                          # uint8 (T,H,W,3) rgb, decoded from the episode's mp4
     ds.stats                                       # meta/stats.json as numpy arrays
     ds.manifest                                    # EmbodimentManifest (meta/embodiment.json or derived)
@@ -36,6 +38,13 @@ Writing::
     rec.add_frame(state, action, {"front": rgb}, task="pick up the red block")   # video encodes as it goes
     summary = rec.finish()                          # or rec.abort()
     writer.write_episode(states, actions, {"front": frames}, task)   # the same in one call
+
+Privileged environment state (optional): ``DatasetSpec(..., environment_state_names=("target.x", ...))`` adds
+the float32 vector feature ``observation.environment_state`` (LeRobot's name for it; a simulator's ground
+truth, e.g. object positions, for auxiliary losses and probes, never a policy input on a real robot), stored
+like ``observation.state`` (a fixed-size list column, names in info.json, stats). Every frame then needs it:
+``add_frame(..., environment_state=v)``, ``write_episode(..., environment_states=V)``. Without names the
+feature is absent, and a dataset without it reads with ``environment_state`` None.
 
 Crash safety: an episode is staged under ``.staging/`` and becomes part of the dataset only when
 ``meta/episodes`` (the commit point) is atomically replaced; ``info.json``, ``stats.json``, ``tasks.parquet`` and
@@ -80,6 +89,7 @@ QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
 STAGING_DIR = ".staging"
 INDEX_FEATURES = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 STATE_KEY = "observation.state"
+ENVIRONMENT_STATE_KEY = "observation.environment_state"
 ACTION_KEY = "action"
 IMAGE_PREFIX = "observation.images."
 
@@ -147,10 +157,16 @@ class DatasetSpec:
     action_type: ActionType = ActionType.ABSOLUTE_JOINT_POSITION
     joint_units: tuple[str, ...] = ()
     chunks_size: int = DEFAULT_CHUNKS_SIZE
+    # Names of observation.environment_state (privileged simulator state); empty: no such feature.
+    environment_state_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state_names", tuple(self.state_names))
         object.__setattr__(self, "action_names", tuple(self.action_names))
+        object.__setattr__(self, "environment_state_names", tuple(self.environment_state_names))
+        names = self.environment_state_names
+        if len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+            raise DatasetError(f"environment_state_names must be unique non-empty strings, got {names}")
         object.__setattr__(self, "cameras", tuple(self.cameras))
         object.__setattr__(self, "joint_units", tuple(self.joint_units))
         if isinstance(self.fps, bool) or not isinstance(self.fps, int) or self.fps <= 0:
@@ -209,6 +225,12 @@ class DatasetSpec:
             "shape": [len(self.state_names)],
             "names": list(self.state_names),
         }
+        if self.environment_state_names:
+            features[ENVIRONMENT_STATE_KEY] = {
+                "dtype": "float32",
+                "shape": [len(self.environment_state_names)],
+                "names": list(self.environment_state_names),
+            }
         features[ACTION_KEY] = {
             "dtype": "float32",
             "shape": [len(self.action_names)],
@@ -247,7 +269,24 @@ class DatasetSpec:
             cameras=tuple(cameras),
             video=video,
             chunks_size=int(info.get("chunks_size", DEFAULT_CHUNKS_SIZE)),
+            environment_state_names=_feature_names(features.get(ENVIRONMENT_STATE_KEY)),
         )
+
+    def vector_keys(self) -> tuple[str, ...]:
+        """The float32 vector features, in column order."""
+        return (STATE_KEY, *((ENVIRONMENT_STATE_KEY,) if self.environment_state_names else ()), ACTION_KEY)
+
+
+def _feature_names(feature: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """A vector feature's names (LeRobot writes a list; older datasets may nest them in a dict), or ()."""
+    if not feature:
+        return ()
+    names = feature.get("names")
+    if isinstance(names, Mapping):
+        names = [n for group in names.values() for n in group]
+    if not names:
+        return tuple(str(i) for i in range(int(feature["shape"][0])))
+    return tuple(str(n) for n in names)
 
 
 def _guess_units(names: Sequence[str]) -> tuple[str, ...]:
@@ -429,7 +468,7 @@ def _episode_schema(spec: DatasetSpec) -> pa.Schema:
             pa.field(f"videos/{key}/to_timestamp", pa.float64()),
         ]
     image_type = pa.list_(pa.list_(pa.list_(pa.float64())))
-    for key in [c.feature_key for c in spec.cameras] + [STATE_KEY, ACTION_KEY, *INDEX_FEATURES]:
+    for key in [c.feature_key for c in spec.cameras] + [*spec.vector_keys(), *INDEX_FEATURES]:
         value_type = image_type if key.startswith(IMAGE_PREFIX) else pa.list_(pa.float64())
         for stat in STAT_NAMES:
             fields.append(
@@ -445,7 +484,7 @@ def _episode_schema(spec: DatasetSpec) -> pa.Schema:
 def _data_schema(spec: DatasetSpec) -> pa.Schema:
     features = spec.features()
     hf_features: dict[str, Any] = {}
-    for key in (STATE_KEY, ACTION_KEY):
+    for key in spec.vector_keys():
         hf_features[key] = {
             "feature": {"dtype": "float32", "_type": "Value"},
             "length": features[key]["shape"][0],
@@ -456,8 +495,7 @@ def _data_schema(spec: DatasetSpec) -> pa.Schema:
         hf_features[key] = {"dtype": "int64", "_type": "Value"}
     schema = pa.schema(
         [
-            pa.field(STATE_KEY, pa.list_(pa.float32(), len(spec.state_names))),
-            pa.field(ACTION_KEY, pa.list_(pa.float32(), len(spec.action_names))),
+            *(pa.field(key, pa.list_(pa.float32(), features[key]["shape"][0])) for key in spec.vector_keys()),
             pa.field("timestamp", pa.float32()),
             pa.field("frame_index", pa.int64()),
             pa.field("episode_index", pa.int64()),
@@ -509,6 +547,8 @@ class EpisodeArrays:
     index: np.ndarray  # (T,) int64, global frame index
     task_index: np.ndarray  # (T,) int64
     tasks: tuple[str, ...]  # task text per row (same length as task_index)
+    # (T, n) float32 observation.environment_state (privileged sim state), None where not recorded
+    environment_state: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.frame_index)
@@ -570,6 +610,16 @@ class LeRobotV3Dataset:
             for k, f in self.features.items()
             if k.startswith(IMAGE_PREFIX) and f.get("dtype") == "video"
         )
+
+    @property
+    def has_environment_state(self) -> bool:
+        """Whether frames carry ``observation.environment_state`` (recorded in simulation only)."""
+        return ENVIRONMENT_STATE_KEY in self.features
+
+    @property
+    def environment_state_names(self) -> tuple[str, ...]:
+        """The names of ``observation.environment_state`` (empty without the feature)."""
+        return _feature_names(self.features.get(ENVIRONMENT_STATE_KEY))
 
     @property
     def num_episodes(self) -> int:
@@ -640,6 +690,11 @@ class LeRobotV3Dataset:
         frame_index = sel.column("frame_index").to_numpy()
         order = np.argsort(frame_index, kind="stable")
         task_index = sel.column("task_index").to_numpy()[order]
+        environment_state = (
+            _vectors(sel.column(ENVIRONMENT_STATE_KEY))[order]
+            if self.has_environment_state and ENVIRONMENT_STATE_KEY in sel.column_names
+            else None
+        )
         return EpisodeArrays(
             episode_index=episode_index,
             state=_vectors(sel.column(STATE_KEY))[order],
@@ -649,6 +704,7 @@ class LeRobotV3Dataset:
             index=sel.column("index").to_numpy()[order],
             task_index=task_index,
             tasks=tuple(self.tasks[int(t)] for t in task_index),
+            environment_state=environment_state,
         )
 
     def video_path(self, episode_index: int, camera: str) -> tuple[Path, float, float]:
@@ -777,6 +833,7 @@ class EpisodeRecorder:
         self._spec = writer.spec
         self._staging = staging
         self._states: list[np.ndarray] = []
+        self._environment_states: list[np.ndarray] = []
         self._actions: list[np.ndarray] = []
         self._tasks: list[str] = []
         self._image_stats = {c.name: ImageStatsAccumulator() for c in self._spec.cameras}
@@ -795,8 +852,14 @@ class EpisodeRecorder:
         return len(self._states)
 
     def add_frame(
-        self, state: Sequence[float], action: Sequence[float], images: Mapping[str, np.ndarray], task: str
+        self,
+        state: Sequence[float],
+        action: Sequence[float],
+        images: Mapping[str, np.ndarray],
+        task: str,
+        environment_state: Sequence[float] | None = None,
     ) -> None:
+        """One frame; ``environment_state`` is required exactly when the dataset has that feature."""
         if self._closed:
             raise DatasetError("episode already finished or aborted")
         s = np.asarray(state, dtype=np.float32).reshape(-1)
@@ -807,6 +870,22 @@ class EpisodeRecorder:
             )
         if not (np.isfinite(s).all() and np.isfinite(a).all()):
             raise DatasetError("state or action contains NaN/inf")
+        env_names = self._spec.environment_state_names
+        if (environment_state is None) != (not env_names):
+            raise DatasetError(
+                f"the dataset has {ENVIRONMENT_STATE_KEY}: every frame needs it"
+                if env_names
+                else f"the dataset has no {ENVIRONMENT_STATE_KEY} feature (DatasetSpec.environment_state_names)"
+            )
+        e = None
+        if environment_state is not None:
+            e = np.asarray(environment_state, dtype=np.float32).reshape(-1)
+            if e.shape != (len(env_names),):
+                raise DatasetError(
+                    f"{ENVIRONMENT_STATE_KEY} has {e.shape[0]} values, names {list(env_names)}"
+                )
+            if not np.isfinite(e).all():
+                raise DatasetError(f"{ENVIRONMENT_STATE_KEY} contains NaN/inf")
         if set(images) != set(self._encoders):
             raise DatasetError(
                 f"images for {sorted(images)} but the dataset has cameras {sorted(self._encoders)}"
@@ -824,6 +903,8 @@ class EpisodeRecorder:
             self._image_stats[cam.name].add(rgb)
             self._encoders[cam.name].put(rgb)
         self._states.append(s)
+        if e is not None:
+            self._environment_states.append(e)
         self._actions.append(a)
         self._tasks.append(task)
 
@@ -968,16 +1049,26 @@ class LeRobotV3Writer:
         actions: np.ndarray,
         images: Mapping[str, Iterable[np.ndarray]],
         task: str | Sequence[str],
+        environment_states: np.ndarray | None = None,
     ) -> EpisodeSummary:
-        """Write a whole episode from arrays (``task``: one text, or one per frame)."""
+        """Write a whole episode from arrays (``task``: one text, or one per frame; ``environment_states``:
+        (T, n), required exactly when the dataset has ``observation.environment_state``)."""
         tasks = [task] * len(states) if isinstance(task, str) else list(task)
         if len(tasks) != len(states) or len(actions) != len(states):
             raise DatasetError(f"{len(states)} states, {len(actions)} actions and {len(tasks)} tasks differ")
+        if environment_states is not None and len(environment_states) != len(states):
+            raise DatasetError(f"{len(states)} states but {len(environment_states)} environment states")
         rec = self.begin_episode()
         try:
             iters = {name: iter(frames) for name, frames in images.items()}
             for i in range(len(states)):
-                rec.add_frame(states[i], actions[i], {name: next(it) for name, it in iters.items()}, tasks[i])
+                rec.add_frame(
+                    states[i],
+                    actions[i],
+                    {name: next(it) for name, it in iters.items()},
+                    tasks[i],
+                    None if environment_states is None else environment_states[i],
+                )
         except BaseException:
             rec.abort()
             raise
@@ -1004,6 +1095,8 @@ class LeRobotV3Writer:
             "index": np.arange(start, start + length, dtype=np.int64),
             "task_index": np.array([task_ids[t] for t in rec._tasks], dtype=np.int64),
         }
+        if spec.environment_state_names:
+            columns[ENVIRONMENT_STATE_KEY] = np.stack(rec._environment_states)
         schema = _data_schema(spec)
         arrays = []
         for f in schema:
@@ -1021,7 +1114,7 @@ class LeRobotV3Writer:
         stats: dict[str, dict[str, np.ndarray]] = {}
         for cam in spec.cameras:
             stats[cam.feature_key] = rec._image_stats[cam.name].stats()
-        for key in (STATE_KEY, ACTION_KEY, *INDEX_FEATURES):
+        for key in (*spec.vector_keys(), *INDEX_FEATURES):
             stats[key] = vector_stats(columns[key])
 
         row: dict[str, Any] = {

@@ -8,14 +8,23 @@ import pytest
 import yaml
 from vla_collector.manifest import ActionType, CameraSpec, EmbodimentManifest, ManifestError
 from vla_policy.node_core import (
+    DEFAULT_OOD_DISTANCE_THRESHOLD,
     ChangeReporter,
     ControlTiming,
+    DiagnosticLevel,
     HoldReason,
+    InstructionCheck,
+    InstructionOODDetector,
+    OODStatus,
     PolicyNodeConfig,
     StateIndex,
     cameras_from_lists,
     check_embodiment,
+    diagnostic_summary,
     hold_reason,
+    nearest_instruction,
+    resolve_ood_threshold,
+    training_instructions,
 )
 
 JOINTS = (*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1")
@@ -159,3 +168,181 @@ def test_change_reporter_rate_limits_but_never_ends_on_a_stale_value():
     assert log.update(HoldReason.STALE_IMAGE, 1.1)  # ...but reported once the interval has passed
     assert not log.update(HoldReason.STALE_IMAGE, 5.0)  # reported already
     assert log.update(HoldReason.NONE, 5.0)
+
+
+# --- out-of-distribution instructions ---------------------------------------------------------------------
+
+
+def test_nearest_instruction_is_one_minus_the_best_cosine_similarity():
+    refs = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])  # not unit length: normalised inside
+    assert nearest_instruction(np.array([3.0, 0.0, 0.0]), refs) == (pytest.approx(0.0), 0)
+    assert nearest_instruction(np.array([0.0, 0.0, 1.0]), refs) == (pytest.approx(1.0), 0)
+    assert nearest_instruction(np.array([-1.0, 0.0, 0.0]), refs[:1]) == (pytest.approx(2.0), 0)
+    d, i = nearest_instruction(np.array([1.0, 1.0, 0.0]) + np.array([0.0, 0.1, 0.0]), refs)
+    assert i == 1 and d == pytest.approx(1 - 1.1 / math.hypot(1.0, 1.1))
+    assert nearest_instruction(np.zeros(3), refs) == (
+        pytest.approx(1.0),
+        0,
+    )  # a zero vector resembles nothing
+
+
+@pytest.mark.parametrize(
+    ("query", "refs", "match"),
+    [
+        (np.ones(3), np.ones((2, 4)), "references"),
+        (np.ones(3), np.ones((0, 3)), "references"),
+        (np.array([1.0, math.nan, 0.0]), np.ones((2, 3)), "NaN"),
+    ],
+)
+def test_nearest_instruction_refuses_bad_embeddings(query, refs, match):
+    with pytest.raises(ValueError, match=match):
+        nearest_instruction(query, refs)
+
+
+def test_training_instructions_come_from_the_checkpoint_info():
+    assert training_instructions({"seed": 0}) is None  # a checkpoint from before they were recorded
+    assert training_instructions({"instructions": ["lift it", "", "grab it", "lift it"]}) == (
+        "grab it",
+        "lift it",
+    )
+    for bad in ("lift it", [1, 2], []):
+        with pytest.raises(ValueError, match="instructions"):
+            training_instructions({"instructions": bad})
+
+
+def test_ood_threshold_parameter_then_checkpoint_then_default():
+    info = {"ood_distance_threshold": 0.3}
+    assert resolve_ood_threshold(0.2, info) == (0.2, "parameter ood_distance_threshold")
+    assert resolve_ood_threshold(0.0, info)[0] == 0.0  # 0 is a threshold (only exact instructions pass)
+    assert resolve_ood_threshold(-1.0, info) == (0.3, "checkpoint")
+    assert resolve_ood_threshold(-1.0, {}) == (DEFAULT_OOD_DISTANCE_THRESHOLD, "default")
+    for bad in (2.5, -0.1, "0.3", True):
+        with pytest.raises(ValueError, match="ood_distance_threshold"):
+            resolve_ood_threshold(-1.0, {"ood_distance_threshold": bad})
+
+
+@pytest.mark.parametrize("value", [2.5, math.nan, math.inf])
+def test_config_refuses_a_threshold_that_is_no_cosine_distance(value):
+    with pytest.raises(ValueError, match="ood_distance_threshold"):
+        PolicyNodeConfig(backend="remote", ood_distance_threshold=value)
+    PolicyNodeConfig(backend="remote", ood_distance_threshold=2.0)  # never warns
+
+
+# Fixed 3-d embeddings for FakeEncoder.
+VECTORS = {
+    "pick up the red block": (1.0, 0.0, 0.0),
+    "push the red block left": (0.0, 1.0, 0.0),
+    "lift the red cube": (0.96, 0.28, 0.0),  # cosine 0.96 with the first: distance 0.04
+    "make me a coffee": (0.0, 0.0, 1.0),  # orthogonal to both: distance 1
+}
+
+
+class FakeEncoder:
+    """VECTORS as embeddings; counts which texts were embedded."""
+
+    def __init__(self):
+        self.embedded = []
+
+    def __call__(self, texts):
+        self.embedded.extend(texts)
+        return np.array([VECTORS[t] for t in texts])
+
+
+def test_detector_flags_instructions_far_from_every_training_instruction():
+    encoder = FakeEncoder()
+    detector = InstructionOODDetector(("pick up the red block", "push the red block left"), encoder, 0.45)
+    assert encoder.embedded == ["pick up the red block", "push the red block left"]
+
+    same = detector.check("push the red block left")
+    assert same.status is OODStatus.IN_DISTRIBUTION and same.distance == pytest.approx(0.0)
+    near = detector.check("lift the red cube")
+    assert near.status is OODStatus.IN_DISTRIBUTION and not near.ood
+    assert near.distance == pytest.approx(0.04) and near.nearest == "pick up the red block"
+    far = detector.check("make me a coffee")
+    assert far.ood and far.distance == pytest.approx(1.0) and far.threshold == 0.45
+    assert detector.check("") == InstructionCheck("", OODStatus.IDLE, threshold=0.45)
+
+    n = len(encoder.embedded)
+    assert detector.check("make me a coffee") is far  # cached: embedded once per instruction
+    assert len(encoder.embedded) == n
+    assert not InstructionOODDetector(["pick up the red block"], encoder, 2.0).check("make me a coffee").ood
+
+
+def test_detector_refuses_bad_setups():
+    with pytest.raises(ValueError, match="no training instructions"):
+        InstructionOODDetector((), FakeEncoder(), 0.45)
+    with pytest.raises(ValueError, match="threshold"):
+        InstructionOODDetector(("pick up the red block",), FakeEncoder(), -0.1)
+    with pytest.raises(ValueError, match="embeddings"):
+        InstructionOODDetector(("pick up the red block",), lambda texts: np.ones((2, 3)), 0.45)
+
+
+def test_detector_with_the_tiny_models_hashed_text_encoder():
+    """The wiring policy_node uses: the model's own InstructionEncoder (hashed bag of words in tiny models)."""
+    from vla_policy.models.config import ModelConfig, TextEncoderKind
+    from vla_policy.models.encoders import InstructionEncoder
+
+    config = ModelConfig(
+        kind="native_vla", camera_names=("front",), state_dim=8, action_dim=8,
+        text_encoder=TextEncoderKind.HASHED_BOW, text_dim=32,
+    )  # fmt: skip
+    encoder = InstructionEncoder(config)
+    trained = ("push the red block left", "push the blue block right")
+    detector = InstructionOODDetector(trained, lambda texts: encoder(list(texts)).numpy(), 0.45)
+    assert detector.check("push the blue block right").distance == pytest.approx(0.0, abs=1e-6)
+    assert not detector.check("push the red block right").ood  # one word from a training instruction
+    coffee = detector.check("make me a coffee")
+    assert coffee.ood and coffee.distance > 0.6
+
+
+def test_instruction_check_diagnostic_values_and_log_line():
+    ood = InstructionCheck("dance", OODStatus.OUT_OF_DISTRIBUTION, 0.8123, 0.45, "pick up the red block")
+    assert ood.diagnostic_values() == {
+        "instruction_ood": "true",
+        "instruction_check": "out of distribution",
+        "instruction_distance": "0.812",
+        "ood_threshold": "0.450",
+        "nearest_training_instruction": "pick up the red block",
+    }
+    assert "'dance' is out of distribution" in ood.log_line() and "0.812" in ood.log_line()
+    assert "commanding anyway" in ood.log_line()
+    ok = InstructionCheck("lift it", OODStatus.IN_DISTRIBUTION, 0.1, 0.45, "lift the red block")
+    assert ok.diagnostic_values()["instruction_ood"] == "false"
+    assert ok.diagnostic_values()["instruction_distance"] == "0.100"
+    unchecked = InstructionCheck("lift it", OODStatus.UNCHECKED, reason="the remote backend")
+    values = unchecked.diagnostic_values()
+    assert (
+        values["instruction_ood"] == "unknown"
+        and values["instruction_check"] == "unchecked: the remote backend"
+    )
+    assert values["instruction_distance"] == "nan" and values["ood_threshold"] == "nan"
+    assert InstructionCheck("lift it", OODStatus.PENDING).diagnostic_values()["instruction_ood"] == "unknown"
+
+
+OOD = InstructionCheck("dance", OODStatus.OUT_OF_DISTRIBUTION, 0.81, 0.45, "pick up the red block")
+IN = InstructionCheck("lift it", OODStatus.IN_DISTRIBUTION, 0.1, 0.45, "lift the red block")
+OOD_TEXT = "instruction is out of distribution (distance 0.81 > 0.45 to 'pick up the red block')"
+
+
+@pytest.mark.parametrize(
+    ("hold", "refusing", "check", "level", "message"),
+    [
+        (HoldReason.NONE, False, IN, DiagnosticLevel.OK, "commanding"),
+        (HoldReason.NONE, False, InstructionCheck("x", OODStatus.PENDING), DiagnosticLevel.OK, "commanding"),
+        (HoldReason.NONE, False, OOD, DiagnosticLevel.WARN, f"commanding, but the {OOD_TEXT}"),
+        (
+            HoldReason.NONE, True, OOD, DiagnosticLevel.WARN,
+            f"commanding, but the safety monitor drops the commands: ESTOP; {OOD_TEXT}",
+        ),
+        (HoldReason.NONE, True, IN, DiagnosticLevel.WARN, "commanding, but the safety monitor drops the commands: ESTOP"),
+        (HoldReason.DISABLED, False, IN, DiagnosticLevel.OK, "holding: disabled via ~/enable"),
+        (HoldReason.DISABLED, False, OOD, DiagnosticLevel.WARN, f"holding: disabled via ~/enable; {OOD_TEXT}"),
+        (HoldReason.NO_INSTRUCTION, False, InstructionCheck("", OODStatus.IDLE), DiagnosticLevel.OK,
+         "holding: no instruction (empty /task_instruction)"),
+        (HoldReason.STALE_IMAGE, False, OOD, DiagnosticLevel.WARN, f"holding: camera frames are stale; {OOD_TEXT}"),
+    ],
+)  # fmt: skip
+def test_diagnostic_summary_warns_while_the_instruction_is_out_of_distribution(
+    hold, refusing, check, level, message
+):
+    assert diagnostic_summary(hold, refusing, "ESTOP", check) == (level, message)

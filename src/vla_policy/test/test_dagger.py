@@ -24,6 +24,47 @@ def test_expert_demonstrations_are_a_valid_dataset_of_successes(tmp_path, capsys
     assert record["driver"] == "expert" and record["stats"][0]["successes"] == 2
 
 
+def test_expert_episodes_record_the_envs_environment_state(tmp_path):
+    from vla_sim.tasks import REFERENT_NAMES
+
+    import vla_sim
+
+    out = tmp_path / "d0"
+    assert main(["expert", str(out), "--families", "stack", "--episodes", "1", "--image-size", "32",
+                 "--cameras", "front", "--no-progress", "--seed", "5"]) == 0  # fmt: skip
+    ds = LeRobotV3Dataset(out)
+    assert ds.has_environment_state and ds.environment_state_names == REFERENT_NAMES
+    ep = ds.episode(0)
+    assert ep.environment_state.shape == (len(ep), 6)
+    # Replaying the stored actions (the expert drove) in the same scene gives the same state at every frame.
+    env = vla_sim.make_env("stack", cameras=(), control_hz=10)
+    try:
+        obs, _ = env.reset(seed=5)
+        for t in range(len(ep)):
+            np.testing.assert_allclose(
+                ep.environment_state[t], obs["observation.environment_state"], atol=1e-6
+            )
+            obs, *_ = env.step(ep.action[t])
+    finally:
+        env.close()
+    # The block moved onto its goal block: the target ends about one block above the goal.
+    np.testing.assert_allclose(
+        ep.environment_state[-1, :3] - ep.environment_state[-1, 3:], [0, 0, 0.04], atol=0.01
+    )
+
+
+def test_appending_to_a_dataset_without_environment_state_keeps_it_without(tmp_path):
+    from vla_collector.lerobot_v3 import LeRobotV3Writer
+    from vla_policy.dagger import dataset_spec
+
+    out = tmp_path / "old"
+    LeRobotV3Writer.create(out, dataset_spec(["front"], (32, 32), 10, environment_state=False))
+    assert main(["expert", str(out), "--families", "pick", "--episodes", "1", "--image-size", "32",
+                 "--cameras", "front", "--no-progress"]) == 0  # fmt: skip
+    ds = LeRobotV3Dataset(out)
+    assert ds.num_episodes == 1 and not ds.has_environment_state and ds.episode(0).environment_state is None
+
+
 def test_a_round_stores_the_experts_labels_for_the_states_the_policy_visits(tmp_path):
     from vla_sim.experts import make_expert
 

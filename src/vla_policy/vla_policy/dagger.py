@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
-from vla_collector.lerobot_v3 import DatasetSpec, LeRobotV3Writer, VideoCodecConfig
+from vla_collector.lerobot_v3 import ENVIRONMENT_STATE_KEY, DatasetSpec, LeRobotV3Writer, VideoCodecConfig
 from vla_collector.manifest import CameraSpec
 
 # Small images need chroma at full resolution and little compression, or block colours blur into each other.
@@ -42,8 +42,13 @@ class RoundStats:
         return self.successes / max(self.episodes, 1)
 
 
-def dataset_spec(cameras: Sequence[str], image_size: tuple[int, int], fps: int) -> DatasetSpec:
+def dataset_spec(
+    cameras: Sequence[str], image_size: tuple[int, int], fps: int, environment_state: bool = True
+) -> DatasetSpec:
+    """The dataset the rollouts write; ``environment_state``: with the simulator's privileged
+    ``observation.environment_state`` (``vla_sim.tasks.REFERENT_NAMES``: the named block and its goal)."""
     from vla_sim.robot import COMMAND_JOINTS
+    from vla_sim.tasks import REFERENT_NAMES
 
     return DatasetSpec(
         fps=fps,
@@ -52,7 +57,15 @@ def dataset_spec(cameras: Sequence[str], image_size: tuple[int, int], fps: int) 
         action_names=COMMAND_JOINTS,
         cameras=tuple(CameraSpec(c, *image_size) for c in cameras),
         video=DEFAULT_VIDEO,
+        environment_state_names=REFERENT_NAMES if environment_state else (),
     )
+
+
+def _has_environment_state(root: Path) -> bool:
+    """A new dataset records the environment state; an existing one keeps its features (older datasets
+    lack it, and episodes with and without it cannot share a dataset)."""
+    info = root / "meta" / "info.json"
+    return not info.is_file() or ENVIRONMENT_STATE_KEY in json.loads(info.read_text()).get("features", {})
 
 
 def rollout_dataset(
@@ -90,7 +103,7 @@ def rollout_dataset(
         if not cams or len({(c.height, c.width) for c in cams}) != 1:
             raise ValueError(f"{policy_dir}: the simulator renders one image size; the policy wants {cams}")
         cameras, image_size = tuple(policy.config.camera_names), (cams[0].height, cams[0].width)
-    spec = dataset_spec(cameras, image_size, fps)
+    spec = dataset_spec(cameras, image_size, fps, environment_state=_has_environment_state(output))
     writer = LeRobotV3Writer.open_or_create(output, spec)
     rng = np.random.default_rng(seed)
     stats = []
@@ -108,10 +121,12 @@ def rollout_dataset(
                 if policy is not None:
                     policy.reset()
                 states, actions, images, queued = [], [], {c: [] for c in cameras}, []
+                environment_states = []
                 success, done = False, False
                 while not done:
                     label = expert.act_env()
                     states.append(obs["observation.state"].copy())
+                    environment_states.append(obs[ENVIRONMENT_STATE_KEY].copy())
                     actions.append(label)
                     for c in cameras:
                         images[c].append(obs[f"observation.images.{c}"])
@@ -125,7 +140,13 @@ def rollout_dataset(
                     obs, _, terminated, truncated, info = env.step(np.asarray(action, np.float32))
                     success = success or bool(info["success"])
                     done = terminated or truncated
-                writer.write_episode(np.array(states), np.array(actions), images, info["task"])
+                writer.write_episode(
+                    np.array(states),
+                    np.array(actions),
+                    images,
+                    info["task"],
+                    np.array(environment_states) if spec.environment_state_names else None,
+                )
                 s.episodes += 1
                 s.successes += int(success)
                 s.frames += len(states)

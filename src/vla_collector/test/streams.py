@@ -6,6 +6,7 @@ core is exercised with exactly what it receives from a raw subscription.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -21,6 +22,15 @@ _Header = message_class("std_msgs/msg/Header")
 _Image = message_class("sensor_msgs/msg/Image")
 _JointState = message_class("sensor_msgs/msg/JointState")
 _String = message_class("std_msgs/msg/String")
+_Pose = message_class("geometry_msgs/msg/Pose")
+_Point = message_class("geometry_msgs/msg/Point")
+_Quaternion = message_class("geometry_msgs/msg/Quaternion")
+_PoseArray = message_class("geometry_msgs/msg/PoseArray")
+
+# A simulator's scene, as vla_sim's sim_node describes it: the red block (the target) slides along x towards
+# the blue one (the goal); the bowl stands still.
+OBJECTS = ("red", "blue", "bowl")
+ENV_NAMES = ("target.x", "target.y", "target.z", "goal.x", "goal.y", "goal.z")
 
 
 def header(ns: int) -> object:
@@ -60,6 +70,35 @@ def instruction(text: str) -> bytes:
     return serialize("std_msgs/msg/String", _String(text))
 
 
+def object_positions(t_s: float) -> list[tuple[float, float, float]]:
+    return [(0.4 + 0.1 * t_s, 0.0, 0.02), (0.6, 0.1, 0.02), (0.5, -0.2, 0.005)]
+
+
+def environment_at(t_s: float) -> np.ndarray:
+    """The environment state the scene below gives at ``t_s``: the red block, then the blue one."""
+    red, blue, _ = object_positions(t_s)
+    return np.array([*red, *blue], dtype=np.float32)
+
+
+def pose_array(ns: int, positions: list[tuple[float, float, float]]) -> bytes:
+    poses = [_Pose(_Point(*map(float, p)), _Quaternion(0.0, 0.0, 0.0, 1.0)) for p in positions]
+    return serialize("geometry_msgs/msg/PoseArray", _PoseArray(header(ns), poses))
+
+
+def scene_description(episode: int = 1) -> dict:
+    return {
+        "episode": episode,
+        "instruction": "put the red block on the blue block",
+        "objects": list(OBJECTS),
+        "referents": {"names": list(ENV_NAMES), "target": {"object": "red"}, "goal": {"object": "blue"}},
+    }
+
+
+def scene(episode: int = 1) -> bytes:
+    """The /sim/scene message (std_msgs/String JSON)."""
+    return instruction(json.dumps(scene_description(episode)))
+
+
 @dataclass(frozen=True)
 class Event:
     t_ns: int
@@ -74,8 +113,10 @@ def streams(
     joint_hz: float = 100.0,
     camera_pause: tuple[float, float] | None = None,
     cameras: dict[str, str] | None = None,
+    poses_hz: float = 0.0,
 ) -> Iterator[Event]:
-    """Camera(s), /joint_states and /joint_commands, merged in time order."""
+    """Camera(s), /joint_states and /joint_commands (and, with ``poses_hz``, /sim/object_poses), merged in
+    time order."""
     cameras = cameras or {"front": "/camera/image_raw"}
     events: list[tuple[int, int, str, bytes]] = []
     for topic in cameras.values():
@@ -90,5 +131,9 @@ def streams(
         ns = t0_ns + int(t * 1e9)
         events.append((ns, 1, "/joint_states", joint_state(ns, t)))
         events.append((ns, 2, "/joint_commands", command(ns, t)))
+    for k in range(int(seconds * poses_hz)):
+        t = k / poses_hz
+        ns = t0_ns + int(t * 1e9)
+        events.append((ns, 3, "/sim/object_poses", pose_array(ns, object_positions(t))))
     for ns, _, topic, data in sorted(events, key=lambda e: (e[0], e[1])):
         yield Event(ns, topic, data)

@@ -5,6 +5,7 @@
     vla-dataset stats ROOT [--feature observation.state]
     vla-dataset convert BAG [BAG ...] -o ROOT [--camera front=/camera/image_raw ...] [--state-topic T]
                         [--action-topic T] [--instruction-topic T] [--task TEXT] [--fps 10] [--joints a,b,...]
+                        [--environment-state auto|on|off] [--object-poses-topic T] [--scene-topic T]
     vla-dataset replay ROOT|BAG [--episode N] [--rate 2.0] [--loop]
     vla-dataset export-video ROOT --episode N [--camera front] -o out.mp4
     vla-dataset plot ROOT --episode N -o joints.png
@@ -35,6 +36,7 @@ from vla_collector.bag import BagError, BagReader
 from vla_collector.collector import EPISODE_FILE
 from vla_collector.episode import ConversionError, DatasetTarget, TopicMap, convert_bag
 from vla_collector.lerobot_v3 import (
+    ENVIRONMENT_STATE_KEY,
     IMAGE_PREFIX,
     STAT_NAMES,
     DatasetError,
@@ -245,6 +247,7 @@ _RECORDED_TIMING = (
     "action_max_age_s",
     "action_lookahead_s",
     "max_wait_s",
+    "environment_max_age_s",
 )
 
 
@@ -257,12 +260,27 @@ def _recorded_sampler(recorded: dict[str, Any], base: SamplerConfig) -> SamplerC
     return dataclasses.replace(base, **{k: live[k] for k in _RECORDED_TIMING if live.get(k) is not None})
 
 
+def _convert_environment_state(args: argparse.Namespace) -> bool:
+    """on/off as asked; auto: what the output dataset has, or for a new one whether the first bag holds the
+    simulator's object poses and scene description."""
+    if args.environment_state != "auto":
+        return bool(args.environment_state == "on")
+    info = Path(args.output) / "meta" / "info.json"
+    if info.is_file():
+        return ENVIRONMENT_STATE_KEY in json.loads(info.read_text()).get("features", {})
+    available = BagReader(args.bags[0]).topics()
+    return args.object_poses_topic in available and args.scene_topic in available
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
+    environment = _convert_environment_state(args)
     topics = TopicMap(
         state=args.state_topic,
         action=args.action_topic,
         cameras=_parse_cameras(args.camera),
         instruction=args.instruction_topic,
+        object_poses=args.object_poses_topic if environment else "",
+        scene=args.scene_topic if environment else "",
     )
     joints = tuple(j for j in (args.joints or "").split(",") if j)
     actions = tuple(j for j in (args.action_joints or "").split(",") if j)
@@ -279,6 +297,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         cameras=tuple(topics.cameras),
         rate_tolerance=args.rate_tolerance,
         max_gap_s=args.max_gap,
+        environment=environment,
     )
     writer = LeRobotV3Writer.open(target.root) if (target.root / "meta" / "info.json").is_file() else None
     refused = 0
@@ -561,6 +580,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate-tolerance", type=float, default=0.05)
     p.add_argument("--max-gap", type=float, default=0.5, help="seconds a stream may be silent")
     p.add_argument("--write-refused", action="store_true", help="write episodes out of tolerance anyway")
+    p.add_argument(
+        "--environment-state",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="write observation.environment_state from a simulator's object poses and scene description "
+        "(auto: as the output dataset has it; for a new one, if the first bag holds both topics)",
+    )
+    p.add_argument("--object-poses-topic", default="/sim/object_poses")
+    p.add_argument("--scene-topic", default="/sim/scene")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("replay", help="publish an episode (dataset) or a bag back on topics, with /clock")

@@ -20,7 +20,16 @@ from sensor_msgs.msg import Image
 from vla_perception.codec import image_to_rgb8
 
 from vla_collector.bag import BagReader, RawMessage, deserialize, header_stamp_ns
+from vla_collector.environment import (
+    POSE_ARRAY_TYPE,
+    EnvironmentSample,
+    EnvironmentStateError,
+    environment_state,
+    parse_scene,
+    pose_positions,
+)
 from vla_collector.lerobot_v3 import (
+    ENVIRONMENT_STATE_KEY,
     DatasetError,
     DatasetSpec,
     EpisodeRecorder,
@@ -52,13 +61,20 @@ class TopicMap:
     instruction: str = "/task_instruction"
     # recorded raw for tools (Foxglove, rectification), not used for frames: topic -> message type
     extra: Mapping[str, str] = field(default_factory=dict)
+    # a simulator's geometry_msgs/PoseArray and std_msgs/String scene description, from which
+    # observation.environment_state is computed (vla_collector.environment); "" = not recorded
+    object_poses: str = ""
+    scene: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cameras", dict(self.cameras))
         object.__setattr__(self, "extra", dict(self.extra))
         if not self.state or not self.action:
             raise ConversionError("state and action topics must be set")
+        if bool(self.object_poses) != bool(self.scene):
+            raise ConversionError("object_poses and scene topics go together: set both or neither")
         topics = [self.state, self.action, *self.cameras.values()]
+        topics += [t for t in (self.object_poses, self.scene) if t]
         if self.state == self.action:
             raise ConversionError(f"state and action cannot share the topic {self.state}")
         if len(set(topics)) != len(topics):
@@ -70,7 +86,14 @@ class TopicMap:
         topics.update({t: IMAGE_TYPE for t in self.cameras.values()})
         if self.instruction:
             topics[self.instruction] = STRING_TYPE
+        topics.update(self.environment_topics())
         return {**self.extra, **topics}
+
+    def environment_topics(self) -> dict[str, str]:
+        """topic -> message type of the environment-state sources (empty when not recorded)."""
+        if not self.object_poses:
+            return {}
+        return {self.object_poses: POSE_ARRAY_TYPE, self.scene: STRING_TYPE}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,12 +102,20 @@ class TopicMap:
             "cameras": dict(self.cameras),
             "instruction": self.instruction,
             "extra": dict(self.extra),
+            "object_poses": self.object_poses,
+            "scene": self.scene,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TopicMap:
         return cls(
-            d["state"], d["action"], dict(d["cameras"]), d.get("instruction", ""), dict(d.get("extra", {}))
+            d["state"],
+            d["action"],
+            dict(d["cameras"]),
+            d.get("instruction", ""),
+            dict(d.get("extra", {})),
+            d.get("object_poses", ""),
+            d.get("scene", ""),
         )
 
 
@@ -111,7 +142,7 @@ class DatasetTarget:
         object.__setattr__(self, "state_names", tuple(self.state_names))
         object.__setattr__(self, "action_names", tuple(self.action_names))
 
-    def spec(self, cameras: Iterable[CameraSpec]) -> DatasetSpec:
+    def spec(self, cameras: Iterable[CameraSpec], environment_state_names: Iterable[str] = ()) -> DatasetSpec:
         return DatasetSpec(
             fps=self.fps,
             robot_type=self.robot_type,
@@ -119,6 +150,7 @@ class DatasetTarget:
             action_names=self.action_names or self.state_names,
             cameras=tuple(cameras),
             video=self.video,
+            environment_state_names=tuple(environment_state_names),
         )
 
 
@@ -176,12 +208,19 @@ class EpisodeBuilder:
         state = decode_joints(frame.state.payload, self.target.state_names)
         action = decode_joints(frame.action.payload, self.target.action_names or self.target.state_names)
         images = {cam: decode_rgb(frame.images[cam].payload) for cam in self.cameras}
+        env: EnvironmentSample | None = frame.environment.payload if frame.environment is not None else None
         if self._recorder is None:
             specs = [CameraSpec(cam, img.shape[0], img.shape[1]) for cam, img in images.items()]
-            spec = self.target.spec(specs)
+            spec = self.target.spec(specs, env.names if env is not None else ())
             if self.writer is None:
                 self.writer = LeRobotV3Writer.open_or_create(self.target.root, spec)
             elif self.writer.spec.features() != spec.features():
+                ours, theirs = spec.environment_state_names, self.writer.spec.environment_state_names
+                if ours != theirs:
+                    raise DatasetError(
+                        f"this episode's {ENVIRONMENT_STATE_KEY} names {list(ours) or '(none)'} do not match "
+                        f"the dataset's {list(theirs) or '(none)'}"
+                    )
                 raise DatasetError(
                     f"camera sizes {[(c.name, c.height, c.width) for c in specs]} do not match the dataset's "
                     f"{[(c.name, c.height, c.width) for c in self.writer.spec.cameras]}"
@@ -191,7 +230,13 @@ class EpisodeBuilder:
             raise ConversionError(
                 "no task instruction for this episode (publish /task_instruction or set a default task)"
             )
-        self._recorder.add_frame(state, action, images, frame.task)
+        if (
+            env is not None
+            and self.writer is not None
+            and env.names != self.writer.spec.environment_state_names
+        ):
+            raise DatasetError(f"{ENVIRONMENT_STATE_KEY} names changed within the episode: {list(env.names)}")
+        self._recorder.add_frame(state, action, images, frame.task, env.values if env is not None else None)
         self.frames += 1
 
     def commit(self) -> EpisodeSummary:
@@ -221,6 +266,9 @@ class MessageFeed:
     * state, action and camera messages enter the sampler at their header stamp (the receive time when the
       stamp is zero); a joint message that lacks a joint the dataset needs is refused first
       (``ValueError``/``KeyError``/``BagError``, never added), so it can never become a frame;
+    * with the environment state sampled (``SamplerConfig.environment``), the scene description is kept (the
+      latest one in force) and each object-pose message enters the sampler as the environment state it gives
+      with that scene (:mod:`vla_collector.environment`); a pose message no scene explains is refused;
     * after each of those, the ticks it decides are returned (:meth:`FrameSampler.advance_received`);
     * any other topic (camera_info, extras) is ignored.
     """
@@ -237,9 +285,18 @@ class MessageFeed:
         self.state_names = tuple(state_names)
         self.action_names = tuple(action_names) or self.state_names
         self._cam_by_topic = {t: c for c, t in topics.cameras.items()}
+        self.environment = sampler.config.environment
+        if self.environment and not topics.object_poses:
+            raise ConversionError("the environment state is sampled but no object_poses/scene topics are set")
+        self._env_topics = (topics.object_poses, topics.scene) if self.environment else ()
+        self.scene: dict[str, Any] | None = None
 
     def is_sampled(self, topic: str) -> bool:
-        return topic in (self.topics.state, self.topics.action) or topic in self._cam_by_topic
+        return (
+            topic in (self.topics.state, self.topics.action)
+            or topic in self._cam_by_topic
+            or topic in self._env_topics
+        )
 
     def instruction(self, log_time_ns: int, text: str) -> None:
         if text:
@@ -252,8 +309,15 @@ class MessageFeed:
             return []
         if not self.is_sampled(topic):
             return []
+        if topic == topics.scene:
+            self.scene = parse_scene(decode_string(data))
+            return []
         stamp = message_stamp(data, log_time_ns)
-        if topic == topics.state:
+        if topic == topics.object_poses:
+            if self.scene is None:
+                raise EnvironmentStateError(f"object poses before any scene description on {topics.scene}")
+            self.sampler.add_environment(stamp, environment_state(self.scene, pose_positions(data)))
+        elif topic == topics.state:
             decode_joints(data, self.state_names)  # a frame must be able to use it
             self.sampler.add_state(stamp, data)
         elif topic == topics.action:
@@ -310,22 +374,27 @@ def convert_bag(
     """
     reader = BagReader(bag)
     available = reader.topics()
+    config = sampler_config or SamplerConfig(cameras=tuple(topics.cameras))
+    if set(config.cameras) != set(topics.cameras):
+        raise ConversionError(f"sampler cameras {config.cameras} != mapped cameras {sorted(topics.cameras)}")
+    if config.environment and not topics.object_poses:
+        raise ConversionError("the environment state is sampled but no object_poses/scene topics are set")
     needed = {topics.state: JOINT_STATE_TYPE, topics.action: JOINT_STATE_TYPE}
     needed.update({t: IMAGE_TYPE for t in topics.cameras.values()})
-    for topic, msg_type in needed.items():
+    if config.environment:
+        needed[topics.object_poses] = POSE_ARRAY_TYPE
+    read = {*needed, topics.instruction, *((topics.scene,) if config.environment else ())}
+    for topic, msg_type in {**needed, **(topics.environment_topics() if config.environment else {})}.items():
         if topic not in available:
             raise ConversionError(f"{bag}: topic {topic} is not in the bag (it has {sorted(available)})")
         if available[topic].msg_type != msg_type:
             raise ConversionError(f"{bag}: {topic} is {available[topic].msg_type}, expected {msg_type}")
-    config = sampler_config or SamplerConfig(cameras=tuple(topics.cameras))
-    if set(config.cameras) != set(topics.cameras):
-        raise ConversionError(f"sampler cameras {config.cameras} != mapped cameras {sorted(topics.cameras)}")
     builder = EpisodeBuilder(target, config.cameras, writer)
     sampler = FrameSampler(config, start_ns=start_ns, task=default_task)
     last_ns = 0
     try:
         for message, frames in frames_from_messages(
-            reader.messages({*needed, topics.instruction}),
+            reader.messages(read),
             topics,
             sampler,
             state_names=target.state_names,

@@ -6,9 +6,11 @@ crashed episode is recovered, so a dataset built from the raw recording equals t
 Rules (all times are message stamps: ``header.stamp``, or the receive time when a stamp is zero):
 
 1. **Ticks.** Frame ``k`` is taken at ``t_k = t_0 + k / fps``. ``t_0`` is the first instant at which every
-   required stream (state, each camera, action) has delivered a message, and not before the episode start.
-2. **Observations are causal.** For state and each camera the sample is the latest message with
-   ``stamp <= t_k``: what a policy running at ``t_k`` would have seen.
+   required stream (state, each camera, action, and the environment state when recorded) has delivered a
+   message, and not before the episode start.
+2. **Observations are causal.** For state, each camera and the environment state (privileged simulator
+   state, ``SamplerConfig.environment``) the sample is the latest message with ``stamp <= t_k``: what a
+   policy running at ``t_k`` would have seen.
 3. **The action is the command answering that observation.** The sample is the latest command with
    ``stamp < t_k + action_lookahead`` (default one frame period): the target in force during the frame.
 4. **Freshness.** A sample older than its stream's ``max_age`` (state/camera: ``t_k - stamp``; action:
@@ -51,6 +53,7 @@ class StreamKind(str, enum.Enum):
     STATE = "state"
     ACTION = "action"
     CAMERA = "camera"
+    ENVIRONMENT = "environment"
 
 
 class EpisodeVerdict(str, enum.Enum):
@@ -64,7 +67,9 @@ class EpisodeVerdict(str, enum.Enum):
 class SamplerConfig:
     """Rates and tolerances (seconds). ``None`` ages default to 1.5 frame periods for state and cameras and
     3 for the action: a robot holds its last position target, so a command stays the action in force
-    for longer than an observation stays current (a 10 Hz teleoperator with jitter must not drop frames)."""
+    for longer than an observation stays current (a 10 Hz teleoperator with jitter must not drop frames).
+    ``environment``: also sample a privileged environment-state stream (``environment_max_age_s``: 1.5
+    frame periods by default), required like the state."""
 
     fps: int = 10
     cameras: tuple[str, ...] = ("front",)
@@ -75,6 +80,8 @@ class SamplerConfig:
     max_wait_s: float = 0.5
     rate_tolerance: float = 0.05
     max_gap_s: float = 0.5
+    environment: bool = False
+    environment_max_age_s: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.fps, bool) or not isinstance(self.fps, int) or self.fps <= 0:
@@ -83,12 +90,23 @@ class SamplerConfig:
         if len(set(self.cameras)) != len(self.cameras):
             raise ValueError(f"camera names must be unique: {self.cameras}")
         period = 1.0 / self.fps
-        for name, periods in (("state_max_age_s", 1.5), ("camera_max_age_s", 1.5), ("action_max_age_s", 3.0)):
+        for name, periods in (
+            ("state_max_age_s", 1.5),
+            ("camera_max_age_s", 1.5),
+            ("action_max_age_s", 3.0),
+            ("environment_max_age_s", 1.5),
+        ):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, periods * period)
         if self.action_lookahead_s is None:
             object.__setattr__(self, "action_lookahead_s", period)
-        for name in ("state_max_age_s", "camera_max_age_s", "action_max_age_s", "max_gap_s"):
+        for name in (
+            "state_max_age_s",
+            "camera_max_age_s",
+            "action_max_age_s",
+            "environment_max_age_s",
+            "max_gap_s",
+        ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be positive and finite, got {value}")
@@ -108,6 +126,7 @@ class SamplerConfig:
             StreamKind.STATE: self.state_max_age_s,
             StreamKind.CAMERA: self.camera_max_age_s,
             StreamKind.ACTION: self.action_max_age_s,
+            StreamKind.ENVIRONMENT: self.environment_max_age_s,
         }[kind]
         return int(float(age) * NS)  # type: ignore[arg-type]
 
@@ -130,6 +149,7 @@ class Frame:
     task: str
     fresh: bool
     late_streams: tuple[str, ...]
+    environment: Sample | None = None  # with SamplerConfig.environment
 
 
 @dataclass
@@ -248,6 +268,8 @@ class FrameSampler:
         self._streams: dict[str, _Stream] = {"state": _Stream("state", StreamKind.STATE)}
         for cam in config.cameras:
             self._streams[f"camera/{cam}"] = _Stream(f"camera/{cam}", StreamKind.CAMERA)
+        if config.environment:
+            self._streams["environment"] = _Stream("environment", StreamKind.ENVIRONMENT)
         self._streams["action"] = _Stream("action", StreamKind.ACTION)
         self._tasks: list[tuple[int, str]] = [(start_ns, task)] if task else []
         self._t0: int | None = None
@@ -264,6 +286,11 @@ class FrameSampler:
 
     def add_action(self, stamp_ns: int, payload: Any) -> None:
         self._streams["action"].add(stamp_ns, payload)
+
+    def add_environment(self, stamp_ns: int, payload: Any) -> None:
+        if "environment" not in self._streams:
+            raise KeyError("the environment state is not sampled (SamplerConfig.environment is off)")
+        self._streams["environment"].add(stamp_ns, payload)
 
     def add_image(self, camera: str, stamp_ns: int, payload: Any) -> None:
         key = f"camera/{camera}"
@@ -391,6 +418,7 @@ class FrameSampler:
             task=self._task_at(t),
             fresh=not late,
             late_streams=tuple(late),
+            environment=picks.get("environment"),
         )
 
     def finish(self, stop_ns: int) -> tuple[list[Frame], EpisodeReport]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader as RosbagsReader
-from streams import JOINTS, instruction, state_at, streams
+from streams import ENV_NAMES, JOINTS, environment_at, instruction, scene, state_at, streams
 from vla_collector.collector import (
     Collector,
     CollectorConfig,
@@ -19,6 +19,7 @@ from vla_collector.collector import (
     EpisodeStatus,
     PartialEpisodePolicy,
 )
+from vla_collector.episode import TopicMap
 from vla_collector.lerobot_v3 import LeRobotV3Dataset, LeRobotV3Writer, VideoCodecConfig
 
 T0 = 1_000 * 10**9
@@ -171,6 +172,118 @@ def test_late_delivery_is_no_drop_and_the_raw_bag_converts_to_the_same_frames(tm
     )
     np.testing.assert_array_equal(live.state, offline.state)
     np.testing.assert_array_equal(live.action, offline.action)
+
+
+SIM_TOPICS = TopicMap(object_poses="/sim/object_poses", scene="/sim/scene")
+
+
+def test_in_simulation_the_environment_state_is_recorded_and_the_raw_bag_converts_the_same(tmp_path):
+    from vla_collector.cli import main
+    from vla_collector.episode import DatasetTarget, convert_bag
+    from vla_collector.sampler import SamplerConfig
+
+    collector, clock = make(tmp_path, default_task="stack", topics=SIM_TOPICS)
+    try:
+        collector.submit("/sim/scene", scene(), T0 - 10**9)  # latched: it arrives before any episode
+        collector.sync()
+        collector.start()
+        play(collector, clock, T0, 1.6, poses_hz=30.0)
+        result = collector.stop(success=True)
+    finally:
+        collector.close()
+    assert result.status is EpisodeStatus.WRITTEN, result.message
+    assert result.report.streams["environment"]["rate_hz"] == pytest.approx(30.0, rel=0.02)
+    ds = LeRobotV3Dataset(tmp_path / "ds")
+    assert ds.has_environment_state and ds.environment_state_names == ENV_NAMES
+    ep = ds.episode(0)
+    # The latest poses at or before each tick (the red block slides, the blue one stands).
+    expected = np.stack([environment_at(k / 10) for k in range(len(ep))])
+    np.testing.assert_allclose(ep.environment_state, expected, atol=1e-6)
+
+    info = json.loads((result.raw_path / "episode.json").read_text())
+    assert info["sampler"]["environment"] is True and info["topics"]["scene"] == "/sim/scene"
+    converted, _ = convert_bag(
+        result.raw_path,
+        DatasetTarget(tmp_path / "offline", video=VideoCodecConfig(codec="libx264")),
+        TopicMap.from_dict(info["topics"]),
+        sampler_config=SamplerConfig(**{**info["sampler"], "cameras": tuple(info["sampler"]["cameras"])}),
+        start_ns=info["start_ns"],
+        stop_ns=info["stop_ns"],
+        default_task=info["task"],
+    )
+    assert converted.report.to_dict() == result.report.to_dict()
+    offline = LeRobotV3Dataset(tmp_path / "offline").episode(0)
+    np.testing.assert_array_equal(offline.environment_state, ep.environment_state)
+    # vla-dataset convert finds the simulator's topics in the bag and writes the feature too.
+    cli = ["convert", str(result.raw_path), "-o", str(tmp_path / "cli"), "--codec", "libx264"]
+    assert main([*cli, "--joints", ",".join(JOINTS)]) == 0
+    np.testing.assert_array_equal(LeRobotV3Dataset(tmp_path / "cli").episode(0).environment_state, expected)
+
+
+def test_whether_episodes_record_the_environment_state(tmp_path):
+    # auto, no simulator: a dataset without the feature (as on a real robot)
+    collector, clock = make(tmp_path, default_task="stack", topics=SIM_TOPICS)
+    try:
+        collector.start()
+        play(collector, clock, T0, 1.0)
+        assert collector.stop(success=True).status is EpisodeStatus.WRITTEN
+        # A simulator appears later: the dataset keeps its features (and the poses stay in the raw bag).
+        collector.submit("/sim/scene", scene(), clock.ns)
+        clock.ns = T0 + 10 * 10**9
+        collector.start()
+        play(collector, clock, clock.ns, 1.0, poses_hz=30.0)
+        assert collector.stop(success=True).status is EpisodeStatus.WRITTEN
+    finally:
+        collector.close()
+    ds = LeRobotV3Dataset(tmp_path / "ds")
+    assert ds.num_episodes == 2 and not ds.has_environment_state
+    assert ds.episode(1).environment_state is None
+    # on cannot add the feature to that dataset, off cannot leave it out of one that has it
+    collector, _ = make(tmp_path, default_task="stack", topics=SIM_TOPICS, record_environment_state="on")
+    try:
+        with pytest.raises(CollectorError, match=r"has no observation\.environment_state"):
+            collector.start()
+    finally:
+        collector.close()
+    with pytest.raises(ValueError, match="needs the object poses"):
+        make(tmp_path, record_environment_state="on")
+    sim_root = tmp_path / "sim"
+    collector, clock = make(tmp_path, dataset_root=sim_root, default_task="stack", topics=SIM_TOPICS)
+    try:
+        collector.submit("/sim/scene", scene(), T0)
+        collector.start()
+        play(collector, clock, T0, 1.0, poses_hz=30.0)
+        assert collector.stop(success=True).status is EpisodeStatus.WRITTEN
+    finally:
+        collector.close()
+    assert LeRobotV3Dataset(sim_root).has_environment_state
+    collector, _ = make(tmp_path, dataset_root=sim_root, default_task="stack", record_environment_state="off")
+    try:
+        with pytest.raises(CollectorError, match="every episode needs it"):
+            collector.start()
+    finally:
+        collector.close()
+
+
+def test_poses_without_a_scene_description_are_rejected_and_named(tmp_path):
+    """A simulator publishes /sim/scene (so auto records the feature) but its description never arrives."""
+    config = CollectorConfig(
+        dataset_root=tmp_path / "ds",
+        video=VideoCodecConfig(codec="libx264"),
+        default_task="stack",
+        topics=SIM_TOPICS,
+    )
+    clock = FakeClock(T0)
+    collector = Collector(config, clock=clock, log=lambda _m: None, scene_available=lambda: True)
+    try:
+        collector.start()
+        play(collector, clock, T0, 1.0, poses_hz=30.0)
+        result = collector.stop(success=True)
+        assert collector.status().rejected == 30
+    finally:
+        collector.close()
+    assert result.status is EpisodeStatus.REFUSED
+    assert "environment" in result.message and "before any scene description" in result.message
 
 
 def test_a_start_without_any_task_is_refused(tmp_path):

@@ -56,6 +56,26 @@ def bag_joints(bag, topic):
     return np.asarray(stamps)[order], np.asarray(positions, np.float32)[order]
 
 
+def bag_target_positions(bag):
+    """(stamps, positions) of the instruction's target, read with rosbags: /sim/scene names it and its index
+    in /sim/object_poses."""
+    store = get_typestore(Stores.ROS2_JAZZY)
+    stamps, positions, scene = [], [], None
+    with RosbagsReader(bag) as reader:
+        wanted = [c for c in reader.connections if c.topic in ("/sim/scene", "/sim/object_poses")]
+        for conn, _, raw in reader.messages(connections=wanted):
+            msg = store.deserialize_cdr(raw, conn.msgtype)
+            if conn.topic == "/sim/scene":
+                scene = json.loads(msg.data)
+                continue
+            index = scene["objects"].index(scene["referents"]["target"]["object"])
+            p = msg.poses[index].position
+            stamps.append(msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)
+            positions.append([p.x, p.y, p.z])
+    order = np.argsort(stamps, kind="stable")
+    return np.asarray(stamps)[order], np.asarray(positions, np.float32)[order]
+
+
 def latest(series, t, inclusive):
     stamps, values = series
     i = np.searchsorted(stamps, t, side="right" if inclusive else "left")
@@ -147,6 +167,7 @@ def test_record_expert_demonstrations_from_the_simulator(tmp_path):
         assert stopped.success, stopped.message
     ds = LeRobotV3Dataset(dataset)
     assert ds.num_episodes == 2
+    assert ds.has_environment_state  # record_environment_state auto: the simulator publishes /sim/scene
     assert ds.tasks and all(e.tasks[0] in ds.tasks for e in ds.episodes)
     assert [e.tasks[0] for e in ds.episodes] == [r[2] for r in results]  # the instruction of each reset
     raw = sorted((tmp_path / "ds.raw").glob("episode_*"))
@@ -169,6 +190,13 @@ def test_record_expert_demonstrations_from_the_simulator(tmp_path):
         # (a tick decided by the max_wait timeout on a starved machine may differ; most must match exactly)
         assert np.isclose(arrays.state, expected_state, atol=1e-6).all(axis=1).mean() >= 0.9
         assert np.isclose(arrays.action, expected_action, atol=1e-6).all(axis=1).mean() >= 0.9
+        # the environment state: the picked block (pick's goal is the block itself), from the sim's poses
+        env = arrays.environment_state
+        assert env.shape == (e.length, 6) and np.isfinite(env).all()
+        np.testing.assert_array_equal(env[:, :3], env[:, 3:])
+        targets = bag_target_positions(raw[i])
+        expected_target = np.stack([latest(targets, t, inclusive=True) for t in t_k])
+        assert np.isclose(env[:, :3], expected_target, atol=1e-6).all(axis=1).mean() >= 0.9
         # the raw bag, converted offline with the same rules, gives the frames the live recorder wrote
         converted_root = tmp_path / f"offline{i}"
         sampler = SamplerConfig(**{**info["sampler"], "cameras": tuple(info["sampler"]["cameras"])})
@@ -187,3 +215,4 @@ def test_record_expert_demonstrations_from_the_simulator(tmp_path):
         assert len(offline) == len(arrays)
         np.testing.assert_array_equal(offline.state, arrays.state)
         np.testing.assert_array_equal(offline.action, arrays.action)
+        np.testing.assert_array_equal(offline.environment_state, arrays.environment_state)

@@ -11,6 +11,13 @@ for the worker's answer). Per episode the worker
 * on stop judges the episode: written to the dataset, refused (real rate or gap out of tolerance; the
   raw bag is kept and the error names the late stream), not written (failed demonstration), or discarded.
 
+In simulation it also records ``observation.environment_state`` (the instruction's target and goal
+positions, :mod:`vla_collector.environment`) from the simulator's object poses and scene description, by
+``record_environment_state``: ``on``, ``off``, or ``auto`` (the default): an existing dataset keeps what it
+has; a new one gets the feature when a scene description was received or ``scene_available()`` (the node:
+a publisher on the scene topic) says a simulator is there when the episode starts. The latest scene
+description is kept between episodes (it is published once per reset) and starts every episode's bag.
+
 On start it repairs the dataset (:meth:`LeRobotV3Writer.open`) and deals with episodes a crash left in
 ``RECORDING``: their bag is made whole (:func:`~vla_collector.bag.recover_bag`) and, by policy, converted
 into the dataset or marked discarded.
@@ -21,6 +28,7 @@ Pure Python: no rclpy (the node passes a clock function).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import errno
 import json
@@ -45,7 +53,13 @@ from vla_collector.episode import (
     convert_bag,
     decode_string,
 )
-from vla_collector.lerobot_v3 import DatasetError, DatasetWriteError, LeRobotV3Writer, VideoCodecConfig
+from vla_collector.lerobot_v3 import (
+    ENVIRONMENT_STATE_KEY,
+    DatasetError,
+    DatasetWriteError,
+    LeRobotV3Writer,
+    VideoCodecConfig,
+)
 from vla_collector.sampler import EpisodeReport, FrameSampler, SamplerConfig
 
 EPISODE_FILE = "episode.json"
@@ -78,6 +92,14 @@ class PartialEpisodePolicy(str, enum.Enum):
     DISCARD = "discard"
 
 
+class EnvironmentStateMode(str, enum.Enum):
+    """Whether episodes record ``observation.environment_state`` (see the module docstring)."""
+
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
 @dataclass(frozen=True)
 class CollectorConfig:
     """Everything the recorder needs; validated once, here."""
@@ -96,6 +118,8 @@ class CollectorConfig:
     episode_on_instruction: bool = False
     keep_failed_episodes: bool = False
     partial_episode_policy: PartialEpisodePolicy = PartialEpisodePolicy.DISCARD
+    # needs topics.object_poses and topics.scene (without them, auto never records it)
+    record_environment_state: EnvironmentStateMode = EnvironmentStateMode.AUTO
     queue_size: int = 5000
     queue_max_mb: float = 512.0  # bounds memory when images back up (a 640x480 frame is 0.9 MB)
 
@@ -109,6 +133,11 @@ class CollectorConfig:
         object.__setattr__(self, "action_names", tuple(self.action_names) or self.state_names)
         object.__setattr__(self, "compression", Compression(self.compression))
         object.__setattr__(self, "partial_episode_policy", PartialEpisodePolicy(self.partial_episode_policy))
+        object.__setattr__(
+            self, "record_environment_state", EnvironmentStateMode(self.record_environment_state)
+        )
+        if self.record_environment_state is EnvironmentStateMode.ON and not self.topics.object_poses:
+            raise ValueError("record_environment_state on needs the object poses and scene topics")
         if self.sampler is None:
             object.__setattr__(
                 self, "sampler", SamplerConfig(fps=self.fps, cameras=tuple(self.topics.cameras))
@@ -216,13 +245,15 @@ class _Episode:
         task: str,
         writer: LeRobotV3Writer | None,
         offered_qos: Mapping[str, Sequence[QosProfile]],
+        environment: bool = False,
     ) -> None:
         self.directory = directory
         self.topics = config.topics
         self.bag = BagWriter(directory, compression=config.compression, chunk_size=1024 * 1024)
         for topic, msg_type in config.topics.recorded_topics().items():
             self.bag.add_topic(topic, msg_type, offered_qos.get(topic, ()))
-        self.sampler = FrameSampler(config.sampler_config, start_ns=start_ns, task=task)
+        self.sampler_config = dataclasses.replace(config.sampler_config, environment=environment)
+        self.sampler = FrameSampler(self.sampler_config, start_ns=start_ns, task=task)
         # the same feed a conversion of the raw bag uses: live and offline frames cannot drift apart
         self.feed = MessageFeed(self.sampler, config.topics, config.state_names, config.action_names)
         self.builder = EpisodeBuilder(config.target(), config.sampler_config.cameras, writer)
@@ -234,7 +265,9 @@ class _Episode:
 
 
 class Collector:
-    """See the module docstring. ``clock`` returns ROS time in ns (sim time under ``use_sim_time``)."""
+    """See the module docstring. ``clock`` returns ROS time in ns (sim time under ``use_sim_time``);
+    ``scene_available`` says whether a simulator publishes the scene topic (for ``auto``; called from the
+    worker thread, so make it cheap and thread-safe)."""
 
     def __init__(
         self,
@@ -242,11 +275,14 @@ class Collector:
         clock: Callable[[], int],
         log: Callable[[str], None] = print,
         on_result: Callable[[EpisodeResult], None] | None = None,
+        scene_available: Callable[[], bool] = lambda: False,
     ) -> None:
         self.config = config
         self._clock = clock
         self._log = log
         self._on_result = on_result
+        self._scene_available = scene_available
+        self._latest_scene: bytes | None = None
         self._queue: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=config.queue_size)
         self._status = CollectorStatus(state=CollectorState.IDLE)
         self._status_lock = threading.Lock()
@@ -367,6 +403,8 @@ class Collector:
         if topic == topics.instruction:
             self._on_instruction(data, receive_ns)
             return
+        if topic == topics.scene and topics.scene:
+            self._latest_scene = data  # published once per reset: the next episode starts with it
         ep = self._episode
         if ep is None:
             return
@@ -448,6 +486,7 @@ class Collector:
             raise CollectorError(
                 f"no task: publish an instruction on {self.config.topics.instruction or '(no topic)'} or set default_task"
             )
+        environment = self._environment_for_episode()
         now = self._clock() if start_ns is None else start_ns
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         index = len(list(self.config.raw_dir.glob("episode_*")))
@@ -459,9 +498,17 @@ class Collector:
             task=task,
             writer=self._writer,
             offered_qos=self._offered_qos,
+            environment=environment,
         )
         if self._latest_instruction is not None and self.config.topics.instruction:
             ep.bag.write(self.config.topics.instruction, self._latest_instruction[0], now)
+        if self._latest_scene is not None:
+            # In the bag first, as the feed sees it first: a conversion of the bag finds the same scene.
+            ep.bag.write(self.config.topics.scene, self._latest_scene, now)
+            try:
+                ep.feed.feed(self.config.topics.scene, self._latest_scene, now)
+            except (ValueError, KeyError) as e:
+                self._reject(self.config.topics.scene, e)
         self._write_episode_file(ep, EpisodeStatus.RECORDING)
         self._episode = ep
         with self._status_lock:
@@ -472,6 +519,41 @@ class Collector:
         self._log(f"episode {directory.name} started: {task!r}")
         return directory.name
 
+    def _dataset_has_environment_state(self) -> bool | None:
+        """Whether the dataset records the environment state; None while there is no dataset yet."""
+        if self._writer is not None:
+            return bool(self._writer.spec.environment_state_names)
+        info = self.config.dataset_root / "meta" / "info.json"
+        if not info.is_file():
+            return None
+        try:
+            return ENVIRONMENT_STATE_KEY in json.loads(info.read_text()).get("features", {})
+        except (OSError, json.JSONDecodeError) as e:
+            raise CollectorError(f"cannot read {info}: {e}") from e
+
+    def _environment_for_episode(self) -> bool:
+        """Whether the next episode records ``observation.environment_state`` (see the module docstring)."""
+        mode, topics = self.config.record_environment_state, self.config.topics
+        has = self._dataset_has_environment_state()
+        root = self.config.dataset_root
+        if has and (mode is EnvironmentStateMode.OFF or not topics.object_poses):
+            raise CollectorError(
+                f"{root} records {ENVIRONMENT_STATE_KEY}: every episode needs it (record_environment_state "
+                "on or auto, with the object poses and scene topics), or use another dataset_root"
+            )
+        if mode is EnvironmentStateMode.ON:
+            if has is False:
+                raise CollectorError(
+                    f"{root} has no {ENVIRONMENT_STATE_KEY}: record_environment_state on cannot add it to "
+                    "existing episodes (use another dataset_root, or auto/off)"
+                )
+            return True
+        if mode is EnvironmentStateMode.OFF or not topics.object_poses:
+            return False
+        if has is not None:
+            return has
+        return self._latest_scene is not None or bool(self._scene_available())
+
     def _write_episode_file(self, ep: _Episode, status: EpisodeStatus, **extra: Any) -> None:
         cfg = self.config
         data = {
@@ -481,7 +563,7 @@ class Collector:
             **({"stop_ns": ep.stop_ns} if ep.stop_ns is not None else {}),
             "topics": cfg.topics.to_dict(),
             "fps": cfg.fps,
-            "sampler": asdict(cfg.sampler_config),
+            "sampler": asdict(ep.sampler_config),
             "dataset_root": str(cfg.dataset_root),
             **extra,
         }

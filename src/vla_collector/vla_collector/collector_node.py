@@ -4,6 +4,13 @@ Services (std_srvs): ``~/start`` (Trigger), ``~/stop`` (SetBool: data = the demo
 ``~/discard`` (Trigger). With ``episode_on_instruction`` a new non-empty ``/task_instruction`` starts an
 episode (ending the previous one as a success) and an empty one ends it.
 
+In simulation (``record_environment_state``: ``auto`` by default) it also subscribes to the simulator's
+``/sim/object_poses`` (geometry_msgs/PoseArray) and ``/sim/scene`` (std_msgs/String JSON, transient local),
+records both in the raw bag, and writes ``observation.environment_state`` (target.x/y/z, goal.x/y/z: where the
+instruction's block and its goal are, robot base frame; :mod:`vla_collector.environment`) into the dataset:
+``auto`` does so for a new dataset when a simulator publishes ``/sim/scene`` at an episode's start, and an
+existing dataset keeps what it has; ``on`` always (refused for a dataset without it); ``off`` never.
+
 Subscriptions take raw CDR (``raw=True``): messages go to the bag exactly as published and are only decoded
 for the frames the dataset needs. The callbacks enqueue; :class:`vla_collector.collector.Collector` does the
 work on its own thread. Images are best effort (sensor data); joint topics reliable; the instruction
@@ -29,6 +36,7 @@ from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseArray
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -44,6 +52,7 @@ from vla_collector.collector import (
     CollectorConfig,
     CollectorError,
     CollectorState,
+    EnvironmentStateMode,
     EpisodeResult,
     PartialEpisodePolicy,
 )
@@ -71,6 +80,17 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "episode_on_instruction": (False, "start/stop episodes when the instruction changes"),
     "keep_failed_episodes": (False, "write episodes stopped with success=false to the dataset too"),
     "partial_episode_policy": ("discard", "on start, episodes a crash interrupted: recover | discard"),
+    "record_environment_state": (
+        "auto",
+        "observation.environment_state (the simulator's privileged target/goal positions, from "
+        "object_poses_topic and scene_topic): auto = when a simulator publishes scene_topic as an episode "
+        "starts (an existing dataset keeps what it has) | on | off (real robots; nothing subscribed)",
+    ),
+    "object_poses_topic": ("/sim/object_poses", "geometry_msgs/PoseArray of the simulator's objects"),
+    "scene_topic": (
+        "/sim/scene",
+        "std_msgs/String JSON naming those objects and the instruction's referents",
+    ),
     "state_max_age_s": (0.0, "latest state older than this at a tick is a drop; 0 = 1.5 frame periods"),
     "camera_max_age_s": (0.0, "latest image older than this at a tick is a drop; 0 = 1.5 frame periods"),
     "action_max_age_s": (0.0, "latest command older than this is a drop; 0 = 3 frame periods"),
@@ -111,6 +131,8 @@ def config_from_parameters(p: dict[str, Any]) -> CollectorConfig:
         raise ValueError(f"cameras {cameras} and camera_topics {camera_topics} must have the same length")
     action_names = tuple(n for n in p["action_joint_names"] if n)
     fps = int(p["fps"])
+    environment = EnvironmentStateMode(p["record_environment_state"])
+    with_environment = environment is not EnvironmentStateMode.OFF
     sampler = SamplerConfig(
         fps=fps,
         cameras=tuple(cameras),
@@ -135,6 +157,8 @@ def config_from_parameters(p: dict[str, Any]) -> CollectorConfig:
                 for info in (camera_info_topic(t) for t in camera_topics)
                 if info and bool(p["record_camera_info"])
             },
+            object_poses=p["object_poses_topic"] if with_environment else "",
+            scene=p["scene_topic"] if with_environment else "",
         ),
         fps=fps,
         robot_type=p["robot_type"],
@@ -152,6 +176,7 @@ def config_from_parameters(p: dict[str, Any]) -> CollectorConfig:
         episode_on_instruction=bool(p["episode_on_instruction"]),
         keep_failed_episodes=bool(p["keep_failed_episodes"]),
         partial_episode_policy=PartialEpisodePolicy(p["partial_episode_policy"]),
+        record_environment_state=environment,
         queue_size=int(p["queue_size"]),
         queue_max_mb=float(p["queue_max_mb"]),
     )
@@ -174,11 +199,14 @@ class CollectorNode(Node):
             self.declare_parameter(name, default, ParameterDescriptor(description=description))
         p = {name: self.get_parameter(name).value for name in PARAMETERS}
         self.config = config_from_parameters(p)
+        # Refreshed on the executor thread (diagnostics timer, ~/start); the worker only reads it.
+        self._scene_published = False
         self.collector = Collector(
             self.config,
             clock=lambda: self.get_clock().now().nanoseconds,
             log=self.get_logger().info,
             on_result=self._on_result,
+            scene_available=lambda: self._scene_published,
         )
         for result in self.collector.recovered:
             self.get_logger().warning(f"after a crash: {result.raw_path}: {result.message}")
@@ -207,6 +235,9 @@ class CollectorNode(Node):
         ]
         if topics.instruction:
             subscriptions.append((String, topics.instruction, latched))
+        if topics.object_poses:
+            subscriptions.append((PoseArray, topics.object_poses, joint_qos))
+            subscriptions.append((String, topics.scene, latched))
         self._subs = [
             self.create_subscription(msg_type, topic, self._receiver(topic), qos, raw=True)
             for msg_type, topic, qos in subscriptions
@@ -234,8 +265,13 @@ class CollectorNode(Node):
                 topic, [_offered(i) for i in self.get_publishers_info_by_topic(topic)]
             )
 
+    def _refresh_scene_published(self) -> None:
+        scene = self.config.topics.scene
+        self._scene_published = bool(scene) and self.count_publishers(scene) > 0
+
     def _start(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         try:
+            self._refresh_scene_published()
             self._record_offered_qos()
             response.message = f"recording {self.collector.start()}"
             response.success = True
@@ -266,6 +302,7 @@ class CollectorNode(Node):
         (log.info if result.ok else log.error)(f"episode {result.raw_path}: {result.message}")
 
     def _publish_diagnostics(self) -> None:
+        self._refresh_scene_published()
         s = self.collector.status()
         status = DiagnosticStatus(name="vla_collector: collector_node", hardware_id="collector")
         if s.state is CollectorState.STOPPED:

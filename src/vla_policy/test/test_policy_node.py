@@ -453,3 +453,91 @@ def test_node_reports_when_the_safety_monitor_drops_its_commands(harness):
         assert proc.returncode == 0, output
         assert "the safety monitor drops this node's commands: ESTOP: /safety/estop service" in output
         assert "the safety monitor passes commands again (OK)" in output
+
+
+@pytest.mark.parametrize("listed", [True, False], ids=["instructions_listed", "older_checkpoint"])
+def test_node_reports_out_of_distribution_instructions(harness, tmp_path, listed):
+    """Native backend: an instruction far from every training instruction is logged once and turns
+    /diagnostics WARN, and is still commanded; a checkpoint without the list gets no check, said once."""
+    import json
+
+    from test_backend_native import train_tiny_checkpoint
+
+    checkpoint = train_tiny_checkpoint(tmp_path)
+    config_path = checkpoint / "config.json"
+    config = json.loads(config_path.read_text())
+    if listed:  # the synthetic dataset's two tasks; the tiny model embeds them as hashed bags of words
+        config["info"]["instructions"] = ["push the blue block right", "push the red block left"]
+        config["info"]["ood_distance_threshold"] = 0.5
+    else:
+        config["info"].pop("instructions", None)
+    config_path.write_text(json.dumps(config))
+
+    def latest_entry():
+        if not harness.diagnostics:
+            return None
+        entry = harness.diagnostics[-1].status[0]
+        return entry, {kv.key: kv.value for kv in entry.values}
+
+    def diagnosed(instruction, key, value):
+        entry = latest_entry()
+        return entry is not None and entry[1]["instruction"] == instruction and entry[1][key] == value
+
+    args = [
+        sys.executable, "-m", "vla_policy.policy_node", "--ros-args",
+        "-p", "backend:=native", "-p", f"checkpoint:={checkpoint}", "-p", "diagnostics_rate_hz:=10.0",
+        "-p", f"inference_process:={str(listed).lower()}",
+    ]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        harness.instruct("push the red block left")
+        assert harness.spin(60.0, until=lambda: len(harness.commands) >= 5 or proc.poll() is not None)
+        assert proc.poll() is None, stop_node(proc)
+        if listed:
+            ok = ("push the red block left", "instruction_ood", "false")
+            assert harness.spin(20.0, until=lambda: diagnosed(*ok)), latest_entry()
+            entry, values = latest_entry()
+            assert entry.level == DiagnosticStatus.OK and entry.message == "commanding"
+            assert float(values["instruction_distance"]) == pytest.approx(0.0, abs=1e-3)
+            assert values["ood_threshold"] == "0.500"  # the checkpoint's
+        else:
+            assert harness.spin(
+                20.0, until=lambda: diagnosed("push the red block left", "instruction_ood", "unknown")
+            )
+            entry, values = latest_entry()
+            assert entry.level == DiagnosticStatus.OK
+            assert "no training instructions" in values["instruction_check"]
+
+        harness.instruct("make me a coffee")
+        if listed:
+            assert harness.spin(10.0, until=lambda: diagnosed("make me a coffee", "instruction_ood", "true"))
+            entry, values = latest_entry()
+            assert entry.level == DiagnosticStatus.WARN
+            assert entry.message.startswith(
+                "commanding, but the instruction is out of distribution (distance"
+            )
+            assert float(values["instruction_distance"]) > 0.5
+            assert values["nearest_training_instruction"] in (
+                "push the blue block right",
+                "push the red block left",
+            )
+        t0 = time.monotonic()
+        harness.spin(1.0)
+        assert len(harness.commands_since(t0)) >= 40, "an out-of-distribution instruction is still commanded"
+        if listed:  # back in distribution: OK again
+            harness.instruct("push the blue block right")
+            assert harness.spin(
+                10.0, until=lambda: diagnosed("push the blue block right", "instruction_ood", "false")
+            )
+            assert latest_entry()[0].level == DiagnosticStatus.OK
+    finally:
+        output = stop_node(proc)
+    assert proc.returncode == 0, output
+    if listed:
+        assert "out-of-distribution instruction check: 2 training instructions" in output
+        assert "(checkpoint)" in output
+        assert output.count("'make me a coffee' is out of distribution") == 1, output
+        assert "'push the red block left' is in distribution" in output
+    else:
+        assert output.count("no out-of-distribution instruction check") == 1, output
+        assert "out of distribution:" not in output

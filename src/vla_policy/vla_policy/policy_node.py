@@ -5,7 +5,10 @@ ticks the executor at ``control_rate_hz`` and publishes what it says, so the con
 the model's latency. Nothing is published (the safety monitor then holds the robot) while inputs are stale,
 the instruction is empty, the node is disabled, or the queue is empty. Before the first command the model's
 embodiment manifest is checked against the safety limits, the cameras and the first /joint_states; a mismatch
-stops the node with exit code 2. Decisions live in :mod:`vla_policy.node_core`; this module is wiring.
+stops the node with exit code 2. With the native backend each new instruction is compared with the ones the
+model was trained on (in its own instruction embedding, in a thread of its own): one that is out of
+distribution is logged once and turns /diagnostics WARN, but is still commanded. Decisions live in
+:mod:`vla_policy.node_core`; this module is wiring.
 """
 
 from __future__ import annotations
@@ -44,15 +47,22 @@ from vla_policy.executor import ActionExecutor as ActionQueue
 from vla_policy.executor import ExecutorConfig, PushStatus, Tick, TickStatus
 from vla_policy.interface import ActionChunk
 from vla_policy.node_core import (
+    DEFAULT_OOD_DISTANCE_THRESHOLD,
     ChangeReporter,
     ControlTiming,
     HoldReason,
+    InstructionCheck,
+    InstructionOODDetector,
+    OODStatus,
     PolicyNodeConfig,
     RollingStats,
     StateIndex,
     cameras_from_lists,
     check_embodiment,
+    diagnostic_summary,
     hold_reason,
+    resolve_ood_threshold,
+    training_instructions,
 )
 from vla_policy.serve import read_token
 
@@ -107,6 +117,13 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     ),
     "max_chunk_age_s": (1.0, "refuse a chunk whose observation is older than this when it arrives"),
     "start_enabled": (True, "command as soon as inputs allow (false: wait for ~/enable)"),
+    "ood_distance_threshold": (
+        -1.0,
+        "native backend: an instruction whose cosine distance to the nearest training instruction (model's own "
+        "text encoder) exceeds this is out of distribution: logged, /diagnostics WARN, still commanded. "
+        "Negative: the checkpoint's info['ood_distance_threshold'], else "
+        f"{DEFAULT_OOD_DISTANCE_THRESHOLD}; 2.0: never",
+    ),
 }
 
 
@@ -144,10 +161,37 @@ class PolicyNode(Node):
                 max_chunk_age_s=p["max_chunk_age_s"],
                 tail_hold_s=p["tail_hold_s"],
             ),
+            ood_distance_threshold=p["ood_distance_threshold"],
         )
         cfg = self.config
         self.fatal: Future = Future()
-        self.loaded = self._load_backend()
+        self._stop = threading.Event()
+        self._instruction = ""
+        # Out-of-distribution instructions: the native backend's checkpoint lists what it was trained on. The
+        # text encoder (MiniLM: torch and transformers, seconds) loads in a thread of its own. With an inference
+        # process it starts now, so it loads while that process starts rather than while the node commands;
+        # with the model in this process it starts after the model (concurrent imports of one package from two
+        # threads can find its modules half initialized).
+        self._ood_lock = threading.Lock()
+        self._ood_wake = threading.Event()
+        self._ood_detector: InstructionOODDetector | None = None
+        self._ood_unchecked = "" if cfg.backend is BackendKind.NATIVE else f"the {cfg.backend.value} backend"
+        self._instruction_check = InstructionCheck("", OODStatus.IDLE)
+        self._ood_worker: threading.Thread | None = None
+        if self._ood_unchecked:
+            self.get_logger().info(
+                f"no out-of-distribution instruction check with {self._ood_unchecked} "
+                "(only native checkpoints list their training instructions)"
+            )
+        elif cfg.inference_process:
+            self._start_ood_worker()
+        try:
+            self.loaded = self._load_backend()
+        except BaseException:
+            self._stop.set()  # the instruction check's thread ends once its encoder has loaded
+            raise
+        if not self._ood_unchecked and self._ood_worker is None:
+            self._start_ood_worker()
         manifest = self.loaded.manifest
         # The safety limits and cameras can be checked now; the joints when the first /joint_states arrives.
         from vla_safety.limits import limited_joints
@@ -157,6 +201,7 @@ class PolicyNode(Node):
             manifest.check_joints_limited(self._limited)
             manifest.check_cameras([c.name for c in cfg.cameras])
         except BaseException:
+            self._stop.set()
             self._close_policy()  # an inference process must not wait for a node that will never run
             raise
         self.get_logger().info(
@@ -171,7 +216,6 @@ class PolicyNode(Node):
         self._joint_state: LatestFrame[JointState] = LatestFrame()
         self._started = False
         self._enabled = bool(p["start_enabled"])
-        self._instruction = ""
         self._reset_pending = True
         self._hold = HoldReason.STARTING
         self._hold_log = ChangeReporter(1.0, self._hold)
@@ -182,7 +226,6 @@ class PolicyNode(Node):
         self._unavailable = 0
         self._safety_status = ""  # "" until a safety monitor has been heard from
         self._safety_message = ""
-        self._stop = threading.Event()
 
         for camera in cfg.cameras:
             self.create_subscription(
@@ -236,6 +279,8 @@ class PolicyNode(Node):
     def stop(self) -> None:
         self._stop.set()
         self._worker.join(timeout=5.0)
+        if self._ood_worker is not None:
+            self._ood_worker.join(timeout=1.0)  # a daemon: an encoder still loading does not hold up the exit
         self._close_policy()
 
     def _close_policy(self) -> None:
@@ -270,6 +315,9 @@ class PolicyNode(Node):
             self.get_logger().info(
                 f"instruction: {msg.data!r}" if msg.data.strip() else "instruction cleared: idle"
             )
+            with self._ood_lock:
+                self._instruction_check = self._unchecked(msg.data)
+            self._ood_wake.set()
 
     def _on_safety_state(self, msg: DiagnosticStatus) -> None:
         status = next((kv.value for kv in msg.values if kv.key == "status"), "")
@@ -345,12 +393,93 @@ class PolicyNode(Node):
             config=self.config,
         )
 
+    def _unchecked(self, instruction: str) -> InstructionCheck:
+        """The verdict until the OOD thread has one: idle, no check for this model, or pending."""
+        if not instruction.strip():
+            return InstructionCheck(instruction, OODStatus.IDLE)
+        if self._ood_unchecked:
+            return InstructionCheck(instruction, OODStatus.UNCHECKED, reason=self._ood_unchecked)
+        return InstructionCheck(instruction, OODStatus.PENDING)
+
     def _publish_command(self, action: Any) -> None:
         msg = JointState()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.name = list(self.queue.names)
         msg.position = [float(v) for v in action]
         self._command_pub.publish(msg)
+
+    # --- out-of-distribution instruction thread --------------------------------------------------------
+
+    def _start_ood_worker(self) -> None:
+        self._ood_worker = threading.Thread(target=self._ood_loop, name="instruction-ood", daemon=True)
+        self._ood_worker.start()
+
+    def _ood_loop(self) -> None:
+        self._load_ood_detector()
+        while not self._stop.is_set():
+            self._ood_wake.wait(0.2)
+            self._ood_wake.clear()
+            instruction = self._instruction
+            if self._instruction_check.status is not OODStatus.PENDING or not instruction.strip():
+                continue
+            try:
+                check = (
+                    self._ood_detector.check(instruction)
+                    if self._ood_detector is not None
+                    else self._unchecked(instruction)
+                )
+            except Exception as e:  # advisory: a failing check never stops the node
+                check = InstructionCheck(
+                    instruction, OODStatus.UNCHECKED, reason=f"check failed: {type(e).__name__}: {e}"
+                )
+            with self._ood_lock:
+                if instruction != self._instruction:
+                    continue  # superseded while it was computed: the new one is pending
+                self._instruction_check = check
+            if check.ood:
+                self.get_logger().warning(check.log_line())
+            elif check.status is OODStatus.IN_DISTRIBUTION:
+                self.get_logger().info(check.log_line())
+
+    def _load_ood_detector(self) -> None:
+        """Read the checkpoint's training instructions and load its text encoder (say once why if not)."""
+        cfg = self.config
+        started = time.monotonic()
+        try:
+            from vla_policy.models.checkpoint import read_config
+            from vla_policy.models.encoders import InstructionEncoder
+
+            model_config, info = read_config(cfg.checkpoint)
+            instructions = training_instructions(info)
+            if instructions is None:
+                self._ood_unchecked = "the checkpoint lists no training instructions"
+                self.get_logger().info(
+                    "no out-of-distribution instruction check: the checkpoint lists no training instructions "
+                    "(info['instructions'] in its config.json: checkpoints from vla-train carry it since this "
+                    "check exists)"
+                )
+            else:
+                threshold, source = resolve_ood_threshold(cfg.ood_distance_threshold, info)
+                if cfg.inference_process and cfg.inference_threads:
+                    import torch  # this process's torch is only the encoder's: leave a core to control
+
+                    torch.set_num_threads(cfg.inference_threads)
+                encoder = InstructionEncoder(model_config)
+                self._ood_detector = InstructionOODDetector(
+                    instructions, lambda texts: encoder(list(texts)).numpy(), threshold
+                )
+                self.get_logger().info(
+                    f"out-of-distribution instruction check: {len(instructions)} training instructions, "
+                    f"{model_config.text_encoder.value} encoder, cosine distance threshold {threshold:.3f} "
+                    f"({source}); ready in {time.monotonic() - started:.1f} s"
+                )
+        except Exception as e:  # advisory: the robot is commanded either way
+            self._ood_unchecked = f"the check could not start: {type(e).__name__}: {e}"
+            self.get_logger().error(f"no out-of-distribution instruction check: {self._ood_unchecked}")
+        if self._ood_detector is None:
+            with self._ood_lock:  # an instruction that arrived while loading is no longer pending
+                self._instruction_check = self._unchecked(self._instruction)
+        self._ood_wake.set()  # an instruction that arrived while loading is checked now
 
     # --- inference thread ------------------------------------------------------------------------------
 
@@ -436,15 +565,13 @@ class PolicyNode(Node):
     def _diagnostic_status(self) -> DiagnosticStatus:
         status = DiagnosticStatus(name=f"{self.get_name()}: policy", hardware_id=self.loaded.description)
         hold = self._hold
-        if hold is HoldReason.NONE and self._safety_status in SAFETY_REFUSING:
-            status.level = DiagnosticStatus.WARN
-            status.message = f"commanding, but the safety monitor drops the commands: {self._safety_message}"
-        elif hold is HoldReason.NONE:
-            status.level, status.message = DiagnosticStatus.OK, "commanding"
-        elif hold in (HoldReason.DISABLED, HoldReason.NO_INSTRUCTION):
-            status.level, status.message = DiagnosticStatus.OK, f"holding: {hold.value}"
-        else:
-            status.level, status.message = DiagnosticStatus.WARN, f"holding: {hold.value}"
+        check = self._instruction_check
+        if check.instruction != self._instruction:  # the instruction changed a moment ago
+            check = self._unchecked(self._instruction)
+        level, status.message = diagnostic_summary(
+            hold, self._safety_status in SAFETY_REFUSING, self._safety_message, check
+        )
+        status.level = bytes([level])
         now = self._now_s()
         tick_probe = self.queue.remaining(now)
         last = self._last_tick
@@ -452,6 +579,7 @@ class PolicyNode(Node):
             "hold_reason": hold.name,
             "safety_state": self._safety_status or "unknown (no /safety/state received)",
             "instruction": self._instruction,
+            **check.diagnostic_values(),
             "inference_latency_p50_ms": _ms(self.inference_latency.percentile(50)),
             "inference_latency_p99_ms": _ms(self.inference_latency.percentile(99)),
             "queue_depth_s": f"{tick_probe:.3f}",

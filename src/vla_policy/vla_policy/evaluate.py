@@ -13,9 +13,14 @@ go; near 0 means the policy does not see it, however small its mean error. ``--a
 episode with one input (the state, the instruction, or one camera) taken from another, randomly paired
 episode at the same step: a policy that uses an input loses accuracy without it, one that ignores it does not.
 
+Localization probe (native models, datasets with ``observation.environment_state``): a ridge read-out from the
+policy's keypoints to the referents' positions, fitted on training episodes and scored on held-out ones (R^2,
+cm): whether the policy sees what the instruction names, before any closed-loop run.
+
 Closed loop: the embedded simulator's Gymnasium env (``vla_sim.make_env``), one task family at a time, on
 the instruction templates seen in training (``split=train``) and on held-out paraphrases (``split=heldout``);
-the policy's chunk is executed ``--execute-steps`` actions at a time, then re-planned. Success is the task's
+the policy drives through policy_node's own action executor (``vla_policy.rollout``), re-planning after
+``--execute-steps`` actions. Success is the task's
 own predicate. Results: ``results.md``, ``offline.csv``, ``closed_loop.csv`` and PNG plots in ``--output``.
 """
 
@@ -34,7 +39,9 @@ from tqdm import tqdm
 from vla_collector.lerobot_v3 import EpisodeArrays, LeRobotV3Dataset
 
 from vla_policy.data import action_chunks, chunk_valid, open_datasets
+from vla_policy.executor import BlendMode, ExecutorConfig
 from vla_policy.models.policy import NativePolicy, load_policy
+from vla_policy.rollout import ChunkDriver, refill_for_execute_steps
 
 ENCODE_BATCH = 64
 
@@ -192,6 +199,89 @@ def offline_errors(
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class ProbeResult:
+    """How well a linear read-out of the policy's keypoints locates each referent on held-out episodes."""
+
+    label: str
+    fit_frames: int
+    test_frames: int
+    r2: dict[str, float]  # referent ("target", "goal") -> R^2 of its position, pooled over x, y, z
+    error_cm: dict[str, float]  # referent -> mean horizontal (xy) error, cm
+
+
+PROBE_FIT_EPISODES = 200  # training episodes the read-out is fitted on (seeded choice when there are more)
+PROBE_FRAME_STRIDE = 5  # frames 0, 5, 10, ... of every episode
+
+
+def _keypoint_frames(
+    policy: NativePolicy, datasets: Sequence[LeRobotV3Dataset], refs: Sequence[tuple[int, int]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(keypoints [N, F], environment_state [N, E]) on every PROBE_FRAME_STRIDE-th frame of ``refs``."""
+    feats, truth = [], []
+    head = policy.network.head
+    for d, e in refs:
+        ds = datasets[d]
+        ep = ds.episode(e)
+        if ep.environment_state is None:
+            raise ValueError(f"{ds.root} episode {e} has no observation.environment_state")
+        images, text, _ = _episode_inputs(policy, ds, e, ep)
+        frames = torch.arange(0, len(ep), PROBE_FRAME_STRIDE)
+        with torch.inference_mode():
+            feats.append(head.keypoints(images[frames], text[frames]).double().numpy())
+        truth.append(ep.environment_state[frames.numpy()].astype(np.float64))
+    return np.concatenate(feats), np.concatenate(truth)
+
+
+def localization_probe(
+    policy: NativePolicy,
+    dataset_roots: Sequence[str | Path],
+    fit_refs: Sequence[tuple[int, int]],
+    test_refs: Sequence[tuple[int, int]],
+    label: str,
+    *,
+    ridge: float = 1e-3,
+) -> ProbeResult:
+    """Does the policy see its target? A ridge read-out from its keypoints to the referents' positions
+    (``observation.environment_state``: target xyz, goal xyz in the robot frame), fitted on training episodes
+    and scored on held-out ones: R^2 and mean xy error in cm per referent. Before any closed-loop run, this
+    one number says whether the image pathway locates what the instruction names.
+    """
+    if policy.network.caches_features:
+        raise ValueError("the localization probe reads the native VLA's keypoints")
+    datasets, _ = open_datasets(dataset_roots)
+    if not all(ds.has_environment_state for ds in datasets):
+        raise ValueError("the localization probe needs datasets with observation.environment_state (sim)")
+    names = datasets[0].environment_state_names
+    if len(fit_refs) > PROBE_FIT_EPISODES:
+        pick = np.random.default_rng(0).choice(len(fit_refs), PROBE_FIT_EPISODES, replace=False)
+        fit_refs = [fit_refs[i] for i in sorted(pick)]
+    x_fit, y_fit = _keypoint_frames(policy, datasets, fit_refs)
+    x_test, y_test = _keypoint_frames(policy, datasets, test_refs)
+    mean, std = x_fit.mean(axis=0), x_fit.std(axis=0) + 1e-6
+    a = np.hstack([(x_fit - mean) / std, np.ones((len(x_fit), 1))])
+    weights = np.linalg.solve(a.T @ a + ridge * len(a) * np.eye(a.shape[1]), a.T @ y_fit)
+    pred = np.hstack([(x_test - mean) / std, np.ones((len(x_test), 1))]) @ weights
+    r2, error_cm = {}, {}
+    for referent in dict.fromkeys(n.split(".")[0] for n in names):
+        cols = [i for i, n in enumerate(names) if n.split(".")[0] == referent]
+        r2[referent] = explained_variance(y_test[:, cols], pred[:, cols])
+        xy = [i for i in cols if names[i].endswith((".x", ".y"))]
+        error_cm[referent] = float(np.linalg.norm(y_test[:, xy] - pred[:, xy], axis=1).mean() * 100)
+    return ProbeResult(label, len(x_fit), len(x_test), r2, error_cm)
+
+
+def write_probe(results: Sequence[ProbeResult]) -> str:
+    referents = list(dict.fromkeys(k for r in results for k in r.r2))
+    header = ["policy", "fit frames", "test frames"]
+    header += [f"{k} {m}" for k in referents for m in ("R2", "xy error cm")]
+    rows = [
+        [r.label, r.fit_frames, r.test_frames, *(v for k in referents for v in (r.r2[k], r.error_cm[k]))]
+        for r in results
+    ]
+    return _markdown_table(header, rows)
+
+
 def closed_loop(
     policy: NativePolicy,
     label: str,
@@ -201,14 +291,21 @@ def closed_loop(
     episodes: int,
     seed: int,
     execute_steps: int,
+    executor: ExecutorConfig | None = None,
     progress: bool = True,
     max_steps: int = 0,
 ) -> list[EpisodeOutcome]:
-    """Run ``episodes`` episodes per (family, split) in the embedded simulator; seeds are shared by all policies."""
+    """Run ``episodes`` episodes per (family, split) in the embedded simulator; seeds are shared by all policies.
+
+    The policy drives through :class:`~vla_policy.rollout.ChunkDriver` (the node's executor and re-planning
+    rule), re-planning after ``execute_steps`` actions.
+    """
     import vla_sim
 
     cams = policy.manifest.cameras
     size = (cams[0].height, cams[0].width) if cams else (128, 128)
+    refill = refill_for_execute_steps(execute_steps, policy.horizon, policy.dt)
+    driver = ChunkDriver(policy, policy.manifest.action_names, refill_below_s=refill, executor=executor)
     outcomes = []
     total = len(families) * len(splits) * episodes
     bar = tqdm(total=total, desc=f"closed loop {label}", unit="ep", disable=not progress)
@@ -221,23 +318,26 @@ def closed_loop(
             try:
                 for i in range(episodes):
                     obs, info = env.reset(seed=seed + i)
-                    policy.reset()
+                    driver.reset()
                     done, steps, success = False, 0, False
                     while not done:
-                        chunk = policy.infer({**obs, "task": info["task"], "timestamp": info["sim_time"]})
-                        for action in chunk.actions[: max(1, execute_steps)]:
-                            obs, _, terminated, truncated, info = env.step(action.astype(np.float32))
-                            steps += 1
-                            success = success or bool(info["success"])
-                            done = terminated or truncated or (max_steps > 0 and steps >= max_steps)
-                            if done:
-                                break
+                        action = driver.act({**obs, "task": info["task"]}, info["sim_time"])
+                        obs, _, terminated, truncated, info = env.step(action.astype(np.float32))
+                        steps += 1
+                        success = success or bool(info["success"])
+                        done = terminated or truncated or (max_steps > 0 and steps >= max_steps)
                     outcomes.append(EpisodeOutcome(label, family, split, info["task"], success, steps))
                     bar.update(1)
+                    bar.set_postfix(family=family, split=split, success=f"{_rate(outcomes, label):.0%}")
             finally:
                 env.close()
     bar.close()
     return outcomes
+
+
+def _rate(outcomes: Sequence[EpisodeOutcome], label: str) -> float:
+    mine = [o.success for o in outcomes if o.label == label]
+    return sum(mine) / max(len(mine), 1)
 
 
 # --- reports -----------------------------------------------------------------------------------------
@@ -357,6 +457,13 @@ def write_closed_loop(outcomes: Sequence[EpisodeOutcome], output: Path) -> str:
 # --- CLI ---------------------------------------------------------------------------------------------
 
 
+def _probe_applies(policy: NativePolicy, roots: Sequence[str | Path]) -> bool:
+    """The probe runs for native models on datasets that recorded the simulator's referents."""
+    if policy.network.caches_features:
+        return False
+    return all(LeRobotV3Dataset(root).has_environment_state for root in roots)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="vla-eval", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoints", nargs="+", help="checkpoint directories (native VLA and/or baseline)")
@@ -375,7 +482,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--families", nargs="+", default=["pick", "stack", "push", "place", "stack_two"])
     p.add_argument("--splits", nargs="+", default=["train", "heldout"], choices=["train", "heldout"])
     p.add_argument("--episodes", type=int, default=5, help="closed-loop episodes per family and split")
-    p.add_argument("--execute-steps", type=int, default=5, help="actions executed from each chunk")
+    p.add_argument(
+        "--execute-steps", type=int, default=5, help="actions played from each chunk before re-planning"
+    )
+    p.add_argument(
+        "--blend", default=BlendMode.CROSSFADE.value, choices=[m.value for m in BlendMode],
+        help="how overlapping chunks blend (policy_node's executor; its default)",
+    )  # fmt: skip
     p.add_argument(
         "--max-steps", type=int, default=0, help="cap closed-loop episodes (smoke runs; 0: task limit)"
     )
@@ -388,7 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
     output = Path(a.output)
     output.mkdir(parents=True, exist_ok=True)
-    offline, outcomes = [], []
+    offline, outcomes, probes = [], [], []
     for path in a.checkpoints:
         policy = load_policy(path, runtime=a.runtime)
         label = policy_label(path, policy)
@@ -407,6 +520,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         policy, roots, episodes, label, progress=not a.no_progress, ablate=a.ablate
                     )
                 )
+                fit = [tuple(r) for r in info.get("train_episodes", [])]
+                if fit and not a.dataset and _probe_applies(policy, roots):
+                    probes.append(localization_probe(policy, roots, fit, episodes or [], label))
             else:
                 print(
                     f"{label}: no held-out episodes recorded; pass --dataset ... --all-episodes",
@@ -415,7 +531,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.closed_loop:
             outcomes += closed_loop(
                 policy, label, families=a.families, splits=a.splits, episodes=a.episodes, seed=a.seed,
-                execute_steps=a.execute_steps, progress=not a.no_progress, max_steps=a.max_steps,
+                execute_steps=a.execute_steps, executor=ExecutorConfig(blend=BlendMode(a.blend)),
+                progress=not a.no_progress, max_steps=a.max_steps,
             )  # fmt: skip
     sections = ["# vla-eval results", ""]
     if offline:
@@ -426,6 +543,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "",
         ]
         sections += ["![offline](offline.png)", ""]
+    if probes:
+        sections += [
+            "## Localization probe (a linear read-out of the keypoints; held-out episodes)",
+            "",
+            write_probe(probes),
+            "",
+        ]
     if outcomes:
         sections += [
             "## Closed-loop success (embedded simulator)",

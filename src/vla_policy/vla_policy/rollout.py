@@ -1,0 +1,68 @@
+"""One way a policy drives the arm: chunks through the same :class:`ActionExecutor` that ``policy_node`` runs.
+
+Closed-loop evaluation (``vla-eval --closed-loop``) and DAgger (``vla-dagger collect``) step a
+:class:`ChunkDriver` once per control period of the simulator, so their numbers measure the code that drives
+the robot: the same queue, the same blending of overlapping chunks, the same "infer again when the queue
+reaches less than ``refill_below_s`` ahead" rule as the node (``policy_node``'s parameter of that name).
+
+In the simulator inference takes no simulated time, so a chunk stamped ``now`` starts playing at once; on the
+robot it arrives a model latency later and the executor skips what is already past.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from vla_policy.executor import ActionExecutor, ExecutorConfig, TickStatus
+from vla_policy.interface import Policy
+
+# A hair of slack so that "refill when less than X ahead" does not depend on float rounding of sim time.
+_EPS = 1e-6
+
+
+def refill_for_execute_steps(execute_steps: int, horizon: int, dt: float) -> float:
+    """The ``refill_below_s`` that re-plans after ``execute_steps`` actions of an ``horizon``-step chunk."""
+    if execute_steps < 1:
+        raise ValueError(f"execute_steps must be >= 1, got {execute_steps}")
+    steps = min(execute_steps, horizon)
+    return (horizon - steps + 0.5) * dt
+
+
+class ChunkDriver:
+    """``act(observation, now)`` -> the action to apply for the next control period (dataset units)."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        names: tuple[str, ...],
+        *,
+        refill_below_s: float,
+        executor: ExecutorConfig | None = None,
+    ) -> None:
+        if refill_below_s < 0:
+            raise ValueError(f"refill_below_s must be >= 0, got {refill_below_s}")
+        self.policy = policy
+        self.refill_below_s = refill_below_s
+        self.queue = ActionExecutor(names, executor or ExecutorConfig())
+        self.inferences = 0
+
+    def reset(self) -> None:
+        """A new episode: nothing queued, the policy's own state cleared."""
+        self.queue.clear()
+        self.policy.reset()
+        self.inferences = 0
+
+    def act(self, observation: Mapping[str, Any], now: float) -> np.ndarray:
+        """Infer when the queue runs low (as the node does), then tick the executor at ``now``."""
+        if self.queue.remaining(now) < self.refill_below_s + _EPS:
+            chunk = self.policy.infer({**observation, "timestamp": now})
+            self.queue.push(chunk, now)
+            self.inferences += 1
+        tick = self.queue.tick(now)
+        if tick.status is TickStatus.EMPTY or tick.action is None:
+            # The node publishes nothing and the robot holds: in the simulator, hold the measured pose.
+            return np.asarray(observation["observation.state"], dtype=np.float64)
+        return tick.action

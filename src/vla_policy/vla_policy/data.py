@@ -78,6 +78,20 @@ def config_for_dataset(
     return ModelConfig(**values)  # type: ignore[arg-type]
 
 
+def environment_state_width(datasets: Sequence[LeRobotV3Dataset]) -> int:
+    """Width of ``observation.environment_state``, which every dataset must record (the localization loss)."""
+    widths = {len(ds.environment_state_names) for ds in datasets}
+    missing = [str(ds.root) for ds in datasets if not ds.has_environment_state]
+    if missing:
+        raise DataError(
+            f"the localization loss needs observation.environment_state (simulator ground truth), which "
+            f"{missing} lack: record them with vla-dagger or the collector in sim, or train without it"
+        )
+    if len(widths) != 1:
+        raise DataError(f"the datasets' observation.environment_state widths differ: {sorted(widths)}")
+    return widths.pop()
+
+
 def split_episodes(
     datasets: Sequence[LeRobotV3Dataset], val_fraction: float, seed: int
 ) -> tuple[list[EpisodeRef], list[EpisodeRef]]:
@@ -177,6 +191,7 @@ class SampleSet:
     texts: list[str]
     episode: list[EpisodeRef]  # per sample
     frame_index: torch.Tensor  # [N]
+    environment_state: torch.Tensor | None = None  # [N, E] float32, dataset units (localization targets)
 
     def __len__(self) -> int:
         return int(self.state.shape[0])
@@ -207,7 +222,7 @@ def build_samples(
     if not episodes:
         raise DataError("no episodes to build samples from")
     rng = np.random.default_rng(seed)
-    feats, states, targets, valid, text_idx, refs, frame_idx = [], [], [], [], [], [], []
+    feats, states, targets, valid, text_idx, refs, frame_idx, environment = [], [], [], [], [], [], [], []
     texts: dict[str, int] = {}
     bar = tqdm(episodes, desc="encoding episodes", unit="ep", disable=not progress)
     for d, e in bar:
@@ -232,6 +247,12 @@ def build_samples(
         text_idx.extend(texts.setdefault(t, len(texts)) for t in ep.tasks)
         refs.extend([(d, e)] * len(ep))
         frame_idx.append(torch.from_numpy(ep.frame_index.astype(np.int64)))
+        if config.localization_dim:
+            if ep.environment_state is None:
+                raise DataError(
+                    f"{ds.root} episode {e} has no observation.environment_state for the localization loss"
+                )
+            environment.append(torch.from_numpy(ep.environment_state.astype(np.float32)))
     return SampleSet(
         features=torch.cat(feats),
         state=torch.cat(states).float(),
@@ -241,6 +262,7 @@ def build_samples(
         texts=list(texts),
         episode=refs,
         frame_index=torch.cat(frame_idx),
+        environment_state=torch.cat(environment) if environment else None,
     )
 
 
@@ -280,6 +302,7 @@ __all__ = [
     "color_jitter",
     "compute_normalizer",
     "config_for_dataset",
+    "environment_state_width",
     "estimate_cache_bytes",
     "manifest_with_stats",
     "open_datasets",

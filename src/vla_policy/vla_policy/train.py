@@ -36,6 +36,7 @@ from vla_policy.data import (
     build_samples,
     compute_normalizer,
     config_for_dataset,
+    environment_state_width,
     estimate_cache_bytes,
     manifest_with_stats,
     open_datasets,
@@ -72,6 +73,9 @@ class TrainConfig:
     device: str = "auto"  # auto: cuda when available
     num_threads: int = 0  # 0: leave torch's default
     max_steps: int = 0  # 0: no cap (a quick smoke run sets it)
+    precision: str = (
+        "auto"  # auto: bf16 autocast on a GPU or a CPU with native bf16 (AMX/AVX512-BF16), else fp32
+    )
     resume: bool = False
     progress: bool = True
     model_overrides: dict[str, Any] = field(default_factory=dict)
@@ -88,6 +92,8 @@ class TrainConfig:
             raise ValueError("lr and grad_clip must be positive, weight_decay >= 0")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError("min_lr_ratio must be in [0, 1]")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.augmented_copies < 0 or self.warmup_steps < 0 or self.max_steps < 0 or self.num_threads < 0:
             raise ValueError("augmented_copies, warmup_steps, max_steps and num_threads must be >= 0")
 
@@ -167,22 +173,32 @@ class _Step(nn.Module):
         return self.network.head(x, text, state)
 
 
+@dataclass(frozen=True)
+class _Batch:
+    x: torch.Tensor  # cached trunk features (baseline) or pixels (native)
+    text: torch.Tensor
+    state: torch.Tensor
+    target: torch.Tensor
+    valid: torch.Tensor
+    environment_state: torch.Tensor | None  # localization targets, dataset units (None: no such loss)
+
+
 def _batch(
     samples: SampleSet,
     idx: torch.Tensor,
     text_table: torch.Tensor,
     copy: torch.Tensor | None,
     device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> _Batch:
     copies = copy if copy is not None else torch.zeros(len(idx), dtype=torch.long)
-    x = samples.features[idx, copies].to(device=device, dtype=torch.float32)
-    text = text_table[samples.text_index[idx]].to(device)
-    return (
-        x,
-        text,
-        samples.state[idx].to(device),
-        samples.target[idx].to(device),
-        samples.valid[idx].to(device),
+    environment = samples.environment_state
+    return _Batch(
+        x=samples.features[idx, copies].to(device=device, dtype=torch.float32),
+        text=text_table[samples.text_index[idx]].to(device),
+        state=samples.state[idx].to(device),
+        target=samples.target[idx].to(device),
+        valid=samples.valid[idx].to(device),
+        environment_state=environment[idx].to(device) if environment is not None else None,
     )
 
 
@@ -265,9 +281,10 @@ def evaluate_loss(
     with torch.inference_mode():
         for start in range(0, len(samples), batch_size):
             idx = torch.arange(start, min(start + batch_size, len(samples)))
-            x, text, state, target, valid = _batch(samples, idx, text_table, None, device)
-            outputs = step(x, text, state)
-            loss, _ = network.loss(outputs, target, valid)
+            batch = _batch(samples, idx, text_table, None, device)
+            target, valid = batch.target, batch.valid
+            outputs = step(batch.x, batch.text, batch.state)
+            loss, _ = network.loss(outputs, target, valid, batch.environment_state)
             # Relative targets: both sides lack the same state, so the error is the action error.
             pred = normalizer.unnormalize_action(outputs["actions"].double().cpu())
             truth = normalizer.unnormalize_action(target.double().cpu())
@@ -277,6 +294,18 @@ def evaluate_loss(
             count += len(idx)
     step.train()
     return losses / count, l1s / count
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Mixed precision (bf16 autocast, fp32 weights) where the hardware runs bf16 natively.
+
+    Measured on a 2-core Xeon with AMX: the native VLA trains ~2x faster in bf16 than in fp32.
+    """
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return True
+    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -299,7 +328,10 @@ def _train(cfg: TrainConfig, dist: _Distributed) -> TrainResult:
         torch.use_deterministic_algorithms(True, warn_only=True)
     datasets, manifest = open_datasets(cfg.datasets)
     train_eps, val_eps = split_episodes(datasets, cfg.val_fraction, cfg.seed)
-    config = config_for_dataset(manifest, datasets[0].camera_names, cfg.kind, **cfg.model_overrides)
+    overrides = dict(cfg.model_overrides)
+    if float(overrides.get("localization_weight", 0.0)) > 0 and not overrides.get("localization_dim"):
+        overrides["localization_dim"] = environment_state_width(datasets)
+    config = config_for_dataset(manifest, datasets[0].camera_names, cfg.kind, **overrides)
     state_dir = output / STATE_DIR
     resuming = cfg.resume and (state_dir / "trainer_state.json").is_file()
     if resuming:
@@ -337,6 +369,9 @@ def _train(cfg: TrainConfig, dist: _Distributed) -> TrainResult:
     )  # fmt: skip
     encode_s = time.perf_counter() - t0
     encode_fps = n_frames * (1 + copies) * len(config.camera_names) / max(encode_s, 1e-9)
+    if train_set.environment_state is not None and not resuming:
+        environment = train_set.environment_state
+        network.set_environment_stats(environment.mean(dim=0), environment.std(dim=0))
     val_set = (
         build_samples(datasets, val_eps, config, normalizer, encode=encoder, augmented_copies=0, seed=cfg.seed,
                       progress=False)
@@ -375,7 +410,7 @@ def _train(cfg: TrainConfig, dist: _Distributed) -> TrainResult:
         history = saved["history"]
         if saved["train_episodes"] != [list(r) for r in train_eps]:
             raise ValueError("--resume: the train/val split differs from the first run (other data or seed?)")
-    amp = dist.device.type == "cuda"
+    amp = use_bf16(cfg.precision, dist.device)
     info_base = {
         "kind": config.kind.value,
         "datasets": [str(Path(d).resolve()) for d in cfg.datasets],
@@ -402,13 +437,15 @@ def _train(cfg: TrainConfig, dist: _Distributed) -> TrainResult:
             if step >= stop_step:
                 break
             idx = order[start : start + cfg.batch_size]
-            x, text, state, target, valid = _batch(train_set, idx, train_text, copies[idx], dist.device)
+            batch = _batch(train_set, idx, train_text, copies[idx], dist.device)
             lr = cosine_lr(step, total_steps, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=amp):
-                outputs = model(x, text, state)
-            loss, _ = network.loss({k: v.float() for k, v in outputs.items()}, target, valid)
+                outputs = model(batch.x, batch.text, batch.state)
+            loss, _ = network.loss(
+                {k: v.float() for k, v in outputs.items()}, batch.target, batch.valid, batch.environment_state
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
@@ -459,7 +496,7 @@ def _train(cfg: TrainConfig, dist: _Distributed) -> TrainResult:
             "best_val_loss": best_val, "train_samples_per_s": samples_per_s,
             "encode_frames_per_s": encode_fps, "encode_s": encode_s, "train_s": train_time,
             "train_frames": n_frames, "device": str(dist.device), "world_size": dist.world,
-            "threads": torch.get_num_threads(),
+            "threads": torch.get_num_threads(), "bf16": amp,
         }  # fmt: skip
         write_json_atomic(output / SUMMARY_FILE, summary)
         plot_loss_curve(output, history)
@@ -504,6 +541,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke runs)")
     p.add_argument("--resume", action="store_true", help="continue from <output>/last and train_state/")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="auto: bf16 autocast on a GPU or a CPU with native bf16, else fp32")  # fmt: skip
     p.add_argument("--horizon", type=int, help="action chunk length (native VLA; default 10)")
     p.add_argument(
         "--image-size", type=int, nargs=2, metavar=("H", "W"), help="model input size (default 96 96)"
@@ -533,6 +572,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay, warmup_steps=a.warmup_steps,
         val_fraction=a.val_fraction, augmented_copies=a.augmented_copies, seed=a.seed, device=a.device,
         num_threads=a.threads, max_steps=a.max_steps, resume=a.resume, progress=not a.no_progress,
+        precision=a.precision,
         model_overrides=overrides,
     )  # fmt: skip
 

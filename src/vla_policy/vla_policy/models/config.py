@@ -67,6 +67,10 @@ class ModelConfig:
     state_dropout: float = 0.0  # training only: chance a sample's state input is blanked to the mean pose
     n_bins: int = 256
     discrete_loss_weight: float = 0.1
+    # Auxiliary localization: a linear head from the keypoints to the dataset's observation.environment_state
+    # (the simulator's referent positions), trained with this weight. 0: off (real-robot data lacks it).
+    localization_dim: int = 0
+    localization_weight: float = 0.0
     # --- textbook baseline
     image_encoder: ImageEncoderKind = ImageEncoderKind.EFFICIENTNET_LITE0
     trunk_blocks: int = 11  # frozen EfficientNet blocks: 11 ends at stride 16 with 112 channels
@@ -93,6 +97,10 @@ class ModelConfig:
                 raise ValueError(f"ModelConfig.{name} must be a positive int, got {value!r}")
         if self.image_height < 32 or self.image_width < 32:
             raise ValueError("images must be at least 32x32 for the encoders' strides")
+        if self.localization_dim < 0 or self.localization_weight < 0:
+            raise ValueError("localization_dim and localization_weight must be >= 0")
+        if self.localization_weight > 0 and not self.localization_dim:
+            raise ValueError("localization_weight > 0 needs localization_dim (the environment_state width)")
         if self.shift_pixels < 0:
             raise ValueError(f"shift_pixels must be >= 0, got {self.shift_pixels}")
         if not 1 <= self.trunk_blocks <= len(LITE0_BLOCK_CHANNELS):

@@ -51,8 +51,9 @@ class SpatialSoftmax(nn.Module):
         self.log_temperature = nn.Parameter(torch.zeros(()))
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        weights = (maps.flatten(2) / self.log_temperature.exp()).softmax(dim=-1)  # [B, K, h*w]
-        return weights @ self.grid
+        with torch.autocast(maps.device.type, enabled=False):  # coordinates in fp32 under mixed precision
+            weights = (maps.float().flatten(2) / self.log_temperature.exp()).softmax(dim=-1)  # [B, K, h*w]
+            return weights @ self.grid
 
 
 def random_shift(images: torch.Tensor, pad: int) -> torch.Tensor:
@@ -119,6 +120,8 @@ class NativeVLA(nn.Module):
                 layers.append(nn.Dropout(config.dropout))
         self.mlp = nn.Sequential(*layers)
         self.regression = nn.Linear(width, config.horizon * config.action_dim)
+        n_keypoints = len(config.camera_names) * config.keypoints * 2
+        self.localize = nn.Linear(n_keypoints, config.localization_dim) if config.localization_dim else None
         self.bins = (
             nn.Linear(width, config.horizon * config.action_dim * config.n_bins)
             if config.discrete_head
@@ -144,9 +147,12 @@ class NativeVLA(nn.Module):
         elif self.training and self.config.state_dropout > 0.0:
             keep = torch.rand(b, 1, device=state.device) >= self.config.state_dropout
             state = state * keep  # normalized 0 is the mean pose
-        hidden = self.mlp(torch.cat([self.keypoints(images, text), state, text], dim=-1))
+        keypoints = self.keypoints(images, text)
+        hidden = self.mlp(torch.cat([keypoints, state, text], dim=-1))
         h, a = self.config.horizon, self.config.action_dim
         result = {"actions": self.regression(hidden).view(b, h, a)}
+        if self.localize is not None:  # normalized environment_state, read straight off the keypoints
+            result["environment_state"] = self.localize(keypoints)
         if self.bins is not None:
             result["logits"] = self.bins(hidden).view(b, h, a, self.config.n_bins)
         return result
@@ -196,6 +202,16 @@ class VLANetwork(nn.Module):
             self.head = TextbookHead(config)
         self.register_buffer("action_low", torch.full((config.action_dim,), -3.0))
         self.register_buffer("action_high", torch.full((config.action_dim,), 3.0))
+        if config.localization_dim:  # statistics of observation.environment_state, set by training
+            self.register_buffer("environment_mean", torch.zeros(config.localization_dim))
+            self.register_buffer("environment_std", torch.ones(config.localization_dim))
+
+    def set_environment_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.environment_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.environment_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp(min=1e-3))
+
+    def normalize_environment(self, environment_state: torch.Tensor) -> torch.Tensor:
+        return (environment_state - self.environment_mean) / self.environment_std
 
     @property
     def caches_features(self) -> bool:
@@ -222,11 +238,16 @@ class VLANetwork(nn.Module):
         return self.head(self.encode_images(images), text, state)
 
     def loss(
-        self, outputs: dict[str, torch.Tensor], target: torch.Tensor, valid: torch.Tensor | None = None
+        self,
+        outputs: dict[str, torch.Tensor],
+        target: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        environment_state: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Target [B, H, D] normalized; ``valid`` [B, H] masks steps past an episode's end (all valid if None).
 
-        Native: L1 (+ weighted cross-entropy on bins); baseline: MSE (its single step always exists).
+        Native: L1 (+ weighted cross-entropy on bins, + the weighted localization L1 on the normalized
+        ``environment_state`` [B, E] when the model has that head); baseline: MSE (its single step exists).
         """
         pred = outputs["actions"]
         if self.config.kind is PolicyKind.TEXTBOOK_BASELINE:
@@ -243,6 +264,12 @@ class VLANetwork(nn.Module):
             ce = (ce_each.view(target.shape).mean(dim=-1) * weight).sum() / count
             parts["bin_ce"] = float(ce.detach())
             loss = loss + self.config.discrete_loss_weight * ce
+        if environment_state is not None and "environment_state" in outputs:
+            located = (
+                (outputs["environment_state"] - self.normalize_environment(environment_state)).abs().mean()
+            )
+            parts["localization"] = float(located.detach())
+            loss = loss + self.config.localization_weight * located
         return loss, parts
 
     def decode_bins(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -11,7 +11,5 @@ source scripts/env.sh
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$((100 + RANDOM % 100))}"
 export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
 export ROS_LOG_DIR="${ROS_LOG_DIR:-$root/outputs/ros_log}"
-# A shipped checkpoint, when there is one, makes the VLA policy the commander.
-default_model="$root/src/vla_policy/checkpoints/default"
-if [ $# -eq 0 ] && [ -f "$default_model/embodiment.json" ]; then set -- --model "$default_model"; fi
+# vla-demo runs the shipped VLA checkpoint (src/vla_policy/checkpoints/default) unless told otherwise.
 exec vla-demo "$@"

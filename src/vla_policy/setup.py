@@ -6,7 +6,7 @@ PACKAGE = "vla_policy"
 
 
 def tree(folder: str) -> list[tuple[str, list[str]]]:
-    """Install every file under folder (config/, launch/) keeping its subfolders."""
+    """Install every file under folder (config/, launch/, checkpoints/) keeping its subfolders."""
     return [
         (os.path.join("share", PACKAGE, root), [os.path.join(root, f) for f in files])
         for root, _, files in os.walk(folder)
@@ -23,6 +23,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         *tree("config"),
         *tree("launch"),
+        *tree("checkpoints"),
     ],
     install_requires=["setuptools"],
     extras_require={"test": ["pytest"]},

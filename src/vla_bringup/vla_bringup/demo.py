@@ -7,7 +7,7 @@ time limit. It reports per family: success, time to success (sim seconds), mean 
 that reached the robot (``/joint_commands``), and how often the safety monitor intervened; and the latency
 from a commander's command to the safe command, as seen by the observer.
 
-    vla-demo                                   # default: the commander the workspace can run (see below)
+    vla-demo                                   # the shipped VLA policy, behind the safety monitor
     vla-demo --commander expert --episodes 2 --families pick,push
     vla-demo --commander policy --model outputs/model --split heldout
     vla-demo --record outputs/demos --episodes 20  # record expert demonstrations through topics
@@ -16,8 +16,9 @@ With ``--record DATASET`` it starts the ``record`` plan instead (simulator, scri
 ``collector_node``) and brackets every episode with the collector's ``~/start`` and ``~/stop`` (the success
 flag is the simulator's verdict), so the demonstrations land in a LeRobot v3 dataset and raw MCAP bags.
 
-The commander is the VLA policy when a checkpoint is given (``--model``); without one the scripted expert
-drives the arm through the same safety monitor, and the report says so.
+The commander is the VLA policy: the checkpoint given with ``--model``, else the one the workspace ships
+(``src/vla_policy/checkpoints/default``). ``--commander expert`` drives the arm with the scripted expert
+instead, through the same safety monitor.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from vla_policy.shipped import default_checkpoint
 
 from vla_bringup.scoring import EpisodeRecord, markdown_table, summarize
 
@@ -352,9 +354,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--commander",
         choices=("policy", "expert"),
         default=None,
-        help="default: policy if --model, else expert",
+        help="default: the policy (--model, else the shipped checkpoint); the expert when none ships",
     )
-    parser.add_argument("--model", default="", help="policy checkpoint directory")
+    parser.add_argument(
+        "--model", default="", help="policy checkpoint directory (default: the shipped checkpoint)"
+    )
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated task families")
     parser.add_argument("--episodes", type=int, default=2, help="episodes per family")
     parser.add_argument("--seed", type=int, default=1000, help="first scene seed (episode k uses seed + k)")
@@ -370,11 +374,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--record", default="", metavar="DATASET", help="record the expert's episodes into this dataset"
     )
     ns = parser.parse_args(argv)
-    commander = ns.commander or ("policy" if ns.model else "expert")
+    model = ns.model
+    if not model and ns.commander != "expert" and not ns.record:
+        shipped = default_checkpoint()  # the VLA trained in this simulator, when the workspace ships one
+        model = str(shipped) if shipped is not None else ""
+    commander = ns.commander or ("policy" if model else "expert")
     try:
         config = DemoConfig(
             commander=commander,
-            model=ns.model,
+            model=model,
             families=tuple(f for f in ns.families.split(",") if f),
             episodes=ns.episodes,
             seed=ns.seed,
@@ -387,12 +395,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"vla-demo: error: {e}", file=sys.stderr)
         return 2
-    if commander == "expert":
+    if commander == "expert" and not ns.commander:
         print(
-            "vla-demo: no policy checkpoint given, so the scripted expert commands the arm (through the same "
-            "safety monitor). Pass --model <checkpoint> to run the VLA policy.",
+            "vla-demo: no policy checkpoint given and none ships, so the scripted expert commands the arm "
+            "(through the same safety monitor). Pass --model <checkpoint> to run a VLA policy.",
             flush=True,
         )
+    elif commander == "policy":
+        print(f"vla-demo: the VLA policy {model} commands the arm, behind the safety monitor", flush=True)
     print(
         f"vla-demo: starting the stack: {' '.join(vla_up_argv(config))} (log: {config.out_dir / 'stack.log'})",
         flush=True,

@@ -20,6 +20,8 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from vla_policy.shipped import default_checkpoint
+
 ParamValue = bool | int | float | str | list[str] | list[float] | list[int]
 
 
@@ -121,7 +123,9 @@ ROBOT_JOINTS: Mapping[str, tuple[str, ...]] = {
 
 COMMON_ARGS = (
     Argument("robot", "panda", "robot profile: commanded joints and their limits", tuple(ROBOT_JOINTS)),
-    Argument("model", "", "policy checkpoint directory (the policy node refuses to start without one)"),
+    Argument(
+        "model", "", "policy checkpoint directory (sim: the shipped default when empty; robot: required)"
+    ),
     Argument("log_level", "info", "ROS log level of every node", ("debug", "info", "warn", "error")),
 )
 
@@ -199,10 +203,15 @@ def _safety(args: Mapping[str, str], bridge: SimBridge, *, heartbeat: bool = Tru
     )
 
 
-def _policy(args: Mapping[str, str], bridge: SimBridge) -> NodeSpec:
+def _policy(args: Mapping[str, str], bridge: SimBridge, default_model: bool = False) -> NodeSpec:
+    """``default_model``: without ``model:=``, use the shipped checkpoint (trained in the embedded sim only)."""
     params: dict[str, ParamValue] = {**_common(args), "robot_profile": args["robot"]}
-    if args["model"]:
-        params["checkpoint"] = os.path.abspath(os.path.expanduser(args["model"]))
+    model = args["model"]
+    if not model and default_model:
+        shipped = default_checkpoint()
+        model = str(shipped) if shipped is not None else ""
+    if model:
+        params["checkpoint"] = os.path.abspath(os.path.expanduser(model))
     return NodeSpec(
         name="policy_node",
         package="vla_policy",
@@ -258,7 +267,7 @@ def build_sim(args: Mapping[str, str]) -> list[NodeSpec]:
             )
         nodes.append(_expert(args))
     else:
-        nodes.append(_policy(args, bridge))
+        nodes.append(_policy(args, bridge, default_model=sim is Sim.EMBEDDED))
     return nodes
 
 

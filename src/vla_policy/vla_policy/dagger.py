@@ -85,8 +85,9 @@ def rollout_dataset(
 ) -> list[RoundStats]:
     """Roll out ``episodes`` per family and append them to the dataset at ``output`` (created if new).
 
-    Without ``policy_dir`` the expert drives (demonstrations). With it, the policy drives (each chunk's first
-    ``execute_steps`` actions, re-planned after), except on steps where ``rng < beta`` hands control to the
+    Without ``policy_dir`` the expert drives (demonstrations). With it, the policy drives through
+    policy_node's action executor (:class:`~vla_policy.rollout.ChunkDriver`, re-planning after
+    ``execute_steps`` actions), except on steps where ``rng < beta`` hands control to the
     expert. Either way the stored action is the expert's label for the visited state. A policy brings its
     own cameras and image size (its manifest's); ``cameras`` and ``image_size`` are then ignored.
     """
@@ -94,15 +95,19 @@ def rollout_dataset(
 
     import vla_sim
 
-    policy = None
+    driver = None
     if policy_dir:
         from vla_policy.models.policy import load_policy
+        from vla_policy.rollout import ChunkDriver, refill_for_execute_steps
 
         policy = load_policy(policy_dir)
         cams = policy.manifest.cameras
         if not cams or len({(c.height, c.width) for c in cams}) != 1:
             raise ValueError(f"{policy_dir}: the simulator renders one image size; the policy wants {cams}")
         cameras, image_size = tuple(policy.config.camera_names), (cams[0].height, cams[0].width)
+        # The policy drives as policy_node does: through its action executor, re-planning as it does.
+        refill = refill_for_execute_steps(execute_steps, policy.horizon, policy.dt)
+        driver = ChunkDriver(policy, policy.manifest.action_names, refill_below_s=refill)
     spec = dataset_spec(cameras, image_size, fps, environment_state=_has_environment_state(output))
     writer = LeRobotV3Writer.open_or_create(output, spec)
     rng = np.random.default_rng(seed)
@@ -118,9 +123,9 @@ def rollout_dataset(
         try:
             for i in range(episodes):
                 obs, info = env.reset(seed=seed + 100_000 * f_index + i)
-                if policy is not None:
-                    policy.reset()
-                states, actions, images, queued = [], [], {c: [] for c in cameras}, []
+                if driver is not None:
+                    driver.reset()
+                states, actions, images = [], [], {c: [] for c in cameras}
                 environment_states = []
                 success, done = False, False
                 while not done:
@@ -130,13 +135,12 @@ def rollout_dataset(
                     actions.append(label)
                     for c in cameras:
                         images[c].append(obs[f"observation.images.{c}"])
-                    if policy is None or rng.random() < beta:
-                        action, queued = label, []
+                    if driver is None or rng.random() < beta:
+                        action = label
+                        if driver is not None:
+                            driver.queue.clear()  # the policy re-plans from the state the expert left
                     else:
-                        if not queued:
-                            chunk = policy.infer({**obs, "task": info["task"], "timestamp": info["sim_time"]})
-                            queued = list(chunk.actions[: max(1, execute_steps)])
-                        action = queued.pop(0)
+                        action = driver.act({**obs, "task": info["task"]}, info["sim_time"])
                     obs, _, terminated, truncated, info = env.step(np.asarray(action, np.float32))
                     success = success or bool(info["success"])
                     done = terminated or truncated

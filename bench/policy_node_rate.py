@@ -267,7 +267,7 @@ def prepare_model(backend: str, checkpoint: str, tmp: str) -> tuple[str, str]:
         return checkpoint, f"{backend} {checkpoint}"
     if backend == "native":
         label = (
-            "native: default recipe (EfficientNet-Lite0 + MiniLM, FiLM, TokenLearner, transformer, chunk of 10), "
+            "native: default recipe (per-camera keypoint encoders with FiLM + MiniLM, MLP, chunk of 10), "
             "96 px, trained 1 epoch on a generated dataset"
         )
         return build_native_checkpoint(tmp), label

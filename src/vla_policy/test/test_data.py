@@ -17,6 +17,7 @@ from vla_policy.data import (
     color_jitter,
     compute_normalizer,
     config_for_dataset,
+    estimate_cache_bytes,
     manifest_with_stats,
     open_datasets,
     split_episodes,
@@ -126,9 +127,48 @@ def test_color_jitter_changes_pixels_not_shape():
     )
 
 
-def test_clean_training_view_is_exactly_what_inference_sees(dataset_root):
+def _policy_and_observation(net, norm, manifest, dataset_root, episode, frame):
+    ds = LeRobotV3Dataset(dataset_root)
+    policy = NativePolicy(Checkpoint(net, norm, manifest_with_stats(manifest, norm)))
+    obs = {
+        "observation.images.front": ds.frames(episode, "front")[frame],
+        "observation.images.wrist": ds.frames(episode, "wrist")[frame],
+        "observation.state": ds.episode(episode).state[frame],
+        "task": "push the blue block right",
+    }
+    return policy, obs
+
+
+def test_native_samples_cache_the_uint8_pixels_inference_sees(dataset_root):
     datasets, manifest = open_datasets([dataset_root])
     cfg = config_for_dataset(manifest, datasets[0].camera_names, PolicyKind.NATIVE_VLA, **TINY_MODEL)
+    net = VLANetwork(cfg, load_pretrained=False)
+    norm = compute_normalizer(datasets, [(0, 0), (0, 1)])
+    samples = build_samples(
+        datasets, [(0, 1)], cfg, norm, encode=None, augmented_copies=0, seed=0, progress=False
+    )
+    assert samples.features.dtype == torch.uint8
+    assert samples.features.shape == (10, 1, 2, 3, 32, 32) and samples.copies == 1
+    assert samples.target.shape == (10, cfg.horizon, 8)
+    assert samples.texts == ["push the blue block right"]
+    # Frame 4: the cache holds preprocess(frame, inference spec) byte for byte ...
+    for cam_index, cam in enumerate(cfg.camera_names):
+        frame = datasets[0].frames(1, cam)[4]
+        expected = preprocess(frame, cfg.input_spec(False))
+        assert expected.dtype == np.uint8
+        np.testing.assert_array_equal(samples.features[4, 0, cam_index].numpy(), expected)
+    # ... which is what the policy's own inference path feeds the network.
+    policy, obs = _policy_and_observation(net, norm, manifest, dataset_root, 1, 4)
+    images, _, state = policy.prepare(obs)
+    assert images.dtype == torch.uint8
+    torch.testing.assert_close(samples.features[4, 0], images[0], atol=0, rtol=0)
+    torch.testing.assert_close(samples.state[4], state[0])
+    assert estimate_cache_bytes(10, net, 1) == samples.features.nbytes
+
+
+def test_baseline_samples_cache_trunk_features_of_the_inference_view(dataset_root):
+    datasets, manifest = open_datasets([dataset_root])
+    cfg = config_for_dataset(manifest, datasets[0].camera_names, PolicyKind.TEXTBOOK_BASELINE, **TINY_MODEL)
     torch.manual_seed(0)
     net = VLANetwork(cfg, load_pretrained=False)
     norm = compute_normalizer(datasets, [(0, 0), (0, 1)])
@@ -137,17 +177,9 @@ def test_clean_training_view_is_exactly_what_inference_sees(dataset_root):
     )
     assert samples.features.shape[:3] == (10, 3, 2)
     assert samples.features.dtype == torch.float16
-    assert samples.target.shape == (10, cfg.horizon, 8)
-    assert samples.texts == ["push the blue block right"]
+    assert estimate_cache_bytes(10, net, 3) == samples.features.nbytes
     # Frame 4 through the policy's own input path (preprocess with the inference spec, then the trunk).
-    ds = LeRobotV3Dataset(dataset_root)
-    policy = NativePolicy(Checkpoint(net, norm, manifest_with_stats(manifest, norm)))
-    obs = {
-        "observation.images.front": ds.frames(1, "front")[4],
-        "observation.images.wrist": ds.frames(1, "wrist")[4],
-        "observation.state": ds.episode(1).state[4],
-        "task": "push the blue block right",
-    }
+    policy, obs = _policy_and_observation(net, norm, manifest, dataset_root, 1, 4)
     images, _, state = policy.prepare(obs)
     with torch.inference_mode():
         expected = net.encode_images(images)[0].to(torch.float16)
@@ -157,15 +189,22 @@ def test_clean_training_view_is_exactly_what_inference_sees(dataset_root):
     assert not torch.equal(samples.features[4, 1], samples.features[4, 0])
 
 
-def test_preprocess_spec_crops_randomly_only_in_training(dataset_root):
+def test_preprocess_spec_crops_randomly_only_in_baseline_training(dataset_root):
     datasets, manifest = open_datasets([dataset_root])
-    cfg = config_for_dataset(manifest, datasets[0].camera_names, PolicyKind.NATIVE_VLA, **TINY_MODEL)
     frame = datasets[0].frames(0, "front")[0]
-    infer = cfg.input_spec(training=False)
+    baseline = config_for_dataset(
+        manifest, datasets[0].camera_names, PolicyKind.TEXTBOOK_BASELINE, **TINY_MODEL
+    )
+    infer = baseline.input_spec(training=False)
     np.testing.assert_array_equal(preprocess(frame, infer), preprocess(frame, infer))
-    train = cfg.input_spec(training=True)
+    train = baseline.input_spec(training=True)
     views = {preprocess(frame, train, np.random.default_rng(s)).tobytes() for s in range(6)}
     assert len(views) > 1
+    # The native VLA is fed the whole resized frame in training too: it shifts the pixels itself.
+    native = config_for_dataset(manifest, datasets[0].camera_names, PolicyKind.NATIVE_VLA, **TINY_MODEL)
+    assert native.input_spec(training=True) == native.input_spec(training=False)
+    views = {preprocess(frame, native.input_spec(True), np.random.default_rng(s)).tobytes() for s in range(6)}
+    assert len(views) == 1
 
 
 def test_padded_chunk_steps_are_masked_out_of_the_loss():

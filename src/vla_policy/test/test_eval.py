@@ -101,6 +101,27 @@ def test_ablation_moves_the_error_only_for_inputs_the_policy_uses(dataset_root, 
     np.testing.assert_allclose(plain.per_joint, result.per_joint)
 
 
+def test_ablation_shows_the_native_vla_reads_every_input(dataset_root, tmp_path):
+    # The native VLA's MLP reads the keypoints of both cameras, the state and the instruction.
+    datasets, manifest = open_datasets([dataset_root])
+    cfg = config_for_dataset(
+        manifest, datasets[0].camera_names, PolicyKind.NATIVE_VLA, **dict(TINY_MODEL, horizon=HORIZON)
+    )
+    refs = [(0, e.index) for e in datasets[0].episodes]
+    normalizer = compute_normalizer(datasets, refs)
+    torch.manual_seed(0)
+    net = VLANetwork(cfg, load_pretrained=False)
+    save_checkpoint(Checkpoint(net, normalizer, manifest_with_stats(manifest, normalizer), {}), tmp_path)
+    result = offline_errors(
+        load_policy(tmp_path), [dataset_root], refs, "native", progress=False, ablate=True
+    )
+    assert set(result.ablated) == {"state", "instruction", "camera front", "camera wrist"}
+    for name in ("state", "instruction", "camera front"):
+        assert result.ablated[name] != pytest.approx(result.mean, rel=1e-6), name
+    # The synthetic wrist view is the same at a given step of every episode: swapping it changes nothing.
+    assert result.ablated["camera wrist"] == pytest.approx(result.mean, rel=1e-9)
+
+
 def test_offline_refuses_a_dataset_of_another_embodiment(mean_policy_dir):
     policy = load_policy(mean_policy_dir)
     with pytest.raises(ValueError, match="not trained for"):

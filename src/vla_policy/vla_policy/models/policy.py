@@ -32,7 +32,7 @@ from vla_policy.models.normalization import STATE_KEY
 
 class Runtime(str, enum.Enum):
     TORCH = "torch"  # eager PyTorch
-    ONNX = "onnx"  # onnxruntime on encoder.onnx + head.onnx (written by vla_policy.export)
+    ONNX = "onnx"  # onnxruntime on head.onnx (+ the baseline's encoder.onnx), written by vla_policy.export
 
 
 class ActionDecoding(str, enum.Enum):

@@ -96,12 +96,21 @@ def environment_state_width(datasets: Sequence[LeRobotV3Dataset]) -> int:
 
 
 def split_episodes(
-    datasets: Sequence[LeRobotV3Dataset], val_fraction: float, seed: int
+    datasets: Sequence[LeRobotV3Dataset], val_fraction: float, seed: int, max_per_dataset: int = 0
 ) -> tuple[list[EpisodeRef], list[EpisodeRef]]:
-    """Train/val split by whole episodes (never frames of one episode on both sides), seeded."""
+    """Train/val split by whole episodes (never frames of one episode on both sides), seeded.
+
+    ``max_per_dataset`` > 0 keeps only each dataset's first episodes (learning curves, balancing families).
+    """
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    refs = [(d, e.index) for d, ds in enumerate(datasets) for e in ds.episodes]
+    if max_per_dataset < 0:
+        raise DataError(f"max_per_dataset must be >= 0, got {max_per_dataset}")
+    refs = [
+        (d, e.index)
+        for d, ds in enumerate(datasets)
+        for e in (ds.episodes[:max_per_dataset] if max_per_dataset else ds.episodes)
+    ]
     if not refs:
         raise DataError("the datasets hold no episodes")
     order = np.random.default_rng(seed).permutation(len(refs))

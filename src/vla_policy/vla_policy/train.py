@@ -68,6 +68,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.05
     grad_clip: float = 1.0
     val_fraction: float = 0.1
+    episodes_per_dataset: int = 0  # 0: every episode; N: each dataset's first N (learning curves, balance)
     augmented_copies: int = 2  # baseline: jittered/cropped views cached per frame besides the clean one
     seed: int = 0
     device: str = "auto"  # auto: cuda when available
@@ -327,7 +328,7 @@ def _train(cfg: TrainConfig, dist: _Distributed) -> TrainResult:
     if dist.device.type == "cuda":  # CPU kernels are deterministic already; the call itself costs ~2 s
         torch.use_deterministic_algorithms(True, warn_only=True)
     datasets, manifest = open_datasets(cfg.datasets)
-    train_eps, val_eps = split_episodes(datasets, cfg.val_fraction, cfg.seed)
+    train_eps, val_eps = split_episodes(datasets, cfg.val_fraction, cfg.seed, cfg.episodes_per_dataset)
     overrides = dict(cfg.model_overrides)
     if float(overrides.get("localization_weight", 0.0)) > 0 and not overrides.get("localization_dim"):
         overrides["localization_dim"] = environment_state_width(datasets)
@@ -532,6 +533,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--weight-decay", type=float, default=1e-2)
     p.add_argument("--warmup-steps", type=int, default=100)
     p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--episodes-per-dataset", type=int, default=0,
+                   help="use only each dataset's first N episodes (0: all)")  # fmt: skip
     p.add_argument(
         "--augmented-copies", type=int, default=2, help="textbook baseline: cached augmented views per frame"
     )
@@ -570,7 +573,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     return TrainConfig(
         datasets=tuple(a.datasets), output=a.output, kind=PolicyKind(a.policy), epochs=a.epochs,
         batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay, warmup_steps=a.warmup_steps,
-        val_fraction=a.val_fraction, augmented_copies=a.augmented_copies, seed=a.seed, device=a.device,
+        val_fraction=a.val_fraction, episodes_per_dataset=a.episodes_per_dataset, augmented_copies=a.augmented_copies, seed=a.seed, device=a.device,
         num_threads=a.threads, max_steps=a.max_steps, resume=a.resume, progress=not a.no_progress,
         precision=a.precision,
         model_overrides=overrides,

@@ -1,10 +1,13 @@
 """The bringup plan as data: every profile builds, arguments are checked, sim bridges keep their contracts."""
 
 import ast
+import os
 from pathlib import Path
 
 import pytest
 from vla_bringup.plan import PROFILE_ARGS, PROFILES, SIM_BRIDGES, PlanError, Sim, build_plan
+
+from vla_bringup import plan as plan_module
 
 SRC = Path(__file__).resolve().parents[2]
 
@@ -114,3 +117,44 @@ def test_every_robot_commands_only_joints_its_safety_profile_limits(robot):
     safety = build_plan("robot", {"robot": robot}).node("safety_node")
     assert safety.parameters["joints"] == list(ROBOT_JOINTS[robot])
     assert set(ROBOT_JOINTS[robot]) <= set(limited_joints(robot))
+
+
+# --- the shipped checkpoint ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    """A checkpoint installed as the workspace's default (share/vla_policy/checkpoints/default)."""
+    path = tmp_path / "share" / "vla_policy" / "checkpoints" / "default"
+    path.mkdir(parents=True)
+    (path / "embodiment.json").write_text("{}")
+    monkeypatch.setattr(plan_module, "default_checkpoint", lambda: path)
+    return path
+
+
+def test_the_embedded_sim_runs_the_shipped_checkpoint_unless_a_model_is_given(shipped, tmp_path):
+    assert build_plan("sim").node("policy_node").parameters["checkpoint"] == str(shipped)
+    mine = tmp_path / "outputs" / "run" / "best"
+    given = build_plan("sim", {"model": str(mine)}).node("policy_node").parameters
+    assert given["checkpoint"] == str(mine)
+    relative = build_plan("sim", {"model": "outputs/run/best"}).node("policy_node").parameters
+    assert relative["checkpoint"] == os.path.abspath("outputs/run/best")
+
+
+@pytest.mark.parametrize("sim", [s.value for s in Sim if s is not Sim.EMBEDDED])
+def test_other_simulators_and_the_robot_never_get_the_shipped_checkpoint(shipped, sim):
+    # It was trained in the embedded simulator only: elsewhere the node starts without one (and says so).
+    assert "checkpoint" not in build_plan("sim", {"sim": sim}).node("policy_node").parameters
+    assert "checkpoint" not in build_plan("robot").node("policy_node").parameters
+    given = build_plan("robot", {"model": "/models/real"}).node("policy_node").parameters
+    assert given["checkpoint"] == "/models/real"
+
+
+def test_without_a_shipped_checkpoint_the_sim_policy_has_none(monkeypatch):
+    monkeypatch.setattr(plan_module, "default_checkpoint", lambda: None)
+    assert "checkpoint" not in build_plan("sim").node("policy_node").parameters
+    assert build_plan("sim", {"model": "/m"}).node("policy_node").parameters["checkpoint"] == "/m"
+
+
+def test_the_expert_commander_runs_no_policy(shipped):
+    assert "policy_node" not in [n.name for n in build_plan("sim", {"commander": "expert"}).nodes]

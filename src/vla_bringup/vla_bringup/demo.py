@@ -348,6 +348,16 @@ def run(config: DemoConfig) -> dict[str, Any]:
     return {"records": records, "rows": rows, "latency": latency, "stack_exit_code": stack_code}
 
 
+def resolve_commander(commander: str | None, model: str, record: str) -> tuple[str, str]:
+    """(commander, model) from ``--commander``, ``--model`` and ``--record``: without ``--model`` the policy is
+    the shipped checkpoint (not when the expert is asked for, nor when recording); without ``--commander``,
+    the policy when there is a model, else the scripted expert."""
+    if not model and commander != "expert" and not record:
+        shipped = default_checkpoint()  # the VLA trained in this simulator, when the workspace ships one
+        model = str(shipped) if shipped is not None else ""
+    return commander or ("policy" if model else "expert"), model
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vla-demo", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -374,11 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--record", default="", metavar="DATASET", help="record the expert's episodes into this dataset"
     )
     ns = parser.parse_args(argv)
-    model = ns.model
-    if not model and ns.commander != "expert" and not ns.record:
-        shipped = default_checkpoint()  # the VLA trained in this simulator, when the workspace ships one
-        model = str(shipped) if shipped is not None else ""
-    commander = ns.commander or ("policy" if model else "expert")
+    commander, model = resolve_commander(ns.commander, ns.model, ns.record)
     try:
         config = DemoConfig(
             commander=commander,

@@ -131,3 +131,80 @@ def test_ctrl_c_keeps_the_episodes_written_and_their_record(tmp_path, monkeypatc
     assert LeRobotV3Dataset(out).num_episodes == 1
     record = json.loads((out / "dagger_rounds.jsonl").read_text())
     assert [(s["family"], s["episodes"]) for s in record["stats"]] == [("push", 1)]
+
+
+def test_collect_drives_the_policy_through_the_nodes_executor(tmp_path, monkeypatch):
+    """The policy's chunks reach the arm through policy_node's executor (ChunkDriver): re-planned every
+    ``execute_steps`` actions or right after the expert took a step, new chunks crossfading in."""
+    import vla_policy.models.policy as policy_module
+
+    import vla_sim
+
+    checkpoint = train_tiny_checkpoint(tmp_path)  # horizon 8
+    chunks, played = [], []
+    real_load, real_make_env = policy_module.load_policy, vla_sim.make_env
+
+    def load(path, **kwargs):
+        policy = real_load(path, **kwargs)
+        infer = policy.infer
+
+        def recorded(observation):
+            chunks.append(infer(observation))
+            return chunks[-1]
+
+        policy.infer = recorded
+        return policy
+
+    def make_env(*args, **kwargs):
+        env = real_make_env(*args, **kwargs)
+        step = env.step
+
+        def recorded(action):
+            played.append(np.array(action, dtype=np.float64))
+            return step(action)
+
+        env.step = recorded
+        return env
+
+    monkeypatch.setattr(policy_module, "load_policy", load)
+    monkeypatch.setattr(vla_sim, "make_env", make_env)
+    out = tmp_path / "d1"
+    rollout_dataset(
+        out, families=["pick"], episodes=1, seed=7, cameras=(), image_size=(0, 0), fps=10,
+        policy_dir=str(checkpoint), beta=0.25, execute_steps=5, progress=False,
+    )  # fmt: skip
+    ep = LeRobotV3Dataset(out).episode(0)
+    assert len(played) == len(ep)
+    rng = np.random.default_rng(7)  # the round's own draw: the expert drives where rng.random() < beta
+    expert = [bool(rng.random() < 0.25) for _ in range(len(ep))]
+    # Expected inferences: at the first policy step, after every expert step, and 5 actions after the last.
+    inferred, last = [], None
+    for t in range(len(ep)):
+        if expert[t]:
+            last = None
+        elif last is None or t - last >= 5:
+            inferred.append(t)
+            last = t
+    assert [round(c.stamp * 10) for c in chunks] == inferred
+    np.testing.assert_allclose([c.stamp for c in chunks], np.array(inferred) / 10, atol=1e-9)
+    # What was played: the expert's label on its steps; the newest chunk's step for the time on the policy's,
+    # except at a re-plan that found the previous chunk still queued: it fades in (weights 0, 1/2, 1 at 10 Hz).
+    at = dict(zip(inferred, (c.actions for c in chunks), strict=True))
+    blended, current, previous = 0, None, None
+    for t in range(len(ep)):
+        if expert[t]:
+            np.testing.assert_array_equal(played[t], ep.action[t])
+            current = previous = None
+            continue
+        if t in at:
+            previous, current = current, (t, at[t])
+        chunk, k = current[1], t - current[0]
+        if previous is not None and k < 2:
+            old = previous[1][t - previous[0]]
+            expected = old if k == 0 else 0.5 * old + 0.5 * chunk[1]
+            blended += 1
+        else:
+            expected = chunk[k]
+        np.testing.assert_allclose(played[t], expected.astype(np.float32), atol=1e-6, err_msg=f"step {t}")
+    assert blended > 0  # some re-plans happened with the previous chunk queued
+    assert 0 < sum(expert) < len(ep) / 2  # both drove

@@ -17,6 +17,7 @@ from vla_policy.data import (
     color_jitter,
     compute_normalizer,
     config_for_dataset,
+    environment_state_width,
     estimate_cache_bytes,
     manifest_with_stats,
     open_datasets,
@@ -25,10 +26,60 @@ from vla_policy.data import (
 from vla_policy.models import PolicyKind, VLANetwork
 from vla_policy.models.checkpoint import Checkpoint
 from vla_policy.models.policy import NativePolicy
-from vla_policy.synthetic import write_synthetic_dataset
+from vla_policy.synthetic import PANDA_NAMES, SYNTHETIC_TASKS, write_synthetic_dataset
 from vla_policy.train import TINY_MODEL
 
 FIXTURE = "/work/shared/fixtures/lerobot_v3_reference"
+ENVIRONMENT_NAMES = ("target.x", "target.y", "target.z", "goal.x", "goal.y", "goal.z")  # vla_sim's referents
+
+
+def write_environment_dataset(
+    root, *, episodes: int = 6, frames: int = 12, seed: int = 0, names=ENVIRONMENT_NAMES
+):
+    """A small dataset with ``observation.environment_state`` (one 32x32 front camera, as the tiny model's
+    input): the camera shows a red target square where the state's target x/y put it and a blue goal square
+    at the goal; the target moves to the goal over the episode, and the arm with it (action = next state)."""
+    from vla_collector.lerobot_v3 import DatasetSpec, LeRobotV3Writer, VideoCodecConfig
+
+    rng = np.random.default_rng(seed)
+    spec = DatasetSpec(
+        fps=10, robot_type="panda", state_names=PANDA_NAMES, action_names=PANDA_NAMES,
+        cameras=(CameraSpec("front", 32, 32),), video=VideoCodecConfig(codec="libx264", pix_fmt="yuv444p", crf=0),
+        environment_state_names=tuple(names),
+    )  # fmt: skip
+    writer = LeRobotV3Writer.create(root, spec)
+
+    def pixel(x: float, y: float) -> tuple[int, int]:  # x in [0.3, 0.7] -> rows, y in [-0.2, 0.2] -> columns
+        return int((x - 0.3) / 0.4 * 26), int((y + 0.2) / 0.4 * 26)
+
+    for ep in range(episodes):
+        target, goal = rng.uniform([0.3, -0.2], [0.7, 0.2]), rng.uniform([0.3, -0.2], [0.7, 0.2])
+        progress = np.linspace(0.0, 1.0, frames + 1)
+        xy = target + progress[:, None] * (goal - target)  # [T+1, 2]
+        environment = np.zeros((frames, 6), np.float32)
+        environment[:, :2] = xy[:frames]
+        environment[:, 2] = 0.02 + 0.1 * np.sin(np.pi * progress[:frames])
+        environment[:, 3:5] = goal
+        environment[:, 5] = 0.02
+        states = np.tile(rng.normal(0.0, 0.05, len(PANDA_NAMES)), (frames + 1, 1))
+        states[:, 0] += xy[:, 1]
+        states[:, 1] += xy[:, 0] - 0.5
+        states = states.astype(np.float32)
+        images = []
+        for t in range(frames):
+            img = np.full((32, 32, 3), 30, np.uint8)
+            (gr, gc), (tr, tc) = pixel(*goal), pixel(*xy[t])
+            img[gr : gr + 6, gc : gc + 6] = (40, 40, 220)
+            img[tr : tr + 6, tc : tc + 6] = (220, 40, 40)
+            images.append(img)
+        writer.write_episode(
+            states[:frames],
+            states[1:],
+            {"front": images},
+            SYNTHETIC_TASKS[ep % 2],
+            environment_states=environment[:, : len(names)],
+        )
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -224,3 +275,49 @@ def test_padded_chunk_steps_are_masked_out_of_the_loss():
     loss, _ = net.loss({"actions": pred}, target, mask)
     assert float(loss) == 0.0
     assert float(net.loss({"actions": pred}, target)[0]) > 1.0
+
+
+@pytest.fixture(scope="module")
+def environment_root(tmp_path_factory):
+    return write_environment_dataset(tmp_path_factory.mktemp("env") / "env", episodes=3, frames=7)
+
+
+def test_environment_state_width_is_the_features_and_datasets_without_it_are_refused(
+    dataset_root, environment_root, tmp_path
+):
+    with_env, _ = open_datasets([environment_root, environment_root])
+    assert environment_state_width(with_env) == 6
+    without = [LeRobotV3Dataset(dataset_root)]
+    with pytest.raises(DataError, match=r"observation\.environment_state") as raised:
+        environment_state_width([with_env[0], *without])
+    assert str(dataset_root) in str(raised.value) and str(environment_root) not in str(raised.value)
+    narrow = write_environment_dataset(
+        tmp_path / "narrow", episodes=1, frames=3, names=("target.x", "target.y")
+    )
+    with pytest.raises(DataError, match="widths differ"):
+        environment_state_width([with_env[0], LeRobotV3Dataset(narrow)])
+
+
+def test_localization_samples_carry_each_frames_environment_state(environment_root, dataset_root):
+    datasets, manifest = open_datasets([environment_root])
+    cfg = config_for_dataset(manifest, datasets[0].camera_names, PolicyKind.NATIVE_VLA, **TINY_MODEL,
+                             localization_dim=6, localization_weight=1.0)  # fmt: skip
+    norm = compute_normalizer(datasets, [(0, 0), (0, 2)])
+    samples = build_samples(
+        datasets, [(0, 2), (0, 0)], cfg, norm, encode=None, augmented_copies=0, seed=0, progress=False
+    )
+    # Dataset units, float32, one row per sample in the samples' own episode order.
+    assert samples.environment_state.dtype == torch.float32 and samples.environment_state.shape == (14, 6)
+    expected = np.concatenate([datasets[0].episode(e).environment_state for e in (2, 0)])
+    np.testing.assert_array_equal(samples.environment_state.numpy(), expected)
+    assert samples.episode[:7] == [(0, 2)] * 7
+    # Without the localization head the samples carry none; a dataset without the feature is refused.
+    plain = config_for_dataset(manifest, datasets[0].camera_names, PolicyKind.NATIVE_VLA, **TINY_MODEL)
+    assert build_samples(datasets, [(0, 0)], plain, norm, encode=None, augmented_copies=0, seed=0,
+                         progress=False).environment_state is None  # fmt: skip
+    synthetic, synthetic_manifest = open_datasets([dataset_root])
+    cfg = config_for_dataset(synthetic_manifest, synthetic[0].camera_names, PolicyKind.NATIVE_VLA, **TINY_MODEL,
+                             localization_dim=6, localization_weight=1.0)  # fmt: skip
+    with pytest.raises(DataError, match=r"observation\.environment_state"):
+        build_samples(synthetic, [(0, 0)], cfg, compute_normalizer(synthetic, [(0, 0)]), encode=None,
+                      augmented_copies=0, seed=0, progress=False)  # fmt: skip

@@ -7,19 +7,23 @@ import csv
 import numpy as np
 import pytest
 import torch
+from test_data import write_environment_dataset
 from vla_collector.lerobot_v3 import LeRobotV3Dataset
 from vla_policy.data import compute_normalizer, config_for_dataset, manifest_with_stats, open_datasets
 from vla_policy.evaluate import (
     EpisodeOutcome,
     closed_loop,
     explained_variance,
+    localization_probe,
     main,
     offline_errors,
+    referent_scores,
+    ridge_readout,
     summarize_closed_loop,
 )
 from vla_policy.models import Checkpoint, PolicyKind, VLANetwork, load_policy, save_checkpoint
 from vla_policy.synthetic import write_synthetic_dataset
-from vla_policy.train import TINY_MODEL
+from vla_policy.train import TINY_MODEL, TrainConfig, train
 
 HORIZON = 3
 
@@ -136,6 +140,7 @@ def test_cli_writes_tables_and_plots(mean_policy_dir, tmp_path):
     assert len(rows) == 1 and rows[0]["frames"] == "16"
     assert "l1_panda_joint1" in rows[0] and "l1_step2" in rows[0] and "start_r2" in rows[0]
     assert "| native_vla" in (tmp_path / "results.md").read_text()
+    assert "Localization probe" not in (tmp_path / "results.md").read_text()  # no environment_state
     assert not (tmp_path / "offline_ablation.csv").exists()
     assert main([str(mean_policy_dir), "--output", str(tmp_path / "ab"), "--no-progress", "--ablate"]) == 0
     rows = list(csv.DictReader((tmp_path / "ab" / "offline_ablation.csv").open()))
@@ -169,3 +174,185 @@ def test_closed_loop_runs_the_policy_in_the_simulator(mean_policy_dir):
     assert [(o.family, o.split, o.steps) for o in outcomes] == [("pick", "train", 6), ("pick", "heldout", 6)]
     assert outcomes[0].instruction != outcomes[1].instruction
     assert not any(o.success for o in outcomes)  # the mean action does not pick anything up
+
+
+# --- the closed loop drives through policy_node's executor ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def random_policy_dir(dataset_root, tmp_path_factory):
+    """A native VLA with random weights and a 6-step horizon: every chunk step differs from the others."""
+    datasets, manifest = open_datasets([dataset_root])
+    cfg = config_for_dataset(
+        manifest, datasets[0].camera_names, PolicyKind.NATIVE_VLA, **dict(TINY_MODEL, horizon=6)
+    )
+    normalizer = compute_normalizer(datasets, [(0, e.index) for e in datasets[0].episodes])
+    torch.manual_seed(0)
+    net = VLANetwork(cfg, load_pretrained=False)
+    out = tmp_path_factory.mktemp("random")
+    save_checkpoint(Checkpoint(net, normalizer, manifest_with_stats(manifest, normalizer), {}), out)
+    return out
+
+
+def _record_closed_loop(monkeypatch):
+    """Spies on what vla-eval's closed loop does: the chunks its policy returns and the actions it steps."""
+    import vla_policy.evaluate as evaluate
+
+    import vla_sim
+
+    chunks, played = [], []
+    real_load, real_make_env = evaluate.load_policy, vla_sim.make_env
+
+    def load(path, **kwargs):
+        policy = real_load(path, **kwargs)
+        infer = policy.infer
+
+        def recorded(observation):
+            chunks.append(infer(observation))
+            return chunks[-1]
+
+        policy.infer = recorded
+        return policy
+
+    def make_env(*args, **kwargs):
+        env = real_make_env(*args, **kwargs)
+        step = env.step
+
+        def recorded(action):
+            played.append(np.array(action, dtype=np.float64))
+            return step(action)
+
+        env.step = recorded
+        return env
+
+    monkeypatch.setattr(evaluate, "load_policy", load)
+    monkeypatch.setattr(vla_sim, "make_env", make_env)
+    return chunks, played
+
+
+@pytest.mark.parametrize("blend", ["crossfade", "latest"])
+def test_closed_loop_plays_chunks_through_the_nodes_executor(random_policy_dir, tmp_path, monkeypatch, blend):
+    chunks, played = _record_closed_loop(monkeypatch)
+    assert main([str(random_policy_dir), "--output", str(tmp_path), "--no-offline", "--no-progress",
+                 "--closed-loop", "--families", "pick", "--splits", "train", "--episodes", "1", "--seed", "0",
+                 "--max-steps", "7", "--execute-steps", "3", "--blend", blend]) == 0  # fmt: skip
+    rows = list(csv.DictReader((tmp_path / "closed_loop.csv").open()))
+    assert [(r["family"], r["split"]) for r in rows] == [("pick", "train")]
+    # One inference per 3 actions played, each stamped with the sim time it was asked at.
+    assert len(played) == 7 and len(chunks) == 3
+    np.testing.assert_allclose([c.stamp for c in chunks], [0.0, 0.3, 0.6], atol=1e-9)
+    c0, c1, c2 = (c.actions for c in chunks)
+    if blend == "crossfade":
+        # policy_node's default: a new chunk fades in over 0.2 s from its arrival (weight 0, 1/2, 1).
+        expected = [c0[0], c0[1], c0[2], c0[3], 0.5 * c0[4] + 0.5 * c1[1], c1[2], c1[3]]
+    else:
+        expected = [c0[0], c0[1], c0[2], c1[0], c1[1], c1[2], c2[0]]
+    np.testing.assert_allclose(np.array(played), np.array(expected, dtype=np.float32), atol=1e-6)
+    assert not np.allclose(c0[3], c1[0], atol=1e-3)  # the two blends are told apart
+
+
+# --- localization probe ----------------------------------------------------------------------------------
+
+
+def test_ridge_readout_recovers_a_linear_map():
+    rng = np.random.default_rng(0)
+    weights, bias = rng.normal(size=(8, 6)), rng.normal(size=6)
+    x_fit, x_test = rng.normal(size=(300, 8)) * 3 + 1, rng.normal(size=(50, 8)) * 3 + 1
+    pred = ridge_readout(x_fit, x_fit @ weights + bias, x_test)
+    truth = x_test @ weights + bias
+    assert explained_variance(truth, pred) > 0.999
+    np.testing.assert_allclose(pred, truth, atol=0.05 * np.abs(truth).max())
+    # The penalty is applied: ridge=1 per row on standardized, nearly uncorrelated features halves the slopes.
+    shrunk = ridge_readout(x_fit, x_fit @ weights + bias, x_test, ridge=1.0)
+    ratio = (shrunk - shrunk.mean(0)).std() / (truth - truth.mean(0)).std()
+    assert ratio == pytest.approx(0.5, abs=0.05)
+    # Features without variance do not break the fit.
+    x_fit[:, 3] = 2.0
+    assert np.isfinite(ridge_readout(x_fit, x_fit @ weights, x_test)).all()
+
+
+def test_referent_scores_pool_r2_per_referent_and_measure_xy_error_in_cm():
+    names = ("target.x", "target.y", "target.z", "goal.x", "goal.y", "goal.z")
+    rng = np.random.default_rng(1)
+    truth = rng.uniform(-0.3, 0.3, size=(20, 6))
+    pred = truth.copy()
+    pred[:, :3] += [0.03, 0.04, 0.5]  # 5 cm off horizontally (3-4-5), far off in height
+    r2, error_cm = referent_scores(names, truth, pred)
+    assert list(r2) == ["target", "goal"] and list(error_cm) == ["target", "goal"]
+    assert error_cm["target"] == pytest.approx(5.0) and error_cm["goal"] == 0.0
+    assert r2["goal"] == 1.0
+    assert r2["target"] == pytest.approx(explained_variance(truth[:, :3], pred[:, :3]))
+    assert r2["target"] < 0  # the height error counts in R2
+
+
+@pytest.fixture(scope="module")
+def environment_checkpoint(tmp_path_factory):
+    """A native VLA trained (one epoch, localization loss on) on a dataset with environment_state."""
+    root = tmp_path_factory.mktemp("env")
+    dataset = write_environment_dataset(root / "dataset", episodes=6, frames=12)
+    result = train(
+        TrainConfig(
+            datasets=(str(dataset),), output=str(root / "run"), epochs=1, batch_size=16, warmup_steps=1,
+            val_fraction=0.34, augmented_copies=0, seed=0, device="cpu", progress=False,
+            model_overrides=dict(TINY_MODEL, horizon=4, localization_weight=0.5),
+        )
+    )  # fmt: skip
+    return dataset, result.best
+
+
+def test_localization_probe_fits_on_training_episodes_and_scores_held_out_ones(environment_checkpoint):
+    dataset, checkpoint = environment_checkpoint
+    policy = load_policy(checkpoint)
+    info = policy.checkpoint.info
+    fit, held_out = [tuple(r) for r in info["train_episodes"]], [tuple(r) for r in info["val_episodes"]]
+    assert len(fit) == 4 and len(held_out) == 2
+    result = localization_probe(policy, [dataset], fit, held_out, "native")
+    # Frames 0, 5 and 10 of every 12-frame episode.
+    assert (result.label, result.fit_frames, result.test_frames) == ("native", 12, 6)
+    assert set(result.r2) == set(result.error_cm) == {"target", "goal"}
+    assert all(np.isfinite(v) for v in (*result.r2.values(), *result.error_cm.values()))
+    assert all(v >= 0 for v in result.error_cm.values())
+
+
+def test_localization_probe_needs_the_native_vla_and_environment_state(environment_checkpoint, dataset_root,
+                                                                      mean_policy_dir, tmp_path):  # fmt: skip
+    dataset, _ = environment_checkpoint
+    datasets, manifest = open_datasets([dataset])
+    cfg = config_for_dataset(manifest, datasets[0].camera_names, PolicyKind.TEXTBOOK_BASELINE, **TINY_MODEL)
+    normalizer = compute_normalizer(datasets, [(0, 0)])
+    net = VLANetwork(cfg, load_pretrained=False)
+    save_checkpoint(Checkpoint(net, normalizer, manifest_with_stats(manifest, normalizer), {}), tmp_path)
+    with pytest.raises(ValueError, match="native"):
+        localization_probe(load_policy(tmp_path), [dataset], [(0, 0)], [(0, 1)], "baseline")
+    with pytest.raises(ValueError, match=r"observation\.environment_state"):
+        localization_probe(load_policy(mean_policy_dir), [dataset_root], [(0, 0)], [(0, 1)], "mean")
+
+
+def test_cli_reports_the_probe_for_native_checkpoints_on_environment_state(environment_checkpoint, tmp_path):
+    dataset, checkpoint = environment_checkpoint
+    # A baseline on the same data and split: evaluated offline, but the probe reads native keypoints only.
+    datasets, manifest = open_datasets([dataset])
+    cfg = config_for_dataset(manifest, datasets[0].camera_names, PolicyKind.TEXTBOOK_BASELINE, **TINY_MODEL)
+    normalizer = compute_normalizer(datasets, [(0, 0)])
+    info = load_policy(checkpoint).checkpoint.info
+    baseline = tmp_path / "baseline" / "best"
+    save_checkpoint(
+        Checkpoint(VLANetwork(cfg, load_pretrained=False), normalizer, manifest_with_stats(manifest, normalizer),
+                   {k: info[k] for k in ("datasets", "train_episodes", "val_episodes")}),
+        baseline,
+    )  # fmt: skip
+    assert main([str(checkpoint), str(baseline), "--output", str(tmp_path / "eval"), "--no-progress"]) == 0
+    report = (tmp_path / "eval" / "results.md").read_text()
+    assert "## Localization probe" in report
+    probe = report.split("## Localization probe")[1].split("##")[0]
+    assert (
+        "| policy | fit frames | test frames | target R2 | target xy error cm | goal R2 | goal xy error cm |"
+        in probe
+    )
+    rows = [
+        line
+        for line in probe.splitlines()
+        if line.startswith("| native_vla") or line.startswith("| textbook")
+    ]
+    assert len(rows) == 1 and rows[0].startswith("| native_vla") and "| 12 | 6 |" in rows[0]
+    assert "| textbook_baseline" in report.split("## Localization probe")[0]  # offline table: both

@@ -111,6 +111,9 @@ def test_config_round_trips_through_json():
         {"kind": "not_a_policy"},
         {"state_dropout": 1.5},
         {"relative_actions": True, "action_dim": 7},
+        {"localization_weight": 0.5},  # a localization loss needs the environment_state width
+        {"localization_dim": -1},
+        {"localization_dim": 6, "localization_weight": -0.1},
     ],
 )
 def test_config_rejects_bad_values(changes):
@@ -320,6 +323,68 @@ def test_native_gradients_reach_every_camera_encoder_end_to_end():
     no_grad = [n for n, p in params.items() if p.grad is None or float(p.grad.abs().sum()) == 0.0]
     assert no_grad == []  # convs, norms, FiLM, keypoint maps, temperatures, MLP and both heads
     assert {n.split(".")[2] for n in params if n.startswith("head.encoders.")} == {"0", "1"}
+
+
+def test_localization_head_reads_the_keypoints_and_its_loss_is_the_weighted_l1_of_the_normalized_state():
+    torch.manual_seed(0)
+    net = VLANetwork(tiny_config(localization_dim=6, localization_weight=0.25), load_pretrained=False).eval()
+    mean = torch.tensor([0.5, 0.0, 0.05, 0.4, -0.1, 0.02])
+    std = torch.tensor([0.1, 0.2, 0.01, 0.1, 0.2, 0.0])  # a constant coordinate: its std is floored
+    net.set_environment_stats(mean, std)
+    floored = torch.tensor([0.1, 0.2, 0.01, 0.1, 0.2, 1e-3])
+    torch.testing.assert_close(net.environment_std, floored)
+    images, text, state = pixels(3, 2, 3, 32, 32), torch.randn(3, 32), torch.randn(3, 8)
+    with torch.no_grad():
+        out = net(images, text, state)
+        # A linear read-out of the keypoints, nothing else.
+        keypoints = net.head.keypoints(images, text)
+        torch.testing.assert_close(out["environment_state"], net.head.localize(keypoints))
+    assert out["environment_state"].shape == (3, 6) and keypoints.shape == (3, 2 * 4 * 2)
+    environment = mean + torch.randn(3, 6) * 0.1
+    target = torch.randn(3, 4, 8)
+    loss, parts = net.loss(out, target, None, environment)
+    l1 = (out["actions"] - target).abs().mean()
+    localization = (out["environment_state"] - (environment - mean) / floored).abs().mean()
+    assert set(parts) == {"l1", "localization"}
+    assert parts["localization"] == pytest.approx(float(localization), rel=1e-6)
+    torch.testing.assert_close(loss, l1 + 0.25 * localization)
+    # Without targets (or without the head) there is no localization term.
+    plain, plain_parts = net.loss(out, target)
+    assert set(plain_parts) == {"l1"}
+    torch.testing.assert_close(plain, l1)
+    without = VLANetwork(tiny_config(), load_pretrained=False)
+    assert without.head.localize is None and not hasattr(without, "environment_mean")
+    out = without(images, text, state)
+    assert "environment_state" not in out
+    assert set(without.loss(out, target, None, environment)[1]) == {"l1"}
+
+
+def test_the_localization_loss_alone_trains_the_camera_encoders():
+    torch.manual_seed(0)
+    net = VLANetwork(tiny_config(localization_dim=6, localization_weight=1.0), load_pretrained=False).train()
+    out = net(pixels(4, 2, 3, 32, 32), torch.randn(4, 32), torch.randn(4, 8))
+    # The action targets are the predictions themselves: only the localization term has a gradient.
+    loss, parts = net.loss(out, out["actions"].detach(), None, torch.randn(4, 6))
+    assert parts["l1"] == 0.0 and parts["localization"] > 0
+    loss.backward()
+    grads = {n: p.grad for n, p in net.named_parameters()}
+    assert float(grads["head.localize.weight"].abs().sum()) > 0
+    moved = [
+        n for n, g in grads.items() if n.startswith("head.encoders.") and g is not None and g.abs().sum() > 0
+    ]
+    assert {n.split(".")[2] for n in moved} == {"0", "1"}  # both cameras' encoders
+    assert float(grads["head.regression.weight"].abs().sum()) == 0.0
+
+
+def test_localization_statistics_round_trip_through_a_checkpoint(tmp_path):
+    ckpt = tiny_checkpoint(tiny_config(localization_dim=6, localization_weight=0.5))
+    ckpt.network.set_environment_stats(torch.arange(6.0), torch.linspace(0.1, 0.6, 6))
+    save_checkpoint(ckpt, tmp_path)
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.config.localization_dim == 6 and loaded.config.localization_weight == 0.5
+    torch.testing.assert_close(loaded.network.environment_mean, torch.arange(6.0))
+    torch.testing.assert_close(loaded.network.environment_std, torch.linspace(0.1, 0.6, 6))
+    torch.testing.assert_close(loaded.network.head.localize.weight, ckpt.network.head.localize.weight)
 
 
 def test_baseline_is_the_textbook_recipe():

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_data import write_environment_dataset
+from vla_policy.data import DataError
 from vla_policy.interface import ActionChunk
 from vla_policy.synthetic import SYNTHETIC_TASKS, write_synthetic_dataset
-from vla_policy.train import TINY_MODEL, TrainConfig, cosine_lr, main, parse_args, train
+from vla_policy.train import TINY_MODEL, TrainConfig, cosine_lr, main, parse_args, train, use_bf16
 
 from vla_policy import load_policy
 
@@ -213,3 +215,87 @@ def test_training_and_validation_mask_padded_chunk_steps(dataset_root, tmp_path,
     train(tiny_cfg(dataset_root, tmp_path, epochs=1))
     assert seen and all(v is not None for v in seen)
     assert any(not bool(v.all()) for v in seen)  # 12-frame episodes, horizon 4: the last steps are padding
+
+
+# --- localization loss -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def environment_root(tmp_path_factory):
+    return write_environment_dataset(tmp_path_factory.mktemp("env") / "env", episodes=4, frames=10)
+
+
+def test_localization_weight_trains_the_head_on_the_datas_environment_state(
+    environment_root, tmp_path, initial_parameters
+):
+    from vla_collector.lerobot_v3 import LeRobotV3Dataset
+    from vla_policy.models import load_checkpoint
+
+    rc = main([str(environment_root), "--output", str(tmp_path), "--tiny", "--horizon", "4", "--epochs", "1",
+               "--batch-size", "8", "--val-fraction", "0.25", "--no-progress", "--device", "cpu",
+               "--model", "localization_weight=0.5"])  # fmt: skip
+    assert rc == 0
+    ckpt = load_checkpoint(tmp_path / "last")
+    # The head's width comes from the data (6 referent coordinates); the weight is the one given.
+    assert ckpt.config.localization_dim == 6 and ckpt.config.localization_weight == 0.5
+    # The normalization of the targets is the training episodes' statistics, stored with the weights.
+    ds = LeRobotV3Dataset(environment_root)
+    train_eps = [e for _, e in ckpt.info["train_episodes"]]
+    assert len(train_eps) == 3
+    frames = torch.from_numpy(np.concatenate([ds.episode(e).environment_state for e in train_eps]))
+    torch.testing.assert_close(ckpt.network.environment_mean, frames.mean(dim=0))
+    torch.testing.assert_close(ckpt.network.environment_std, frames.std(dim=0).clamp(min=1e-3))
+    saved = load_file(str(tmp_path / "last" / "model.safetensors"))
+    assert {"environment_mean", "environment_std"} <= set(saved)
+    # The localization head is read by that loss only: it moved, so the loss trained it.
+    for name in ("head.localize.weight", "head.localize.bias"):
+        assert not torch.equal(saved[name], initial_parameters[name]), name
+
+
+def test_localization_loss_refuses_data_without_environment_state(dataset_root, tmp_path):
+    overrides = dict(TINY_MODEL, horizon=4, localization_weight=1.0)
+    with pytest.raises(DataError, match=r"observation\.environment_state") as raised:
+        train(tiny_cfg(dataset_root, tmp_path, model_overrides=overrides))
+    assert str(dataset_root) in str(raised.value)
+    assert not (tmp_path / "last").exists()  # refused before any training
+
+
+# --- precision ---------------------------------------------------------------------------------------
+
+
+def test_explicit_precision_wins_over_the_hardware():
+    for device in (torch.device("cpu"), torch.device("cuda")):
+        assert use_bf16("bf16", device) is True
+        assert use_bf16("fp32", device) is False
+    assert use_bf16("auto", torch.device("cuda")) is True
+
+
+@pytest.mark.parametrize(("amx", "avx512_bf16"), [(False, False), (True, False), (False, True), (True, True)])
+def test_auto_precision_on_cpu_follows_native_bf16_support(monkeypatch, amx, avx512_bf16):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    assert use_bf16("auto", torch.device("cpu")) is (amx or avx512_bf16)
+
+
+def test_auto_precision_on_this_cpu():
+    native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    assert use_bf16("auto", torch.device("cpu")) is bool(native)
+
+
+def test_precision_option_is_parsed_checked_and_reported(environment_root, tmp_path):
+    assert parse_args([str(environment_root), "--output", str(tmp_path)]).precision == "auto"
+    assert (
+        parse_args([str(environment_root), "--output", str(tmp_path), "--precision", "fp32"]).precision
+        == "fp32"
+    )
+    with pytest.raises(SystemExit):
+        parse_args([str(environment_root), "--output", str(tmp_path), "--precision", "fp16"])
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(datasets=("x",), output="y", precision="fp16")
+    # bf16 autocast trains (the localization head included) and the summary says which precision ran.
+    for precision, bf16 in (("bf16", True), ("fp32", False)):
+        overrides = dict(TINY_MODEL, horizon=4, localization_weight=1.0)
+        result = train(tiny_cfg(environment_root, tmp_path / precision, epochs=1, precision=precision,
+                                val_fraction=0.25, model_overrides=overrides))  # fmt: skip
+        assert all(np.isfinite(row["train_loss"]) for row in result.history)
+        assert json.loads((tmp_path / precision / "summary.json").read_text())["bf16"] is bf16

@@ -258,17 +258,34 @@ def localization_probe(
         fit_refs = [fit_refs[i] for i in sorted(pick)]
     x_fit, y_fit = _keypoint_frames(policy, datasets, fit_refs)
     x_test, y_test = _keypoint_frames(policy, datasets, test_refs)
+    pred = ridge_readout(x_fit, y_fit, x_test, ridge=ridge)
+    r2, error_cm = referent_scores(names, y_test, pred)
+    return ProbeResult(label, len(x_fit), len(x_test), r2, error_cm)
+
+
+def ridge_readout(
+    x_fit: np.ndarray, y_fit: np.ndarray, x_test: np.ndarray, *, ridge: float = 1e-3
+) -> np.ndarray:
+    """Predictions for ``x_test`` [M, F] of a ridge regression (standardized features plus a bias, penalty
+    ``ridge`` per fitted row) fitted to ``y_fit`` [N, E] from ``x_fit`` [N, F]."""
     mean, std = x_fit.mean(axis=0), x_fit.std(axis=0) + 1e-6
     a = np.hstack([(x_fit - mean) / std, np.ones((len(x_fit), 1))])
     weights = np.linalg.solve(a.T @ a + ridge * len(a) * np.eye(a.shape[1]), a.T @ y_fit)
-    pred = np.hstack([(x_test - mean) / std, np.ones((len(x_test), 1))]) @ weights
+    return np.hstack([(x_test - mean) / std, np.ones((len(x_test), 1))]) @ weights
+
+
+def referent_scores(
+    names: Sequence[str], truth: np.ndarray, pred: np.ndarray
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Per referent (the prefix of ``names``, e.g. ``target`` of ``target.x``): R^2 pooled over its columns,
+    and the mean horizontal (``.x``, ``.y``) distance between ``truth`` and ``pred`` [N, E] in cm (metres in)."""
     r2, error_cm = {}, {}
     for referent in dict.fromkeys(n.split(".")[0] for n in names):
         cols = [i for i, n in enumerate(names) if n.split(".")[0] == referent]
-        r2[referent] = explained_variance(y_test[:, cols], pred[:, cols])
+        r2[referent] = explained_variance(truth[:, cols], pred[:, cols])
         xy = [i for i in cols if names[i].endswith((".x", ".y"))]
-        error_cm[referent] = float(np.linalg.norm(y_test[:, xy] - pred[:, xy], axis=1).mean() * 100)
-    return ProbeResult(label, len(x_fit), len(x_test), r2, error_cm)
+        error_cm[referent] = float(np.linalg.norm(truth[:, xy] - pred[:, xy], axis=1).mean() * 100)
+    return r2, error_cm
 
 
 def write_probe(results: Sequence[ProbeResult]) -> str:

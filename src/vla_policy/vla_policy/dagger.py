@@ -105,6 +105,10 @@ def rollout_dataset(
         if not cams or len({(c.height, c.width) for c in cams}) != 1:
             raise ValueError(f"{policy_dir}: the simulator renders one image size; the policy wants {cams}")
         cameras, image_size = tuple(policy.config.camera_names), (cams[0].height, cams[0].width)
+        if abs(policy.manifest.fps - fps) > 1e-9:
+            raise ValueError(
+                f"{policy_dir} was trained at {policy.manifest.fps} Hz; run the simulator at that rate (--fps)"
+            )
         # The policy drives as policy_node does: through its action executor, re-planning as it does.
         refill = refill_for_execute_steps(execute_steps, policy.horizon, policy.dt)
         driver = ChunkDriver(policy, policy.manifest.action_names, refill_below_s=refill)

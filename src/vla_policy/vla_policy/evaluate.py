@@ -249,6 +249,8 @@ def localization_probe(
     """
     if policy.network.caches_features:
         raise ValueError("the localization probe reads the native VLA's keypoints")
+    if not fit_refs or not test_refs:
+        raise ValueError("the localization probe needs training episodes to fit and held-out ones to score")
     datasets, _ = open_datasets(dataset_roots)
     if not all(ds.has_environment_state for ds in datasets):
         raise ValueError("the localization probe needs datasets with observation.environment_state (sim)")
@@ -270,7 +272,9 @@ def ridge_readout(
     ``ridge`` per fitted row) fitted to ``y_fit`` [N, E] from ``x_fit`` [N, F]."""
     mean, std = x_fit.mean(axis=0), x_fit.std(axis=0) + 1e-6
     a = np.hstack([(x_fit - mean) / std, np.ones((len(x_fit), 1))])
-    weights = np.linalg.solve(a.T @ a + ridge * len(a) * np.eye(a.shape[1]), a.T @ y_fit)
+    penalty = ridge * len(a) * np.eye(a.shape[1])
+    penalty[-1, -1] = 0.0  # the bias is not shrunk
+    weights = np.linalg.solve(a.T @ a + penalty, a.T @ y_fit)
     return np.hstack([(x_test - mean) / std, np.ones((len(x_test), 1))]) @ weights
 
 
@@ -538,8 +542,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                 )
                 fit = [tuple(r) for r in info.get("train_episodes", [])]
-                if fit and not a.dataset and _probe_applies(policy, roots):
-                    probes.append(localization_probe(policy, roots, fit, episodes or [], label))
+                held_out = [tuple(r) for r in info.get("val_episodes", [])]
+                if fit and held_out and not a.dataset and _probe_applies(policy, roots):
+                    probes.append(localization_probe(policy, roots, fit, held_out, label))
             else:
                 print(
                     f"{label}: no held-out episodes recorded; pass --dataset ... --all-episodes",

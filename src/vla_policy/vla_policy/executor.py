@@ -170,7 +170,8 @@ class ActionExecutor:
     def tick(self, now: float) -> Tick:
         with self._lock:
             # Actions already in the past go: whole chunks that ended, and (CROSSFADE) chunks faded out.
-            self._queue = [q for q in self._queue if q.end > now]
+            # The same tolerance as "covering" below: a chunk that ends at now (to float rounding) is over.
+            self._queue = [q for q in self._queue if q.end > now + 1e-9]
             if self.config.blend is BlendMode.CROSSFADE:
                 self._drop_faded(now)
             covering = [q for q in self._queue if q.chunk.stamp <= now + 1e-9]

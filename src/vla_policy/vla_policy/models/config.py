@@ -99,6 +99,8 @@ class ModelConfig:
             raise ValueError("images must be at least 32x32 for the encoders' strides")
         if self.localization_dim < 0 or self.localization_weight < 0:
             raise ValueError("localization_dim and localization_weight must be >= 0")
+        if self.localization_dim and self.kind is PolicyKind.TEXTBOOK_BASELINE:
+            raise ValueError("the localization loss reads the native VLA's keypoints, not the baseline's")
         if self.localization_weight > 0 and not self.localization_dim:
             raise ValueError("localization_weight > 0 needs localization_dim (the environment_state width)")
         if self.shift_pixels < 0:

@@ -3,6 +3,7 @@ no checkpoint ships (and it says so). The stack itself is not started here."""
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -94,3 +95,32 @@ def test_main_refuses_the_policy_without_any_checkpoint(none_shipped, started, c
     main, configs = started
     assert main("--commander", "policy") == 2
     assert configs == [] and "--commander policy needs --model" in capsys.readouterr().err
+
+
+def _checkpoint_with_instructions(root: Path, instructions: list[str]) -> str:
+    root.mkdir(parents=True)
+    (root / "config.json").write_text(json.dumps({"info": {"instructions": instructions}}))
+    return str(root)
+
+
+def test_the_policy_runs_the_families_it_was_trained_on(tmp_path):
+    pick_only = _checkpoint_with_instructions(
+        tmp_path / "a", ["pick up the red block", "grasp the blue block and lift it"]
+    )
+    both = _checkpoint_with_instructions(
+        tmp_path / "b", ["pick up the red block", "put the red block on the blue block"]
+    )
+    assert demo.trained_families(pick_only) == ("pick",)
+    assert demo.trained_families(both) == ("pick", "stack")  # in the demo's family order
+    # Unknown sentences or no record: every family.
+    assert demo.trained_families(_checkpoint_with_instructions(tmp_path / "c", ["dance"])) == demo.FAMILIES
+    assert demo.trained_families(str(tmp_path / "missing")) == demo.FAMILIES
+
+
+def test_main_runs_the_shipped_policy_on_its_families_ten_episodes_in_all(tmp_path, started, monkeypatch):
+    model = _checkpoint_with_instructions(tmp_path / "m", ["pick up the red block"])
+    main, configs = started
+    assert main("--model", model) == 1
+    assert configs[0].families == ("pick",) and configs[0].episodes == 10
+    assert main("--model", model, "--families", "pick,push", "--episodes", "3") == 1
+    assert configs[1].families == ("pick", "push") and configs[1].episodes == 3

@@ -358,6 +358,23 @@ def resolve_commander(commander: str | None, model: str, record: str) -> tuple[s
     return commander or ("policy" if model else "expert"), model
 
 
+def trained_families(model: str) -> tuple[str, ...]:
+    """The task families a checkpoint was trained on, from the instructions it records (all when unknown)."""
+    from vla_sim.tasks import parse_instruction
+
+    try:
+        info = json.loads((Path(model) / "config.json").read_text()).get("info", {})
+    except (OSError, ValueError):
+        return FAMILIES
+    found = set()
+    for text in info.get("instructions", []):
+        try:
+            found.add(parse_instruction(text).family.value)
+        except ValueError:
+            return FAMILIES  # instructions of another task set: run every family
+    return tuple(f for f in FAMILIES if f in found) or FAMILIES
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vla-demo", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -369,8 +386,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--model", default="", help="policy checkpoint directory (default: the shipped checkpoint)"
     )
-    parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated task families")
-    parser.add_argument("--episodes", type=int, default=2, help="episodes per family")
+    parser.add_argument(
+        "--families",
+        default="",
+        help="comma-separated task families (default: those the policy was trained on; all for the expert)",
+    )
+    parser.add_argument(
+        "--episodes",
+        type=int,
+        default=0,
+        help="episodes per family (default: 10 in all, at least 2 per family)",
+    )
     parser.add_argument("--seed", type=int, default=1000, help="first scene seed (episode k uses seed + k)")
     parser.add_argument(
         "--split", choices=("train", "heldout"), default="train", help="instruction templates"
@@ -385,12 +411,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ns = parser.parse_args(argv)
     commander, model = resolve_commander(ns.commander, ns.model, ns.record)
+    families = tuple(f for f in ns.families.split(",") if f) or (
+        trained_families(model) if commander == "policy" else FAMILIES
+    )
     try:
         config = DemoConfig(
             commander=commander,
             model=model,
-            families=tuple(f for f in ns.families.split(",") if f),
-            episodes=ns.episodes,
+            families=families,
+            episodes=ns.episodes or max(2, 10 // len(families)),
             seed=ns.seed,
             split=ns.split,
             out_dir=Path(ns.out),

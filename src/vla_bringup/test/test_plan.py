@@ -1,6 +1,7 @@
 """The bringup plan as data: every profile builds, arguments are checked, sim bridges keep their contracts."""
 
 import ast
+import json
 import os
 from pathlib import Path
 
@@ -158,3 +159,34 @@ def test_without_a_shipped_checkpoint_the_sim_policy_has_none(monkeypatch):
 
 def test_the_expert_commander_runs_no_policy(shipped):
     assert "policy_node" not in [n.name for n in build_plan("sim", {"commander": "expert"}).nodes]
+
+
+def _checkpoint(root: Path, cameras: list[tuple[str, int, int]]) -> str:
+    root.mkdir(parents=True)
+    manifest = {"cameras": [{"name": n, "width": w, "height": h, "channels": 3} for n, w, h in cameras]}
+    (root / "embodiment.json").write_text(json.dumps(manifest))
+    return str(root)
+
+
+def test_the_embedded_sim_renders_what_the_policy_was_trained_on(tmp_path):
+    model = _checkpoint(tmp_path / "m", [("front", 96, 96), ("wrist", 96, 96)])
+    plan = build_plan("sim", {"model": model})
+    sim = plan.node("sim_node").parameters
+    assert (sim["wrist_camera"], sim["camera_width"], sim["camera_height"]) == (True, 96, 96)
+    policy = plan.node("policy_node").parameters
+    assert policy["camera_names"] == ["front", "wrist"]
+    assert policy["camera_topics"] == ["/camera/image_raw", "/wrist_camera/image_raw"]
+
+
+def test_a_front_camera_model_keeps_the_wrist_camera_off_and_odd_cameras_are_left_to_the_node(tmp_path):
+    front = build_plan("sim", {"model": _checkpoint(tmp_path / "a", [("front", 128, 96)])})
+    sim = front.node("sim_node").parameters
+    assert "wrist_camera" not in sim and (sim["camera_width"], sim["camera_height"]) == (128, 96)
+    # A camera the embedded sim does not have: the node gets no camera list and refuses the model itself.
+    odd = build_plan("sim", {"model": _checkpoint(tmp_path / "b", [("top", 96, 96)])})
+    assert "camera_names" not in odd.node("policy_node").parameters
+    # An unreadable manifest changes nothing.
+    broken = tmp_path / "c"
+    broken.mkdir()
+    (broken / "embodiment.json").write_text("not json")
+    assert "camera_names" not in build_plan("sim", {"model": str(broken)}).node("policy_node").parameters

@@ -16,9 +16,11 @@ Profiles:
 from __future__ import annotations
 
 import enum
+import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from vla_policy.shipped import default_checkpoint
 
@@ -203,15 +205,14 @@ def _safety(args: Mapping[str, str], bridge: SimBridge, *, heartbeat: bool = Tru
     )
 
 
-def _policy(args: Mapping[str, str], bridge: SimBridge, default_model: bool = False) -> NodeSpec:
-    """``default_model``: without ``model:=``, use the shipped checkpoint (trained in the embedded sim only)."""
+def _policy(args: Mapping[str, str], bridge: SimBridge, model: str, cameras: Mapping[str, str]) -> NodeSpec:
+    """``cameras``: the model's camera name -> image topic (empty: the node's defaults, one front camera)."""
     params: dict[str, ParamValue] = {**_common(args), "robot_profile": args["robot"]}
-    model = args["model"]
-    if not model and default_model:
-        shipped = default_checkpoint()
-        model = str(shipped) if shipped is not None else ""
     if model:
-        params["checkpoint"] = os.path.abspath(os.path.expanduser(model))
+        params["checkpoint"] = model
+    if cameras:
+        params["camera_names"] = list(cameras)
+        params["camera_topics"] = list(cameras.values())
     return NodeSpec(
         name="policy_node",
         package="vla_policy",
@@ -225,19 +226,41 @@ def _policy(args: Mapping[str, str], bridge: SimBridge, default_model: bool = Fa
     )
 
 
-def _embedded_sim(args: Mapping[str, str]) -> NodeSpec:
-    return NodeSpec(
-        name="sim_node",
-        package="vla_sim",
-        executable="sim_node",
-        parameters={
-            # the simulator owns /clock, so it never runs on sim time itself
-            "task": args["task"],
-            "seed": int(args["seed"]),
-            "split": args.get("split", "train"),
-            "publish_instruction": True,  # the sim announces its task on /task_instruction
-        },
-    )
+def _resolve_model(args: Mapping[str, str], default_model: bool) -> str:
+    """``model:=`` made absolute; without it and with ``default_model``, the shipped checkpoint (or "")."""
+    model = args["model"]
+    if not model and default_model:
+        shipped = default_checkpoint()  # trained in the embedded sim, so only offered there
+        model = str(shipped) if shipped is not None else ""
+    return os.path.abspath(os.path.expanduser(model)) if model else ""
+
+
+def model_cameras(model: str) -> list[tuple[str, int, int]]:
+    """(name, width, height) of each camera a checkpoint's embodiment manifest declares ([] when unreadable:
+    the policy node then reports what is wrong with the checkpoint itself)."""
+    try:
+        manifest = json.loads((Path(model) / "embodiment.json").read_text())
+        return [(c["name"], int(c["width"]), int(c["height"])) for c in manifest.get("cameras", [])]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _embedded_sim(args: Mapping[str, str], cameras: Sequence[tuple[str, int, int]] = ()) -> NodeSpec:
+    """``cameras``: what the policy sees; the simulator renders them at the size the policy was trained on."""
+    params: dict[str, ParamValue] = {
+        # the simulator owns /clock, so it never runs on sim time itself
+        "task": args["task"],
+        "seed": int(args["seed"]),
+        "split": args.get("split", "train"),
+        "publish_instruction": True,  # the sim announces its task on /task_instruction
+    }
+    names = {name for name, _, _ in cameras}
+    if "wrist" in names:
+        params["wrist_camera"] = True
+    sizes = {(w, h) for _, w, h in cameras}
+    if len(sizes) == 1:  # rendered at the training size: a resized 224x224 frame is not the same image
+        ((params["camera_width"], params["camera_height"]),) = sizes
+    return NodeSpec(name="sim_node", package="vla_sim", executable="sim_node", parameters=params)
 
 
 def _expert(args: Mapping[str, str]) -> NodeSpec:
@@ -252,13 +275,20 @@ def _expert(args: Mapping[str, str]) -> NodeSpec:
     )
 
 
+# The embedded simulator's image topics per camera name (vla_sim.sim_node's CAMERA_TOPICS).
+EMBEDDED_CAMERA_TOPICS: Mapping[str, str] = {"front": "/camera/image_raw", "wrist": "/wrist_camera/image_raw"}
+
+
 def build_sim(args: Mapping[str, str]) -> list[NodeSpec]:
     sim = Sim(args["sim"])
     bridge = SIM_BRIDGES[sim]
+    expert = args["commander"] == "expert"
+    model = "" if expert else _resolve_model(args, default_model=sim is Sim.EMBEDDED)
+    cameras = model_cameras(model) if model and sim is Sim.EMBEDDED else []
+    topics = {name: EMBEDDED_CAMERA_TOPICS[name] for name, _, _ in cameras if name in EMBEDDED_CAMERA_TOPICS}
     nodes = []
     if sim is Sim.EMBEDDED:
-        nodes.append(_embedded_sim(args))
-    expert = args["commander"] == "expert"
+        nodes.append(_embedded_sim(args, cameras))
     nodes.append(_safety(args, bridge, heartbeat=not expert))
     if expert:
         if sim is not Sim.EMBEDDED:
@@ -267,7 +297,7 @@ def build_sim(args: Mapping[str, str]) -> list[NodeSpec]:
             )
         nodes.append(_expert(args))
     else:
-        nodes.append(_policy(args, bridge, default_model=sim is Sim.EMBEDDED))
+        nodes.append(_policy(args, bridge, model, topics if len(topics) == len(cameras) else {}))
     return nodes
 
 
@@ -286,7 +316,11 @@ def build_robot(args: Mapping[str, str]) -> list[NodeSpec]:
         param_files=(ParamFile("vla_perception", "config/cameras.yaml"),),
         parameters={**_common(args), **_camera_source(args["camera_source"])},
     )
-    return [camera, _safety(args, bridge), _policy(args, bridge)]
+    return [
+        camera,
+        _safety(args, bridge),
+        _policy(args, bridge, _resolve_model(args, default_model=False), {}),
+    ]
 
 
 def build_record(args: Mapping[str, str]) -> list[NodeSpec]:

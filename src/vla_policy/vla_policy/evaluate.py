@@ -529,6 +529,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not a.no_offline:
             info = policy.checkpoint.info
             roots = a.dataset or info.get("datasets", [])
+            missing = [r for r in roots if not (Path(r) / "meta" / "info.json").is_file()]
+            if missing and not a.dataset:
+                print(f"{label}: its training datasets {missing} are not here: no offline scores "
+                      "(pass --dataset ... --all-episodes, or --no-offline)", file=sys.stderr)  # fmt: skip
+                roots = []
             if a.all_episodes or a.dataset:
                 episodes = (
                     None if a.all_episodes else [tuple(r) for r in info.get("val_episodes", [])] or None
@@ -545,7 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 held_out = [tuple(r) for r in info.get("val_episodes", [])]
                 if fit and held_out and not a.dataset and _probe_applies(policy, roots):
                     probes.append(localization_probe(policy, roots, fit, held_out, label))
-            else:
+            elif not missing:
                 print(
                     f"{label}: no held-out episodes recorded; pass --dataset ... --all-episodes",
                     file=sys.stderr,

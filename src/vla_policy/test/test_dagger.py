@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 from test_backend_native import train_tiny_checkpoint
+from test_eval import record_rollout
 from vla_collector.lerobot_v3 import LeRobotV3Dataset
 from vla_policy.dagger import main, rollout_dataset
 
@@ -138,36 +139,8 @@ def test_collect_drives_the_policy_through_the_nodes_executor(tmp_path, monkeypa
     ``execute_steps`` actions or right after the expert took a step, new chunks crossfading in."""
     import vla_policy.models.policy as policy_module
 
-    import vla_sim
-
     checkpoint = train_tiny_checkpoint(tmp_path)  # horizon 8
-    chunks, played = [], []
-    real_load, real_make_env = policy_module.load_policy, vla_sim.make_env
-
-    def load(path, **kwargs):
-        policy = real_load(path, **kwargs)
-        infer = policy.infer
-
-        def recorded(observation):
-            chunks.append(infer(observation))
-            return chunks[-1]
-
-        policy.infer = recorded
-        return policy
-
-    def make_env(*args, **kwargs):
-        env = real_make_env(*args, **kwargs)
-        step = env.step
-
-        def recorded(action):
-            played.append(np.array(action, dtype=np.float64))
-            return step(action)
-
-        env.step = recorded
-        return env
-
-    monkeypatch.setattr(policy_module, "load_policy", load)
-    monkeypatch.setattr(vla_sim, "make_env", make_env)
+    chunks, played = record_rollout(monkeypatch, policy_module)
     out = tmp_path / "d1"
     rollout_dataset(
         out, families=["pick"], episodes=1, seed=7, cameras=(), image_size=(0, 0), fps=10,

@@ -194,14 +194,13 @@ def random_policy_dir(dataset_root, tmp_path_factory):
     return out
 
 
-def _record_closed_loop(monkeypatch):
-    """Spies on what vla-eval's closed loop does: the chunks its policy returns and the actions it steps."""
-    import vla_policy.evaluate as evaluate
-
+def record_rollout(monkeypatch, loader):
+    """Spies on a rollout: the chunks the policy that ``loader.load_policy`` loads returns, and the actions
+    stepped in every env ``vla_sim.make_env`` makes (vla-eval's closed loop, vla-dagger collect)."""
     import vla_sim
 
     chunks, played = [], []
-    real_load, real_make_env = evaluate.load_policy, vla_sim.make_env
+    real_load, real_make_env = loader.load_policy, vla_sim.make_env
 
     def load(path, **kwargs):
         policy = real_load(path, **kwargs)
@@ -225,14 +224,16 @@ def _record_closed_loop(monkeypatch):
         env.step = recorded
         return env
 
-    monkeypatch.setattr(evaluate, "load_policy", load)
+    monkeypatch.setattr(loader, "load_policy", load)
     monkeypatch.setattr(vla_sim, "make_env", make_env)
     return chunks, played
 
 
 @pytest.mark.parametrize("blend", ["crossfade", "latest"])
 def test_closed_loop_plays_chunks_through_the_nodes_executor(random_policy_dir, tmp_path, monkeypatch, blend):
-    chunks, played = _record_closed_loop(monkeypatch)
+    import vla_policy.evaluate as evaluate
+
+    chunks, played = record_rollout(monkeypatch, evaluate)
     assert main([str(random_policy_dir), "--output", str(tmp_path), "--no-offline", "--no-progress",
                  "--closed-loop", "--families", "pick", "--splits", "train", "--episodes", "1", "--seed", "0",
                  "--max-steps", "7", "--execute-steps", "3", "--blend", blend]) == 0  # fmt: skip

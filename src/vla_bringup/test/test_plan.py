@@ -1,12 +1,12 @@
 """The bringup plan as data: every profile builds, arguments are checked, sim bridges keep their contracts."""
 
 import ast
-import json
 import os
 from pathlib import Path
 
 import pytest
-from vla_bringup.plan import PROFILE_ARGS, PROFILES, SIM_BRIDGES, PlanError, Sim, build_plan
+from vla_bringup.plan import PROFILE_ARGS, PROFILES, ROBOT_JOINTS, SIM_BRIDGES, PlanError, Sim, build_plan
+from vla_collector.manifest import ActionType, CameraSpec, EmbodimentManifest
 
 from vla_bringup import plan as plan_module
 
@@ -162,9 +162,12 @@ def test_the_expert_commander_runs_no_policy(shipped):
 
 
 def _checkpoint(root: Path, cameras: list[tuple[str, int, int]]) -> str:
-    root.mkdir(parents=True)
-    manifest = {"cameras": [{"name": n, "width": w, "height": h, "channels": 3} for n, w, h in cameras]}
-    (root / "embodiment.json").write_text(json.dumps(manifest))
+    joints = ROBOT_JOINTS["panda"]
+    EmbodimentManifest(
+        robot_type="panda", joint_names=joints, action_names=joints,
+        action_type=ActionType.ABSOLUTE_JOINT_POSITION, fps=10.0,
+        cameras=tuple(CameraSpec(n, height=h, width=w) for n, w, h in cameras),
+    ).save(root / "embodiment.json")  # fmt: skip
     return str(root)
 
 

@@ -16,12 +16,11 @@ Profiles:
 from __future__ import annotations
 
 import enum
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from vla_collector.manifest import EmbodimentManifest, ManifestError
 from vla_policy.shipped import default_checkpoint
 
 ParamValue = bool | int | float | str | list[str] | list[float] | list[int]
@@ -239,10 +238,10 @@ def model_cameras(model: str) -> list[tuple[str, int, int]]:
     """(name, width, height) of each camera a checkpoint's embodiment manifest declares ([] when unreadable:
     the policy node then reports what is wrong with the checkpoint itself)."""
     try:
-        manifest = json.loads((Path(model) / "embodiment.json").read_text())
-        return [(c["name"], int(c["width"]), int(c["height"])) for c in manifest.get("cameras", [])]
-    except (OSError, ValueError, KeyError, TypeError):
+        manifest = EmbodimentManifest.load(model)
+    except ManifestError:
         return []
+    return [(c.name, c.width, c.height) for c in manifest.cameras]
 
 
 def _embedded_sim(args: Mapping[str, str], cameras: Sequence[tuple[str, int, int]] = ()) -> NodeSpec:

@@ -103,6 +103,24 @@ def test_resume_continues_exactly_where_it_stopped(dataset_root, tmp_path):
         torch.testing.assert_close(wa[key], wb[key], atol=1e-6, rtol=1e-5)
 
 
+def test_init_from_keeps_the_checkpoints_weights_and_normalization(dataset_root, tmp_path):
+    first = train(tiny_cfg(dataset_root, tmp_path / "first", epochs=2))
+    # A DAgger round: other data (other statistics), fine-tuned from the previous round's checkpoint.
+    more = write_synthetic_dataset(tmp_path / "more", episodes=4, frames=9, seed=7)
+    tuned = train(tiny_cfg(more, tmp_path / "tuned", epochs=1, lr=1e-12, warmup_steps=0,
+                           init_from=str(first.last)))  # fmt: skip
+    wa = load_file(str(first.last / "model.safetensors"))
+    wb = load_file(str(tuned.last / "model.safetensors"))
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], atol=1e-6, rtol=1e-5)
+    assert load_policy(tuned.last).normalizer.to_dict() == load_policy(first.last).normalizer.to_dict()
+    from_scratch = train(tiny_cfg(more, tmp_path / "scratch", epochs=1, lr=1e-12, warmup_steps=0))
+    assert load_policy(from_scratch.last).normalizer.to_dict() != load_policy(first.last).normalizer.to_dict()
+    with pytest.raises(ValueError, match="init-from"):
+        train(tiny_cfg(more, tmp_path / "other", epochs=1, init_from=str(first.last),
+                       model_overrides=dict(TINY_MODEL, horizon=3)))  # fmt: skip
+
+
 @pytest.fixture
 def initial_parameters(monkeypatch) -> dict[str, torch.Tensor]:
     """Filled with the parameters of the network vla-train builds, as built (before any step)."""

@@ -78,6 +78,9 @@ class TrainConfig:
         "auto"  # auto: bf16 autocast on a GPU or a CPU with native bf16 (AMX/AVX512-BF16), else fp32
     )
     resume: bool = False
+    # A checkpoint to start from (a DAgger round fine-tunes the previous round's policy). Its weights and its
+    # normalization statistics are kept, so the datasets must share its embodiment and model config.
+    init_from: str = ""
     progress: bool = True
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -340,6 +343,14 @@ def _train(cfg: TrainConfig, dist: _Distributed) -> TrainResult:
         if previous.config != config:
             raise ValueError(f"--resume: {output / LAST_DIR} was trained with another model config")
         network, normalizer = previous.network, previous.normalizer
+    elif cfg.init_from:
+        start = load_checkpoint(cfg.init_from)
+        if start.config != config:
+            raise ValueError(
+                f"--init-from {cfg.init_from}: its model config differs from the one these datasets and "
+                "options give (cameras, image size, horizon or --model overrides)"
+            )
+        network, normalizer = start.network, start.normalizer
     else:
         network = VLANetwork(config, load_pretrained=True)
         normalizer = compute_normalizer(datasets, train_eps, config)
@@ -370,7 +381,7 @@ def _train(cfg: TrainConfig, dist: _Distributed) -> TrainResult:
     )  # fmt: skip
     encode_s = time.perf_counter() - t0
     encode_fps = n_frames * (1 + copies) * len(config.camera_names) / max(encode_s, 1e-9)
-    if train_set.environment_state is not None and not resuming:
+    if train_set.environment_state is not None and not (resuming or cfg.init_from):
         environment = train_set.environment_state
         network.set_environment_stats(environment.mean(dim=0), environment.std(dim=0))
     val_set = (
@@ -543,6 +554,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke runs)")
     p.add_argument("--resume", action="store_true", help="continue from <output>/last and train_state/")
+    p.add_argument("--init-from", default="", metavar="CHECKPOINT",
+                   help="start from this checkpoint's weights and normalization (fine-tuning, DAgger rounds)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
                    help="auto: bf16 autocast on a GPU or a CPU with native bf16, else fp32")  # fmt: skip
@@ -574,8 +587,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         datasets=tuple(a.datasets), output=a.output, kind=PolicyKind(a.policy), epochs=a.epochs,
         batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay, warmup_steps=a.warmup_steps,
         val_fraction=a.val_fraction, episodes_per_dataset=a.episodes_per_dataset, augmented_copies=a.augmented_copies, seed=a.seed, device=a.device,
-        num_threads=a.threads, max_steps=a.max_steps, resume=a.resume, progress=not a.no_progress,
-        precision=a.precision,
+        num_threads=a.threads, max_steps=a.max_steps, resume=a.resume, init_from=a.init_from,
+        progress=not a.no_progress, precision=a.precision,
         model_overrides=overrides,
     )  # fmt: skip
 

@@ -252,6 +252,21 @@ def test_closed_loop_plays_chunks_through_the_nodes_executor(random_policy_dir, 
     assert not np.allclose(c0[3], c1[0], atol=1e-3)  # the two blends are told apart
 
 
+def test_closed_loop_at_the_nodes_rate_through_the_safety_monitor(random_policy_dir, tmp_path, monkeypatch):
+    import vla_policy.evaluate as evaluate
+
+    chunks, played = record_rollout(monkeypatch, evaluate)
+    assert main([str(random_policy_dir), "--output", str(tmp_path), "--no-offline", "--no-progress",
+                 "--closed-loop", "--families", "pick", "--splits", "train", "--episodes", "1", "--seed", "0",
+                 "--max-steps", "12", "--control-hz", "40", "--safety", "panda",
+                 "--interpolation", "cubic"]) == 0  # fmt: skip
+    # 40 commands per second of a 10 Hz policy: 12 ticks are 0.3 s, re-planned after 5 of its steps (0.5 s).
+    assert len(played) == 12 and len(chunks) == 1
+    row = next(csv.DictReader((tmp_path / "closed_loop.csv").open()))
+    assert 0.0 <= float(row["safety_limited"]) <= 1.0
+    assert "safety_limited" in (tmp_path / "results.md").read_text()
+
+
 # --- localization probe ----------------------------------------------------------------------------------
 
 

@@ -52,6 +52,26 @@ def test_linear_interpolation_between_chunk_steps_at_control_rate():
         assert tick.chunk_age_s == pytest.approx(i * 0.02)
 
 
+def test_cubic_interpolation_passes_the_actions_with_continuous_velocity():
+    # A chunk that accelerates then turns: x_k = k^2 for k < 5, then back down.
+    values = np.array([0, 1, 4, 9, 16, 20, 21, 19, 15, 10], dtype=float)
+    chunk = ActionChunk(np.stack([values, -values], axis=1), NAMES, 0.0, 0.1)
+    cubic, linear = make(blend="latest", interpolation="cubic"), make(blend="latest", interpolation="linear")
+    cubic.push(chunk, now=0.0)
+    linear.push(chunk, now=0.0)
+    ticks = np.arange(0.0, 0.9 + 1e-9, 0.02)
+    c = np.array([cubic.tick(t).action[0] for t in ticks])
+    lin = np.array([linear.tick(t).action[0] for t in ticks])
+    knots = np.round(ticks / 0.1, 6) == np.round(ticks / 0.1)
+    np.testing.assert_allclose(c[knots], values[: knots.sum()], atol=1e-9)  # through every action
+    # Velocity changes per tick (the acceleration the safety monitor sees): far smaller than linear's.
+    assert np.abs(np.diff(c, 2)).max() < 0.5 * np.abs(np.diff(lin, 2)).max()
+    # A straight ramp stays exact (the tangents of a line are its slope).
+    ramp = make(blend="latest", interpolation="cubic")
+    ramp.push(ramp_chunk(0.0, 0.0), now=0.0)
+    np.testing.assert_allclose([ramp.tick(t).action[0] for t in ticks], ticks * 10.0, atol=1e-9)
+
+
 def test_hold_interpolation_steps():
     ex = make(blend=BlendMode.LATEST, interpolation=Interpolation.HOLD)
     ex.push(ramp_chunk(0.0, 0.0), now=0.0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from vla_policy.executor import BlendMode, ExecutorConfig
 from vla_policy.interface import ActionChunk
-from vla_policy.rollout import ChunkDriver, refill_for_execute_steps
+from vla_policy.rollout import ChunkDriver, SafetyGate, refill_for_execute_steps
 
 NAMES = ("plan_step", "step")
 DT = 0.1
@@ -164,3 +164,21 @@ def test_reset_clears_the_queue_and_the_policys_state():
     np.testing.assert_allclose(driver.act(observation(), 0.0), [200, 0], atol=1e-9)
     assert policy.inferred_at == [0, 0]
     assert driver.inferences == 1
+
+
+def test_safety_gate_passes_safe_commands_and_limits_the_rest_like_safety_node():
+    from vla_sim.robot import COMMAND_JOINTS
+
+    gate = SafetyGate(COMMAND_JOINTS, "panda")
+    home = np.array([0.0, -0.5, 0.0, -2.0, 0.0, 1.6, 0.8, 0.04])
+    # A slow move at 50 Hz passes unchanged.
+    slow = home + np.r_[np.full(7, 0.001), 0.0]
+    np.testing.assert_allclose(gate.filter(slow, home, 0.02), slow)
+    assert gate.limited_fraction == 0.0
+    # A jump of 0.5 rad in one 20 ms tick exceeds joint 1's velocity and acceleration: scaled down, same direction.
+    sent = gate.filter(home + np.r_[0.5, np.zeros(7)], slow, 0.04)
+    assert 0.001 < sent[0] < 0.5 * 0.1 and gate.limited_fraction == 0.5
+    # A non-finite command is refused: the measured pose holds.
+    np.testing.assert_allclose(gate.filter(np.full(8, np.nan), home, 0.06), home)
+    gate.reset()
+    assert gate.limited_fraction == 0.0

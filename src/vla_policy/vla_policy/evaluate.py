@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,9 +40,9 @@ from tqdm import tqdm
 from vla_collector.lerobot_v3 import EpisodeArrays, LeRobotV3Dataset
 
 from vla_policy.data import action_chunks, chunk_valid, open_datasets
-from vla_policy.executor import BlendMode, ExecutorConfig
+from vla_policy.executor import BlendMode, ExecutorConfig, Interpolation
 from vla_policy.models.policy import NativePolicy, load_policy
-from vla_policy.rollout import ChunkDriver, refill_for_execute_steps
+from vla_policy.rollout import ChunkDriver, SafetyGate, refill_for_execute_steps
 
 ENCODE_BATCH = 64
 
@@ -77,6 +78,7 @@ class EpisodeOutcome:
     instruction: str
     success: bool
     steps: int
+    limited: float = float("nan")  # share of commands the safety monitor limited (nan: ran without it)
 
 
 def policy_label(path: str | Path, policy: NativePolicy) -> str:
@@ -315,11 +317,16 @@ def closed_loop(
     executor: ExecutorConfig | None = None,
     progress: bool = True,
     max_steps: int = 0,
+    control_hz: float = 0.0,
+    safety_profile: str = "",
 ) -> list[EpisodeOutcome]:
     """Run ``episodes`` episodes per (family, split) in the embedded simulator; seeds are shared by all policies.
 
     The policy drives through :class:`~vla_policy.rollout.ChunkDriver` (the node's executor and re-planning
-    rule), re-planning after ``execute_steps`` actions.
+    rule), re-planning after ``execute_steps`` actions. ``control_hz`` (0: the policy's own rate) is how often
+    the executor is ticked and the simulator takes a command, as ``policy_node``'s ``control_rate_hz`` (the
+    cameras then render at the policy's rate, the newest frame held in between); with
+    ``safety_profile`` (a robot profile, e.g. ``panda``) every command passes ``safety_node``'s monitor first.
     """
     import vla_sim
 
@@ -327,6 +334,7 @@ def closed_loop(
     size = (cams[0].height, cams[0].width) if cams else (128, 128)
     refill = refill_for_execute_steps(execute_steps, policy.horizon, policy.dt)
     driver = ChunkDriver(policy, policy.manifest.action_names, refill_below_s=refill, executor=executor)
+    gate = SafetyGate(policy.manifest.action_names, safety_profile) if safety_profile else None
     outcomes = []
     total = len(families) * len(splits) * episodes
     bar = tqdm(total=total, desc=f"closed loop {label}", unit="ep", disable=not progress)
@@ -334,20 +342,28 @@ def closed_loop(
         for split in splits:
             env = vla_sim.make_env(
                 family, seed=seed, cameras=policy.config.camera_names, image_size=size,
-                control_hz=policy.manifest.fps, split=split,
+                control_hz=control_hz or policy.manifest.fps, split=split,
+                camera_hz=policy.manifest.fps if control_hz else 0.0,
             )  # fmt: skip
             try:
                 for i in range(episodes):
                     obs, info = env.reset(seed=seed + i)
                     driver.reset()
+                    if gate is not None:
+                        gate.reset()
                     done, steps, success = False, 0, False
                     while not done:
                         action = driver.act({**obs, "task": info["task"]}, info["sim_time"])
+                        if gate is not None:
+                            action = gate.filter(action, obs["observation.state"], info["sim_time"])
                         obs, _, terminated, truncated, info = env.step(action.astype(np.float32))
                         steps += 1
                         success = success or bool(info["success"])
                         done = terminated or truncated or (max_steps > 0 and steps >= max_steps)
-                    outcomes.append(EpisodeOutcome(label, family, split, info["task"], success, steps))
+                    limited = gate.limited_fraction if gate is not None else math.nan
+                    outcomes.append(
+                        EpisodeOutcome(label, family, split, info["task"], success, steps, limited)
+                    )
                     bar.update(1)
                     bar.set_postfix(family=family, split=split, success=f"{_rate(outcomes, label):.0%}")
             finally:
@@ -436,6 +452,7 @@ def summarize_closed_loop(outcomes: Sequence[EpisodeOutcome]) -> list[dict[str, 
             "successes": sum(o.success for o in items),
             "success_rate": sum(o.success for o in items) / len(items),
             "mean_steps": float(np.mean([o.steps for o in items])),
+            "safety_limited": float(np.mean([o.limited for o in items])),
         }
         for (label, family, split), items in groups.items()
     ]
@@ -444,14 +461,18 @@ def summarize_closed_loop(outcomes: Sequence[EpisodeOutcome]) -> list[dict[str, 
 def write_closed_loop(outcomes: Sequence[EpisodeOutcome], output: Path) -> str:
     summary = summarize_closed_loop(outcomes)
     columns = ["policy", "family", "split", "episodes", "successes", "success_rate", "mean_steps"]
+    if not all(math.isnan(float(s["safety_limited"])) for s in summary):
+        columns.append("safety_limited")
     with (output / "closed_loop.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(summary)
     with (output / "closed_loop_episodes.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["policy", "family", "split", "instruction", "success", "steps"])
-        writer.writerows([[o.label, o.family, o.split, o.instruction, o.success, o.steps] for o in outcomes])
+        writer.writerow(["policy", "family", "split", "instruction", "success", "steps", "safety_limited"])
+        writer.writerows(
+            [[o.label, o.family, o.split, o.instruction, o.success, o.steps, o.limited] for o in outcomes]
+        )
     import matplotlib
 
     matplotlib.use("Agg")
@@ -511,6 +532,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="how overlapping chunks blend (policy_node's executor; its default)",
     )  # fmt: skip
     p.add_argument(
+        "--interpolation", default=ExecutorConfig().interpolation.value, choices=[m.value for m in Interpolation],
+        help="between a chunk's actions (policy_node's executor; its default)",
+    )  # fmt: skip
+    p.add_argument(
+        "--control-hz", type=float, default=0.0,
+        help="executor ticks and simulator commands per second (policy_node runs 50; 0: the policy's rate)",
+    )  # fmt: skip
+    p.add_argument(
+        "--safety", default="", metavar="PROFILE",
+        help="pass every command through safety_node's monitor with this robot profile (e.g. panda)",
+    )  # fmt: skip
+    p.add_argument(
         "--max-steps", type=int, default=0, help="cap closed-loop episodes (smoke runs; 0: task limit)"
     )
     p.add_argument("--seed", type=int, default=1000)
@@ -558,8 +591,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.closed_loop:
             outcomes += closed_loop(
                 policy, label, families=a.families, splits=a.splits, episodes=a.episodes, seed=a.seed,
-                execute_steps=a.execute_steps, executor=ExecutorConfig(blend=BlendMode(a.blend)),
-                progress=not a.no_progress, max_steps=a.max_steps,
+                execute_steps=a.execute_steps,
+                executor=ExecutorConfig(blend=BlendMode(a.blend), interpolation=Interpolation(a.interpolation)),
+                progress=not a.no_progress, max_steps=a.max_steps, control_hz=a.control_hz, safety_profile=a.safety,
             )  # fmt: skip
     sections = ["# vla-eval results", ""]
     if offline:

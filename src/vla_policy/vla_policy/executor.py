@@ -4,7 +4,7 @@ Pure Python (numpy only, no rclpy): every method takes ``now`` (seconds, the sam
 stamps: ROS time in the node, sim time under ``use_sim_time``), so tests drive it with a fake clock.
 
 Timing model: ``chunk.actions[k]`` is the target for time ``t_k = stamp + k * dt``. Between ``t_k`` and
-``t_{k+1}`` the executor interpolates (linearly, or holds ``actions[k]``), which turns a 10 Hz chunk into
+``t_{k+1}`` the executor interpolates (linearly, with a cubic through the neighbours, or holds ``actions[k]``), which turns a 10 Hz chunk into
 a 20-50 Hz command stream; the last action holds for one more ``dt``, so a chunk covers
 ``[stamp, stamp + H * dt)`` (plus ``tail_hold_s``, during which its last action holds). A chunk arrives after the model's latency, so its first actions are already
 in the past: the executor never plays them, it starts at ``now`` (and counts what it skipped).
@@ -43,6 +43,11 @@ class BlendMode(enum.Enum):
 class Interpolation(enum.Enum):
     LINEAR = "linear"
     HOLD = "hold"  # zero-order hold: actions[k] until t_{k+1}
+    # Catmull-Rom (cubic Hermite, tangents from the neighbouring actions): through every action like LINEAR,
+    # but with a continuous velocity. LINEAR changes velocity within one control tick at every action, so at
+    # 50 Hz its acceleration peaks are dt/tick = 5x those of the same 10 Hz targets played smoothly, and the
+    # safety monitor's acceleration limit scales the command down (the arm then lags the policy).
+    CUBIC = "cubic"
 
 
 class PushStatus(enum.Enum):
@@ -220,4 +225,16 @@ class ActionExecutor:
         if self.config.interpolation is Interpolation.HOLD or k + 1 >= chunk.horizon:
             return chunk.actions[k].copy()
         frac = min(max(position - k, 0.0), 1.0)
-        return (1.0 - frac) * chunk.actions[k] + frac * chunk.actions[k + 1]
+        a = chunk.actions
+        if self.config.interpolation is Interpolation.LINEAR:
+            return (1.0 - frac) * a[k] + frac * a[k + 1]
+        # Catmull-Rom tangents (per step); one-sided at the chunk's ends.
+        m0 = (a[k + 1] - a[k - 1]) / 2.0 if k > 0 else a[k + 1] - a[k]
+        m1 = (a[k + 2] - a[k]) / 2.0 if k + 2 < chunk.horizon else a[k + 1] - a[k]
+        f2, f3 = frac * frac, frac * frac * frac
+        return (
+            (2 * f3 - 3 * f2 + 1) * a[k]
+            + (f3 - 2 * f2 + frac) * m0
+            + (-2 * f3 + 3 * f2) * a[k + 1]
+            + (f3 - f2) * m1
+        )

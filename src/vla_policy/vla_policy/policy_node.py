@@ -108,7 +108,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "robot_profile": ("panda", "vla_safety robot profile whose joint limits the manifest is checked against"),
     "urdf_path": ("", "URDF whose joint limits are merged with the profile (most restrictive wins)"),
     "blend": ("crossfade", "chunk blending: crossfade | temporal_ensemble | latest"),
-    "interpolation": ("linear", "between a chunk's steps: linear | hold"),
+    "interpolation": ("linear", "between a chunk's steps: linear | cubic | hold"),
     "ensemble_decay": (0.01, "temporal_ensemble weight exp(-m*i), i=0 the oldest chunk"),
     "crossfade_s": (0.2, "crossfade duration from the previous chunk to a new one"),
     "tail_hold_s": (

@@ -7,6 +7,10 @@ reaches less than ``refill_below_s`` ahead" rule as the node (``policy_node``'s 
 
 In the simulator inference takes no simulated time, so a chunk stamped ``now`` starts playing at once; on the
 robot it arrives a model latency later and the executor skips what is already past.
+
+:class:`SafetyGate` puts ``safety_node``'s :class:`~vla_safety.monitor.SafetyMonitor` between the driver and the
+simulator, so that a closed-loop run ticked at the node's control rate (``vla-eval --control-hz 50 --safety``)
+executes what the ROS stack would send the robot, and reports how often the monitor had to limit a command.
 """
 
 from __future__ import annotations
@@ -66,3 +70,44 @@ class ChunkDriver:
             # The node publishes nothing and the robot holds: in the simulator, hold the measured pose.
             return np.asarray(observation["observation.state"], dtype=np.float64)
         return tick.action
+
+
+class SafetyGate:
+    """``filter(command, measured, now)`` -> what ``safety_node`` would send the robot for this command.
+
+    The monitor's limits come from a robot profile (``vla_safety/config/robots``); its other settings are
+    :class:`~vla_safety.monitor.MonitorConfig`'s defaults, without the heartbeat watchdog (nothing beats here).
+    Times are the simulator's: ``now`` serves as the command stamp, the watchdog clock and the motion clock.
+    """
+
+    def __init__(self, names: tuple[str, ...], profile: str = "panda") -> None:
+        from vla_safety.limits import load_limits
+        from vla_safety.monitor import MonitorConfig
+
+        self.names = tuple(names)
+        self._limits = load_limits(profile)
+        self._config = MonitorConfig(joints=self.names, heartbeat_timeout=0.0)
+        self.reset()
+
+    def reset(self) -> None:
+        """A new episode: a fresh monitor (armed on the first command, from the measured pose)."""
+        from vla_safety.monitor import SafetyMonitor
+
+        self.monitor = SafetyMonitor(self._limits, self._config)
+
+    @property
+    def limited_fraction(self) -> float:
+        """Share of commands so far that the monitor limited (clamped) or refused."""
+        c = self.monitor.counters
+        return (c.clamped + c.rejected) / max(c.received, 1)
+
+    def filter(self, command: np.ndarray, measured: np.ndarray, now: float) -> np.ndarray:
+        from vla_safety.monitor import JointCommand, JointStateSample
+
+        state = JointStateSample(self.names, [float(x) for x in measured], now)
+        if not self.monitor.armed:
+            self.monitor.arm(state, now)
+        decision = self.monitor.check(JointCommand(self.names, [float(x) for x in command], now), state, now)
+        if decision.positions is None:  # refused or holding with nothing to send: the robot keeps its pose
+            return np.asarray(measured, dtype=np.float64)
+        return np.asarray(decision.positions, dtype=np.float64)

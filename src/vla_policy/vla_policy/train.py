@@ -554,8 +554,12 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke runs)")
     p.add_argument("--resume", action="store_true", help="continue from <output>/last and train_state/")
-    p.add_argument("--init-from", default="", metavar="CHECKPOINT",
-                   help="start from this checkpoint's weights and normalization (fine-tuning, DAgger rounds)")
+    p.add_argument(
+        "--init-from",
+        default="",
+        metavar="CHECKPOINT",
+        help="start from this checkpoint's weights and normalization (fine-tuning, DAgger rounds)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
                    help="auto: bf16 autocast on a GPU or a CPU with native bf16, else fp32")  # fmt: skip

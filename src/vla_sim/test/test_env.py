@@ -96,6 +96,26 @@ def test_same_seed_same_episode():
         np.testing.assert_array_equal(runs[0][1][key], runs[1][1][key])
 
 
+def test_a_camera_slower_than_control_holds_its_last_frame():
+    environment = make_env("pick", cameras=("front",), image_size=(48, 48), control_hz=40.0, camera_hz=10.0)
+    renders = []
+    real_render = environment.scene.render
+    environment.scene.render = lambda camera: renders.append(camera.name) or real_render(camera)
+    obs, _ = environment.reset(seed=3)
+    frames = [obs["observation.images.front"]]
+    action = obs["observation.state"] + np.float32(0.05)
+    for _ in range(8):
+        obs, *_ = environment.step(action)
+        frames.append(obs["observation.images.front"])
+    environment.close()
+    # One new frame per 0.1 s of sim time (every 4th control step at 40 Hz): at steps 0, 4 and 8.
+    assert len(renders) == 3
+    assert all(frames[i] is frames[0] for i in range(4)) and frames[4] is not frames[0]
+    assert not np.array_equal(frames[0], frames[8])  # the arm moved
+    with pytest.raises(ValueError, match="camera_hz"):
+        make_env("pick", control_hz=10.0, camera_hz=20.0)
+
+
 def test_different_seeds_differ():
     rng_a, rng_b = np.random.default_rng(1), np.random.default_rng(2)
     task = sample_task("place", np.random.default_rng(0))

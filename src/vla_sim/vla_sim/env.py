@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -40,6 +41,9 @@ class EnvConfig:
     image_height: int = 128
     control_hz: float = 10.0
     physics_hz: float = 240.0
+    # Camera frames per simulated second (0: one per control step). Below control_hz the observation keeps the
+    # last frame in between, as a camera slower than the control loop delivers it (sim_node's camera_rate).
+    camera_hz: float = 0.0
     split: Split = Split.TRAIN
     terminate_on_success: bool = True
     renderer: Renderer = Renderer.TINY
@@ -52,6 +56,10 @@ class EnvConfig:
             raise ValueError(f"duplicate camera names in {self.cameras}")
         for name in self.cameras:  # validates names and sizes
             CameraConfig(name=name, width=self.image_width, height=self.image_height)
+        if self.camera_hz < 0 or self.camera_hz > self.control_hz:
+            raise ValueError(
+                f"camera_hz must be within [0, control_hz={self.control_hz}], got {self.camera_hz}"
+            )
 
     def camera_configs(self) -> tuple[CameraConfig, ...]:
         return tuple(
@@ -83,6 +91,8 @@ class VlaSimEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.task: Task | None = None
         self._steps = 0
         self._limit = 0
+        self._frames: dict[str, np.ndarray] = {}
+        self._next_frame_time = 0.0
         low = robot.LOWER_LIMITS.astype(np.float32)
         high = robot.UPPER_LIMITS.astype(np.float32)
         self.action_space = gym.spaces.Box(low, high, dtype=np.float32)
@@ -113,6 +123,7 @@ class VlaSimEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.task = resolve_task(request, self.np_random, self.config.split)
         self.scene.reset(self.task, self.np_random)
         self._steps = 0
+        self._next_frame_time = 0.0
         self._limit = round(self.task.time_limit_s * self.config.control_hz)
         world = self.scene.world_state()
         return self._observation(world), self._info(world)
@@ -144,7 +155,14 @@ class VlaSimEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             raise RuntimeError("no task")
         positions = self.scene.joint_positions()
         velocities = self.scene.joint_velocities()
-        obs = {image_key(c.name): self.scene.render(c) for c in self._cameras}
+        now = self._steps / self.config.control_hz
+        if not self.config.camera_hz or now >= self._next_frame_time - 1e-9:
+            self._frames = {image_key(c.name): self.scene.render(c) for c in self._cameras}
+            if self.config.camera_hz:  # on the camera's own grid of frame times, so the rate does not drift
+                self._next_frame_time = (
+                    math.floor(now * self.config.camera_hz + 1e-9) + 1
+                ) / self.config.camera_hz
+        obs: dict[str, np.ndarray] = dict(self._frames)
         obs[STATE_KEY] = positions[:8].astype(np.float32)
         obs[VELOCITY_KEY] = velocities[:8].astype(np.float32)
         obs[GRIPPER_KEY] = np.clip(positions[7:9], 0.0, robot.FINGER_OPEN).astype(np.float32)

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-CORES = ("codec", "preprocess", "freshness", "camera", "sources", "pattern", "calibration")
+CORES = ("codec", "preprocess", "freshness", "camera", "sources", "pattern", "calibration", "frame_rate")
 
 
 def test_cores_do_not_import_rclpy():

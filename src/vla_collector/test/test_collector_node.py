@@ -1,5 +1,6 @@
 """collector_node through real topics and services: synthetic camera/robot/teleop publishers in the test."""
 
+import itertools
 import json
 import os
 import signal
@@ -11,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from ros_helpers import call
@@ -274,3 +275,92 @@ def test_sigkill_mid_episode_then_restart_recovers(ros, tmp_path):
     # 25 frames were decided before the kill; the chunk still open (up to ~1 s) is lost with the process
     assert ds.num_episodes == 2 and ds.episodes[1].length >= 10
     assert len(ds.frames(1, "front")) == ds.episodes[1].length
+
+
+class ThrottledCamera:
+    """A 20 Hz camera: CameraInfo for every frame, the image itself for every frame or (throttled) every
+    other one, as when half the frames are lost on the way."""
+
+    def __init__(self, node, rate_hz=20.0):
+        self.image_pub = node.create_publisher(Image, "/camera/image_raw", qos_profile_sensor_data)
+        self.info_pub = node.create_publisher(CameraInfo, "/camera/camera_info", qos_profile_sensor_data)
+        self.node, self.period = node, 1.0 / rate_hz
+        self.throttled = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self):
+        pixels = np.zeros((48, 64, 3), np.uint8)
+        k, next_t = 0, time.monotonic()
+        while not self._stop.is_set():
+            stamp = self.node.get_clock().now().to_msg()
+            if not self.throttled or k % 2 == 0:
+                self.image_pub.publish(numpy_to_image(pixels, "rgb8", stamp))
+            info = CameraInfo(width=64, height=48)
+            info.header.stamp = stamp
+            self.info_pub.publish(info)
+            k += 1
+            next_t = max(next_t + self.period, time.monotonic())
+            time.sleep(max(0.0, next_t - time.monotonic()))
+
+
+def test_dropped_frames_warn_once_and_turn_diagnostics_warn(ros, tmp_path):
+    """Half the camera's frames arrive: one warning naming the fix, /diagnostics WARN; all again: OK."""
+    context, executor, spinner = ros
+    test_node = rclpy.create_node("collector_frame_rate_test", context=context)
+    reports = []  # (level, values) of every collector status, in order
+
+    def on_diagnostics(msg):
+        for status in msg.status:
+            if status.name == COLLECTOR:
+                reports.append((status.level, status.message, {kv.key: kv.value for kv in status.values}))
+
+    test_node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 50)
+    executor.add_node(test_node)
+    spinner.start()
+    args = [
+        sys.executable, "-m", "vla_collector.collector_node", "--ros-args",
+        "-p", f"dataset_root:={tmp_path / 'ds'}", "-p", "record_camera_info:=false",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    node = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def check():
+        return reports[-1][2].get("front_frame_rate_check") if reports else None
+
+    try:
+        with ThrottledCamera(test_node) as camera:
+            wait_for(lambda: check() == "ok", 60, "the full-rate camera judged ok")
+            assert reports[-1][0] == DiagnosticStatus.OK, reports[-1]
+            camera.throttled = True
+            low_from = len(reports)
+            wait_for(lambda: check() == "low", 30, "the throttled camera judged low")
+            wait_for(lambda: len(reports) >= low_from + 4, 30, "more reports while throttled")
+            level, message, values = reports[-1]
+            assert level == DiagnosticStatus.WARN and "frames/s arrive" in message, reports[-1]
+            assert 0.35 <= float(values["front_received_ratio"]) <= 0.65, values
+            camera.throttled = False
+            wait_for(lambda: check() == "ok", 30, "the camera at full rate again judged ok")
+    finally:
+        node.send_signal(signal.SIGINT)
+        try:
+            output, _ = node.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            node.kill()
+            output, _ = node.communicate(timeout=10)
+    checks = [r[2].get("front_frame_rate_check") for r in reports]
+    # the node logs as it reports, so each turn to low in the report sequence is one warning: once per change
+    into_low = sum(1 for a, b in itertools.pairwise(checks) if b == "low" and a != "low")
+    warnings = [line for line in output.splitlines() if "frames are lost before this node" in line]
+    assert len(warnings) == into_low >= 1, (checks, warnings)
+    assert "WARN" in warnings[0] and "/camera/image_raw" in warnings[0]
+    assert "FASTRTPS_DEFAULT_PROFILES_FILE" in warnings[0] and "vla-up" in warnings[0]
+    assert int(reports[-1][2]["front_camera_info_received"]) > int(reports[-1][2]["front_frames_received"])

@@ -15,9 +15,11 @@ Subscriptions take raw CDR (``raw=True``): messages go to the bag exactly as pub
 for the frames the dataset needs. The callbacks enqueue; :class:`vla_collector.collector.Collector` does the
 work on its own thread. Images are best effort (sensor data); joint topics reliable; the instruction
 reliable + transient-local. 640x480 rgb8 frames exceed Fast DDS's default 512 KB shared-memory segment
-and then mostly drop: run camera and collector with vla_perception's profile
-(``FASTRTPS_DEFAULT_PROFILES_FILE=<share>/vla_perception/config/fastdds_profile.xml``, a 16 MB segment);
-bench/collector_record.py measures the result (recorded/published = 1.0 for 2 x 640x480 @ 30 Hz).
+and then mostly drop unless the camera's process has vla_perception's profile (a 16 MB segment; the bringup,
+vla-up and the launch files, gives it to every image process); bench/collector_record.py measures the result
+(recorded/published = 1.0 for 2 x 640x480 @ 30 Hz). Each camera's frames received are compared with its
+CameraInfo (``<camera>/camera_info``, counted even when ``record_camera_info`` is off): below 90 % the node
+logs a warning with the fix once and /diagnostics turns WARN (:mod:`vla_perception.frame_rate`).
 
 Spin it with a ``SingleThreadedExecutor`` (``main`` does). rclpy's ``MultiThreadedExecutor`` hands every
 message to a thread pool and rebuilds its wait set per callback: measured on a loaded 2-core machine it cost
@@ -31,6 +33,8 @@ episode has ended by then, and the middleware holds ``joint_qos_depth`` messages
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
+from vla_perception.frame_rate import FrameRateCheck, FrameRateReport, FrameRateStatus
 
 from vla_collector.bag import Compression, QosProfile
 from vla_collector.collector import (
@@ -238,6 +243,17 @@ class CollectorNode(Node):
         if topics.object_poses:
             subscriptions.append((PoseArray, topics.object_poses, joint_qos))
             subscriptions.append((String, topics.scene, latched))
+        # Frames received against each camera's CameraInfo (lost frames: a warning and /diagnostics WARN). The
+        # recorded camera_info topics are counted as they arrive; without record_camera_info, only counted.
+        self._frame_rates = {name: FrameRateCheck(name) for name in topics.cameras}
+        self._counters: dict[str, Callable[[float], None]] = {}  # topic -> what it counts
+        for name, image_topic in topics.cameras.items():
+            self._counters[image_topic] = self._frame_rates[name].frame
+            info_topic = camera_info_topic(image_topic)
+            if info_topic:
+                self._counters[info_topic] = self._frame_rates[name].info
+                if info_topic not in topics.extra:
+                    subscriptions.append((CameraInfo, info_topic, image_qos))
         self._subs = [
             self.create_subscription(msg_type, topic, self._receiver(topic), qos, raw=True)
             for msg_type, topic, qos in subscriptions
@@ -254,8 +270,14 @@ class CollectorNode(Node):
         )
 
     def _receiver(self, topic: str) -> Any:
+        count = self._counters.get(topic)
+        record = topic in self.config.topics.recorded_topics()  # a CameraInfo may be counted, not recorded
+
         def receive(data: bytes) -> None:
-            self.collector.submit(topic, data, self.get_clock().now().nanoseconds)
+            if count is not None:
+                count(time.monotonic())
+            if record:
+                self.collector.submit(topic, data, self.get_clock().now().nanoseconds)
 
         return receive
 
@@ -312,6 +334,11 @@ class CollectorNode(Node):
             status.message = s.last_error or f"{s.messages_lost} messages lost (recorder queue full)"
         else:
             status.level, status.message = DiagnosticStatus.OK, s.state.value
+        frame_rates = self._check_frame_rates()
+        low = [r.summary() for r in frame_rates if r.status is FrameRateStatus.LOW]
+        if low:  # frames lost before the recorder: the dataset would hold fewer, older frames
+            status.level = max(status.level, DiagnosticStatus.WARN)
+            status.message = "; ".join([status.message, *low])
         values = {
             "state": s.state.value,
             "task": s.task,
@@ -323,11 +350,24 @@ class CollectorNode(Node):
             "messages_lost": s.messages_lost,
             "messages_rejected": s.rejected,
             "last_result": s.last_result,
+            **{k: v for r in frame_rates for k, v in r.diagnostic_values().items()},
         }
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(msg)
+
+    def _check_frame_rates(self) -> list[FrameRateReport]:
+        """Each camera's frames received against its CameraInfo; logged once per change of verdict."""
+        reports = []
+        for name, check in self._frame_rates.items():
+            report, changed = check.update(time.monotonic())
+            if changed and report.status is FrameRateStatus.LOW:
+                self.get_logger().warning(report.warning(self.config.topics.cameras[name]))
+            elif changed:
+                self.get_logger().info(report.summary())
+            reports.append(report)
+        return reports
 
     def destroy_node(self) -> None:
         result = self.collector.close()

@@ -28,11 +28,12 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.task import Future
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Header, String
 from std_srvs.srv import SetBool
 from vla_collector.manifest import ManifestError
 from vla_perception.codec import CodecError, image_to_rgb8
+from vla_perception.frame_rate import FrameRateCheck, FrameRateReport, FrameRateStatus, camera_info_topic
 from vla_perception.freshness import FrameStatus, LatestFrame, time_to_ns
 
 from vla_policy.backends import (
@@ -50,6 +51,7 @@ from vla_policy.node_core import (
     DEFAULT_OOD_DISTANCE_THRESHOLD,
     ChangeReporter,
     ControlTiming,
+    DiagnosticLevel,
     HoldReason,
     InstructionCheck,
     InstructionOODDetector,
@@ -213,6 +215,9 @@ class PolicyNode(Node):
         self.inference_latency = RollingStats(200)
         self._state_index = StateIndex(manifest.joint_names)
         self._frames = {c.name: LatestFrame[Image]() for c in cfg.cameras}
+        # Frames received against each camera's CameraInfo: lost frames are logged and turn /diagnostics WARN.
+        self._frame_rates = {c.name: FrameRateCheck(c.name) for c in cfg.cameras}
+        self._image_topics = {c.name: c.topic for c in cfg.cameras}
         self._joint_state: LatestFrame[JointState] = LatestFrame()
         self._started = False
         self._enabled = bool(p["start_enabled"])
@@ -228,12 +233,22 @@ class PolicyNode(Node):
         self._safety_message = ""
 
         for camera in cfg.cameras:
-            self.create_subscription(
+            image_sub = self.create_subscription(
                 Image,
                 camera.topic,
                 lambda msg, name=camera.name: self._on_image(name, msg),
                 qos_profile_sensor_data,
             )
+            self._image_topics[camera.name] = image_sub.topic_name  # after remapping
+            info_topic = camera_info_topic(image_sub.topic_name)
+            if info_topic:  # counted only: raw bytes, nothing decoded
+                self.create_subscription(
+                    CameraInfo,
+                    info_topic,
+                    lambda _msg, name=camera.name: self._frame_rates[name].info(time.monotonic()),
+                    qos_profile_sensor_data,
+                    raw=True,
+                )
         self.create_subscription(JointState, "/joint_states", self._on_joint_state, qos_profile_sensor_data)
         self.create_subscription(String, "/task_instruction", self._on_instruction, LATCHED_QOS)
         # Feedback from the safety monitor: commanding means nothing if every command is being refused.
@@ -295,6 +310,7 @@ class PolicyNode(Node):
 
     def _on_image(self, name: str, msg: Image) -> None:
         self._frames[name].put(msg, time_to_ns(msg.header.stamp))
+        self._frame_rates[name].frame(time.monotonic())
 
     def _on_joint_state(self, msg: JointState) -> None:
         if not self._started:
@@ -571,6 +587,11 @@ class PolicyNode(Node):
         level, status.message = diagnostic_summary(
             hold, self._safety_status in SAFETY_REFUSING, self._safety_message, check
         )
+        frame_rates = self._check_frame_rates()
+        low = [r for r in frame_rates if r.status is FrameRateStatus.LOW]
+        if low:  # frames lost before this node: it still commands on those that arrive, but says so
+            level = max(level, DiagnosticLevel.WARN)
+            status.message += "; " + "; ".join(r.summary() for r in low)
         status.level = bytes([level])
         now = self._now_s()
         tick_probe = self.queue.remaining(now)
@@ -597,9 +618,22 @@ class PolicyNode(Node):
             "model_errors": str(self._model_errors),
             "joint_states_rejected": str(self._rejected_states),
             "inference_unavailable": str(self._unavailable),
+            **{k: v for r in frame_rates for k, v in r.diagnostic_values().items()},
         }
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         return status
+
+    def _check_frame_rates(self) -> list[FrameRateReport]:
+        """Each camera's frames received against its CameraInfo; logged once per change of verdict."""
+        reports = []
+        for name, check in self._frame_rates.items():
+            report, changed = check.update(time.monotonic())
+            if changed and report.status is FrameRateStatus.LOW:
+                self.get_logger().warning(report.warning(self._image_topics[name]))
+            elif changed:
+                self.get_logger().info(report.summary())
+            reports.append(report)
+        return reports
 
 
 def _ms(seconds: float) -> str:

@@ -193,3 +193,29 @@ def test_a_front_camera_model_keeps_the_wrist_camera_off_and_odd_cameras_are_lef
     broken.mkdir()
     (broken / "embodiment.json").write_text("not json")
     assert "camera_names" not in build_plan("sim", {"model": str(broken)}).node("policy_node").parameters
+
+
+# Nodes whose processes publish or subscribe camera images, per profile (the large-image transport goes there).
+IMAGE_NODES = {"camera_node", "policy_node", "sim_node", "collector_node"}
+
+
+@pytest.mark.parametrize(
+    "profile, given",
+    [
+        ("sim", {}),
+        ("sim", {"commander": "expert"}),
+        ("sim", {"sim": "gazebo"}),
+        ("robot", {}),
+        ("record", {}),
+        ("record", {"sim": "none"}),
+    ],
+)
+def test_every_image_process_is_marked_for_the_image_transport(profile, given):
+    from vla_bringup.plan import IMAGE_TRANSPORT_ENV
+
+    plan = build_plan(profile, given)
+    for node in plan.nodes:
+        assert node.images == (node.executable in IMAGE_NODES), (profile, node.name)
+    assert any(n.images for n in plan.nodes)  # every profile moves images somewhere
+    for pf in IMAGE_TRANSPORT_ENV.values():
+        assert (SRC / pf.package / pf.path).is_file(), f"{pf.package}/{pf.path} missing"

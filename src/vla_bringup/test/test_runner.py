@@ -158,3 +158,39 @@ def test_dry_run_prints_resolved_commands(capsys):
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "collector_node" in out.out and "--params-file" in out.out
+
+
+def test_image_processes_get_the_large_image_transport_unless_the_user_chose_one():
+    if not os.environ.get("AMENT_PREFIX_PATH"):
+        pytest.skip("needs the built workspace (source scripts/env.sh)")
+    from vla_bringup.plan import build_plan
+    from vla_bringup.runner import resolve, transport_note
+
+    plan = build_plan("robot", {"model": "/nonexistent/model"})
+    envs = {p.name: p.env for p in resolve(plan, environ={})}
+    profile = envs["front_camera"]["FASTRTPS_DEFAULT_PROFILES_FILE"]
+    assert profile.endswith("share/vla_perception/config/fastdds_profile.xml") and os.path.isfile(profile)
+    for name in ("front_camera", "policy_node"):
+        assert envs[name] == {
+            "FASTRTPS_DEFAULT_PROFILES_FILE": profile,
+            "FASTDDS_DEFAULT_PROFILES_FILE": profile,
+        }, name
+    assert envs["safety_node"] == {}
+    assert "front_camera, policy_node get the large shared-memory" in transport_note(plan, environ={})
+    # a transport the user set up is theirs: nothing added, and vla-up says what it keeps
+    own = {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
+    assert all(p.env == {} for p in resolve(plan, environ=own))
+    assert transport_note(plan, environ=own) == (
+        "image transport: keeping your FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA for front_camera, policy_node"
+    )
+
+
+def test_the_supervisor_starts_a_process_with_its_environment(tmp_path):
+    script = tmp_path / "env.py"
+    script.write_text("import os\nprint('profile=' + os.environ.get('FASTRTPS_DEFAULT_PROFILES_FILE', ''))\n")
+    out = io.StringIO()
+    spec = ProcessSpec(
+        "camera", (sys.executable, str(script)), env={"FASTRTPS_DEFAULT_PROFILES_FILE": "/x/profile.xml"}
+    )
+    Supervisor([spec], grace_s=1.0, out=out).run()
+    assert "profile=/x/profile.xml" in out.getvalue()

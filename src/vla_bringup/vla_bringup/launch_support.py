@@ -16,7 +16,7 @@ def nodes_for(profile: str, arguments: dict[str, str]) -> list[Any]:
     """``launch_ros`` Node actions for the plan of ``profile`` with resolved launch arguments."""
     from launch_ros.actions import Node
 
-    from vla_bringup.runner import resolve_param_file
+    from vla_bringup.runner import node_env, resolve_param_file
 
     plan = build_plan(profile, arguments)
     log_level = plan.arguments["log_level"]
@@ -29,7 +29,7 @@ def nodes_for(profile: str, arguments: dict[str, str]) -> list[Any]:
             emulate_tty=True,
             parameters=[*(resolve_param_file(pf) for pf in node.param_files), dict(node.parameters)],
             remappings=list(node.remappings),
-            additional_env=dict(node.env) or None,
+            additional_env=node_env(node) or None,  # image processes: the large-image transport
             arguments=["--ros-args", "--log-level", log_level],
             on_exit=None if not node.required else _shutdown_on_exit(node.name),
         )

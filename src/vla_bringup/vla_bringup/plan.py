@@ -11,6 +11,10 @@ Profiles:
               the adapter its robot profile names.
   ``record``  demonstrations through topics: simulator (or robot) + a commander (the scripted expert in sim)
               + safety monitor + collector.
+
+Camera images: every node that publishes or subscribes them is marked ``images=True``, and both front ends give
+its process the Fast DDS settings camera-sized frames need (:data:`IMAGE_TRANSPORT_ENV`), so a user exports
+nothing.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class NodeSpec:
     remappings: tuple[tuple[str, str], ...] = ()
     required: bool = True  # the whole plan stops when a required node dies
     env: Mapping[str, str] = field(default_factory=dict)
+    images: bool = False  # publishes or subscribes camera images: its process gets IMAGE_TRANSPORT_ENV
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -82,6 +87,22 @@ class Plan:
             if n.name == name:
                 return n
         raise KeyError(f"plan {self.profile!r} has no node {name!r}: {[n.name for n in self.nodes]}")
+
+
+# Camera-sized images need Fast DDS's large shared-memory segment in the process that publishes them: the default
+# segment is 512 KB, a 640x480 rgb8 frame is 921 KB, and best-effort frames then mostly drop (measured in
+# bench/perception_transport.py; why: src/vla_perception/README.md). Subscribers get it too: it costs them
+# nothing (a process's segment holds only what it sends) and the plan need not know which end of a topic a node
+# is. Fast DDS 2.x reads the FASTRTPS_ name, 3.x the FASTDDS_ one. The front ends resolve the file like a
+# parameter file.
+IMAGE_TRANSPORT_PROFILE = ParamFile("vla_perception", "config/fastdds_profile.xml")
+IMAGE_TRANSPORT_ENV: Mapping[str, ParamFile] = {
+    "FASTRTPS_DEFAULT_PROFILES_FILE": IMAGE_TRANSPORT_PROFILE,
+    "FASTDDS_DEFAULT_PROFILES_FILE": IMAGE_TRANSPORT_PROFILE,
+}
+# A Fast DDS transport the user set up (their own profile may also pin network interfaces) is kept: the front
+# ends then add nothing and say so; the nodes' dropped-frame check still tells when frames are lost.
+USER_TRANSPORT_VARS = (*IMAGE_TRANSPORT_ENV, "FASTDDS_BUILTIN_TRANSPORTS")
 
 
 class Sim(str, enum.Enum):
@@ -222,6 +243,7 @@ def _policy(args: Mapping[str, str], bridge: SimBridge, model: str, cameras: Map
         # Not required: if the policy dies the safety monitor holds on the lost heartbeat. Stopping the plan
         # would take down the only path to the robot with it.
         required=False,
+        images=True,
     )
 
 
@@ -259,7 +281,7 @@ def _embedded_sim(args: Mapping[str, str], cameras: Sequence[tuple[str, int, int
     sizes = {(w, h) for _, w, h in cameras}
     if len(sizes) == 1:  # rendered at the training size: a resized 224x224 frame is not the same image
         ((params["camera_width"], params["camera_height"]),) = sizes
-    return NodeSpec(name="sim_node", package="vla_sim", executable="sim_node", parameters=params)
+    return NodeSpec(name="sim_node", package="vla_sim", executable="sim_node", parameters=params, images=True)
 
 
 def _expert(args: Mapping[str, str]) -> NodeSpec:
@@ -314,6 +336,7 @@ def build_robot(args: Mapping[str, str]) -> list[NodeSpec]:
         executable="camera_node",
         param_files=(ParamFile("vla_perception", "config/cameras.yaml"),),
         parameters={**_common(args), **_camera_source(args["camera_source"])},
+        images=True,
     )
     return [
         camera,
@@ -338,6 +361,7 @@ def build_record(args: Mapping[str, str]) -> list[NodeSpec]:
                 **_common(args),
                 "dataset_root": os.path.abspath(os.path.expanduser(args["dataset"])),
             },
+            images=True,
         )
     )
     return nodes

@@ -28,7 +28,17 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TextIO
 
-from vla_bringup.plan import PROFILE_ARGS, PROFILES, NodeSpec, ParamFile, Plan, PlanError, build_plan
+from vla_bringup.plan import (
+    IMAGE_TRANSPORT_ENV,
+    PROFILE_ARGS,
+    PROFILES,
+    USER_TRANSPORT_VARS,
+    NodeSpec,
+    ParamFile,
+    Plan,
+    PlanError,
+    build_plan,
+)
 
 CLEAN_EXIT_CODES = (0, -signal.SIGINT, -signal.SIGTERM, 128 + signal.SIGINT, 128 + signal.SIGTERM)
 
@@ -87,14 +97,42 @@ def ros_args(node: NodeSpec, log_level: str = "info") -> list[str]:
     return out
 
 
-def resolve(plan: Plan) -> list[ProcessSpec]:
+def user_transport(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The Fast DDS transport settings the caller's environment already has (kept as they are)."""
+    environ = os.environ if environ is None else environ
+    return {k: environ[k] for k in USER_TRANSPORT_VARS if environ.get(k)}
+
+
+def node_env(node: NodeSpec, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What a node's process gets on top of the caller's environment: the plan's ``env`` and, for a node that
+    handles images, the large-image transport (unless the caller set up a Fast DDS transport of its own)."""
+    env = dict(node.env)
+    if node.images and not user_transport(environ):
+        env.update({name: resolve_param_file(pf) for name, pf in IMAGE_TRANSPORT_ENV.items()})
+    return env
+
+
+def transport_note(plan: Plan, environ: Mapping[str, str] | None = None) -> str:
+    """One line on what the image processes get, for the front ends to print."""
+    names = [n.name for n in plan.nodes if n.images]
+    if not names:
+        return ""
+    own = user_transport(environ)
+    if own:
+        settings = " ".join(f"{k}={v}" for k, v in own.items())
+        return f"image transport: keeping your {settings} for {', '.join(names)}"
+    profile = resolve_param_file(next(iter(IMAGE_TRANSPORT_ENV.values())))
+    return f"image transport: {', '.join(names)} get the large shared-memory Fast DDS profile {profile}"
+
+
+def resolve(plan: Plan, environ: Mapping[str, str] | None = None) -> list[ProcessSpec]:
     log_level = plan.arguments.get("log_level", "info")
     return [
         ProcessSpec(
             name=node.name,
             argv=(resolve_executable(node), *ros_args(node, log_level)),
             required=node.required,
-            env=node.env,
+            env=node_env(node, environ),
         )
         for node in plan.nodes
     ]
@@ -248,13 +286,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if ns.dry_run:
         for p in processes:
-            print(f"{p.name}{'' if p.required else ' (optional)'}:\n    {' '.join(p.argv)}")
+            env = "".join(f"{k}={v} " for k, v in p.env.items())
+            print(f"{p.name}{'' if p.required else ' (optional)'}:\n    {env}{' '.join(p.argv)}")
         return 0
     supervisor = Supervisor(processes, grace_s=ns.grace)
     supervisor.install_signal_handlers()
     supervisor.say(
         "vla-up", f"profile {plan.profile}: " + " ".join(f"{k}:={v}" for k, v in plan.arguments.items())
     )
+    note = transport_note(plan)
+    if note:
+        supervisor.say("vla-up", note)
     return supervisor.run()
 
 

@@ -17,6 +17,12 @@ subscriber turns every frame into an rgb8 array (image_to_rgb8 / compressed_to_n
 Latency: receive time minus header stamp (ROS time, one host). CPU: percent of one core over the publishing
 interval, publisher (its process time) and subscriber (psutil).
 
+Part 1b, inside one process: two nodes (one rclpy context, as the repository's node tests have them, or two),
+the publisher sending 640x480 rgb8 images at 30 Hz (best effort) and JointState at 100 Hz (reliable) from a
+thread, the other node receiving them on its executor; default transports against the profile: the time a
+publish() call takes and the delivery latency. (An earlier note said the profile stalls publishing between two
+nodes of one process by ~120 ms per message; this measures it.)
+
 Part 2, the real front end: ``vla-up robot camera_source:=<640x480 H.264 file> model:=<checkpoint>``, started with
 no Fast DDS variable in its environment, a fake driver publishing /joint_states (100 Hz) and an instruction so
 the policy runs. camera_node and policy_node are exactly what vla-up starts. Received/published is what
@@ -294,6 +300,96 @@ def measure(name: str, case: Case, width: int, height: int, seconds: float, rate
     }
 
 
+def run_inprocess(a: argparse.Namespace) -> None:
+    """Part 1b, in this process: the publisher node and the subscriber node, one or two rclpy contexts."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from sensor_msgs.msg import Image, JointState
+    from vla_perception.codec import numpy_to_image
+
+    contexts = [rclpy.Context() for _ in range(a.contexts)]
+    for context in contexts:
+        rclpy.init(context=context)
+    pub_node = rclpy.create_node("bench_inprocess_publisher", context=contexts[0])
+    sub_node = rclpy.create_node("bench_inprocess_subscriber", context=contexts[-1])
+    joint_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    image_pub = pub_node.create_publisher(Image, "/bench/inprocess/image", qos_profile_sensor_data)
+    joint_pub = pub_node.create_publisher(JointState, "/bench/inprocess/joints", joint_qos)
+    latency: dict[str, list[float]] = {"image": [], "joints": []}
+
+    def receiver(kind: str):
+        def on_message(msg) -> None:
+            sent = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+            latency[kind].append((sub_node.get_clock().now().nanoseconds - sent) / 1e6)
+
+        return on_message
+
+    sub_node.create_subscription(Image, "/bench/inprocess/image", receiver("image"), qos_profile_sensor_data)
+    sub_node.create_subscription(JointState, "/bench/inprocess/joints", receiver("joints"), joint_qos)
+    executor = SingleThreadedExecutor(context=contexts[-1])
+    executor.add_node(sub_node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    deadline = time.monotonic() + 20.0
+    while min(image_pub.get_subscription_count(), joint_pub.get_subscription_count()) < 1:
+        if time.monotonic() > deadline:
+            print(json.dumps({"error": "no subscriber matched within 20 s"}), flush=True)
+            sys.exit(2)
+        time.sleep(0.05)
+    time.sleep(1.0)
+    frames = render_frames(30, 640, 480)
+    calls: dict[str, list[float]] = {"image": [], "joints": []}
+    sent = {"image": 0, "joints": 0}
+    start, k = time.monotonic(), 0
+    while time.monotonic() - start < a.seconds:
+        stamp = pub_node.get_clock().now().to_msg()
+        messages = [("joints", joint_pub, JointState(name=JOINTS, position=[0.1] * len(JOINTS)))]
+        if k % 3 == 0:  # 100 Hz joints, 33 Hz images
+            messages.append(("image", image_pub, numpy_to_image(frames[(k // 3) % 30], "rgb8")))
+        for kind, pub, msg in messages:
+            msg.header.stamp = stamp
+            t0 = time.perf_counter()
+            pub.publish(msg)
+            calls[kind].append((time.perf_counter() - t0) * 1e3)
+            sent[kind] += 1
+        k += 1
+        time.sleep(max(0.0, start + k * 0.01 - time.monotonic()))
+    time.sleep(0.5)
+    out = {}
+    for kind in ("image", "joints"):
+        c, lat = sorted(calls[kind]), sorted(latency[kind])
+        out[kind] = {
+            "sent": sent[kind],
+            "received": len(lat),
+            "publish_ms_p50": c[len(c) // 2],
+            "publish_ms_max": c[-1],
+            "latency_ms_p50": lat[len(lat) // 2] if lat else None,
+            "latency_ms_p95": lat[int(0.95 * len(lat))] if lat else None,
+            "latency_ms_max": lat[-1] if lat else None,
+        }
+    print(json.dumps(out), flush=True)
+    executor.shutdown()
+    for context in contexts:
+        rclpy.try_shutdown(context=context)
+
+
+def measure_inprocess(name: str, case: Case, contexts: int, seconds: float) -> dict:
+    script = str(Path(__file__).resolve())
+    done = subprocess.run(
+        [sys.executable, script, "--role", "inproc", "--contexts", str(contexts), "--seconds", str(seconds)],
+        env=clean_env(case.env),
+        capture_output=True,
+        text=True,
+        timeout=seconds + 90,
+        check=False,
+    )
+    result = last_json(done.stdout + done.stderr)
+    if "error" in result:
+        raise RuntimeError(f"in-process {name}: {result['error']}")
+    return {"config": name, "contexts": contexts, "env": case.env, **result}
+
+
 # --- part 2: vla-up robot ---------------------------------------------------------------------------------------
 
 
@@ -485,7 +581,10 @@ def _fmt(value: float | None, spec: str = ".1f") -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--role", choices=("main", "pub", "sub"), default="main", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--role", choices=("main", "pub", "sub", "inproc"), default="main", help=argparse.SUPPRESS
+    )
+    parser.add_argument("--contexts", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--topic", default="/bench/image", help=argparse.SUPPRESS)
     parser.add_argument("--width", type=int, default=640, help=argparse.SUPPRESS)
     parser.add_argument("--height", type=int, default=480, help=argparse.SUPPRESS)
@@ -496,6 +595,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=30.0)
     parser.add_argument("--sizes", default="640x480,1280x720", help="comma-separated WxH (part 1)")
     parser.add_argument("--only", choices=sorted(CASES), action="append", help="part 1: only these cases")
+    parser.add_argument("--no-inprocess", action="store_true", help="skip part 1b (two nodes, one process)")
     parser.add_argument("--no-vla-up", action="store_true", help="skip part 2 (vla-up robot)")
     parser.add_argument("--model", default="", help="part 2: policy checkpoint (default: train a tiny one)")
     parser.add_argument("--domain-id", type=int, default=None, help="ROS domain (default: random 100-200)")
@@ -505,6 +605,9 @@ def main() -> None:
         return
     if a.role == "sub":
         run_subscriber(a)
+        return
+    if a.role == "inproc":
+        run_inprocess(a)
         return
 
     seconds = a.seconds if a.seconds is not None else (10.0 if a.quick else 60.0)
@@ -519,6 +622,11 @@ def main() -> None:
     results = [
         measure(name, CASES[name], w, h, seconds, a.rate) for (w, h) in sizes for name in names
     ]  # fmt: skip
+    inprocess = []
+    if not a.no_inprocess:  # a few seconds tell: each publish is timed
+        for contexts in (1, 2):
+            for name in ("default", "profile"):
+                inprocess.append(measure_inprocess(name, CASES[name], contexts, min(seconds, 5.0)))
     stack_results = []
     if not a.no_vla_up:
         with tempfile.TemporaryDirectory(prefix="perception_transport_") as tmp:
@@ -532,6 +640,8 @@ def main() -> None:
             )
     if results:
         print_results(results, a.rate, seconds)
+    if inprocess:
+        print_inprocess(inprocess)
     if stack_results:
         print_stack_results(stack_results)
     print(
@@ -541,6 +651,7 @@ def main() -> None:
                 "seconds": seconds,
                 "rate_hz": a.rate,
                 "results": results,
+                "inprocess": inprocess,
                 "vla_up_robot": stack_results,
             }
         )
@@ -559,6 +670,25 @@ def print_results(results: list[dict], rate: float, seconds: float) -> None:
             f"{r['achieved_hz']:>6.1f} {_fmt(r['latency_ms_p50']):>6} {_fmt(r['latency_ms_p95']):>6} "
             f"{_fmt(r['pub_cpu_pct']):>8} {_fmt(r['sub_cpu_pct']):>8} {r['bytes_per_frame'] / 1024:>8.0f}"
         )
+
+
+def print_inprocess(rows: list[dict]) -> None:
+    print(
+        "\ntwo nodes in one process: 640x480 rgb8 at 33 Hz best effort + JointState at 100 Hz reliable; "
+        "publish() call and delivery latency in ms"
+    )
+    print(
+        f"{'config':<8} {'contexts':>8} {'stream':>6} {'sent':>5} {'recv':>5} {'call p50':>8} {'call max':>8} "
+        f"{'lat p50':>7} {'lat p95':>7} {'lat max':>7}"
+    )
+    for r in rows:
+        for kind in ("image", "joints"):
+            m = r[kind]
+            print(
+                f"{r['config']:<8} {r['contexts']:>8} {kind:>6} {m['sent']:>5} {m['received']:>5} "
+                f"{m['publish_ms_p50']:>8.2f} {m['publish_ms_max']:>8.2f} {_fmt(m['latency_ms_p50']):>7} "
+                f"{_fmt(m['latency_ms_p95']):>7} {_fmt(m['latency_ms_max']):>7}"
+            )
 
 
 def print_stack_results(stack_results: list[dict]) -> None:

@@ -18,14 +18,8 @@ if [ "${ROS_DISTRO:-}" != jazzy ]; then
   case ":${AMENT_PREFIX_PATH:-}:" in *":$_vla_venv:"*) ;; *) export AMENT_PREFIX_PATH="$_vla_venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}" ;; esac
   export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
 fi
-# Large images (640x480 rgb8 = 921 KB) overflow Fast DDS's default 512 KB shared-memory segment and best-effort
-# frames drop; src/vla_perception/config/fastdds_profile.xml gives each participant a 16 MB segment. It is
-# opt-in (VLA_LARGE_IMAGES=1), not the default: with it, publishing between two nodes of one process stalls
-# (~120 ms per message, measured), which the in-process nodes of the tests and tools cannot afford.
-if [ -n "${VLA_LARGE_IMAGES:-}" ]; then
-  export FASTRTPS_DEFAULT_PROFILES_FILE="${FASTRTPS_DEFAULT_PROFILES_FILE:-$_vla_root/src/vla_perception/config/fastdds_profile.xml}"
-  export FASTDDS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE:-$FASTRTPS_DEFAULT_PROFILES_FILE}"
-fi
+# Camera images need no export: vla-up and the launch files give each process that publishes or subscribes
+# images vla_perception's Fast DDS profile (a 16 MB shared-memory segment; src/vla_perception/README.md).
 if [ -z "${VLA_SKIP_INSTALL_SETUP:-}" ] && [ -f "$_vla_root/install/local_setup.sh" ]; then
   _vla_u="$-"; set +u
   # shellcheck disable=SC1091

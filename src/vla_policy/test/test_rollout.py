@@ -182,3 +182,22 @@ def test_safety_gate_passes_safe_commands_and_limits_the_rest_like_safety_node()
     np.testing.assert_allclose(gate.filter(np.full(8, np.nan), home, 0.06), home)
     gate.reset()
     assert gate.limited_fraction == 0.0
+
+
+def test_latency_delays_each_chunk_and_the_executor_skips_what_is_past():
+    policy = StepPolicy(horizon=10)
+    driver = ChunkDriver(policy, NAMES, refill_below_s=refill_for_execute_steps(5, 10, DT), latency_s=0.2,
+                         executor=ExecutorConfig(blend=BlendMode.LATEST))  # fmt: skip
+    state = np.array([-1.0, -1.0])
+    played = [driver.act({"observation.state": state}, round(i * DT, 9)) for i in range(10)]
+    # Nothing has arrived for 0.2 s: the measured pose holds.
+    np.testing.assert_allclose(played[:2], [state, state])
+    # Chunk 1 (asked at step 0) arrives at step 2 and plays from its step 2, as the node skips past actions.
+    np.testing.assert_allclose(
+        played[2:5], [[100, 2], [101, 3], [102, 4]][:0] or [[102, 2], [103, 3], [104, 4]]
+    )
+    # One inference at a time: the next is asked when the queue runs low (step 5), and plays from step 7.
+    assert policy.inferred_at == [0, 5]
+    np.testing.assert_allclose(played[7], [202, 7])
+    with pytest.raises(ValueError, match="latency_s"):
+        ChunkDriver(policy, NAMES, refill_below_s=0.1, latency_s=-0.1)

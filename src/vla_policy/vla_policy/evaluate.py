@@ -319,6 +319,7 @@ def closed_loop(
     max_steps: int = 0,
     control_hz: float = 0.0,
     safety_profile: str = "",
+    latency_s: float = 0.0,
 ) -> list[EpisodeOutcome]:
     """Run ``episodes`` episodes per (family, split) in the embedded simulator; seeds are shared by all policies.
 
@@ -326,14 +327,17 @@ def closed_loop(
     rule), re-planning after ``execute_steps`` actions. ``control_hz`` (0: the policy's own rate) is how often
     the executor is ticked and the simulator takes a command, as ``policy_node``'s ``control_rate_hz`` (the
     cameras then render at the policy's rate, the newest frame held in between); with
-    ``safety_profile`` (a robot profile, e.g. ``panda``) every command passes ``safety_node``'s monitor first.
+    ``safety_profile`` (a robot profile, e.g. ``panda``) every command passes ``safety_node``'s monitor first;
+    ``latency_s`` delays each chunk after its observation, as the model's latency does on the robot.
     """
     import vla_sim
 
     cams = policy.manifest.cameras
     size = (cams[0].height, cams[0].width) if cams else (128, 128)
     refill = refill_for_execute_steps(execute_steps, policy.horizon, policy.dt)
-    driver = ChunkDriver(policy, policy.manifest.action_names, refill_below_s=refill, executor=executor)
+    driver = ChunkDriver(
+        policy, policy.manifest.action_names, refill_below_s=refill, executor=executor, latency_s=latency_s
+    )
     gate = SafetyGate(policy.manifest.action_names, safety_profile) if safety_profile else None
     outcomes = []
     total = len(families) * len(splits) * episodes
@@ -540,6 +544,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="executor ticks and simulator commands per second (policy_node runs 50; 0: the policy's rate)",
     )  # fmt: skip
     p.add_argument(
+        "--latency-s", type=float, default=0.0,
+        help="chunks reach the executor this long after their observation (sim seconds; the model's latency)",
+    )  # fmt: skip
+    p.add_argument(
         "--safety", default="", metavar="PROFILE",
         help="pass every command through safety_node's monitor with this robot profile (e.g. panda)",
     )  # fmt: skip
@@ -594,6 +602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 execute_steps=a.execute_steps,
                 executor=ExecutorConfig(blend=BlendMode(a.blend), interpolation=Interpolation(a.interpolation)),
                 progress=not a.no_progress, max_steps=a.max_steps, control_hz=a.control_hz, safety_profile=a.safety,
+                latency_s=a.latency_s,
             )  # fmt: skip
     sections = ["# vla-eval results", ""]
     if offline:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from vla_policy.executor import ActionExecutor, ExecutorConfig, TickStatus
-from vla_policy.interface import Policy
+from vla_policy.interface import ActionChunk, Policy
 
 # A hair of slack so that "refill when less than X ahead" does not depend on float rounding of sim time.
 _EPS = 1e-6
@@ -45,26 +45,40 @@ class ChunkDriver:
         *,
         refill_below_s: float,
         executor: ExecutorConfig | None = None,
+        latency_s: float = 0.0,
     ) -> None:
         if refill_below_s < 0:
             raise ValueError(f"refill_below_s must be >= 0, got {refill_below_s}")
+        if latency_s < 0:
+            raise ValueError(f"latency_s must be >= 0, got {latency_s}")
         self.policy = policy
         self.refill_below_s = refill_below_s
+        # The model's latency in sim time: a chunk reaches the queue this long after its observation, as on
+        # the robot, where the executor then skips the actions already past (0: at once, the sim's default).
+        self.latency_s = latency_s
         self.queue = ActionExecutor(names, executor or ExecutorConfig())
         self.inferences = 0
+        self._in_flight: tuple[ActionChunk, float] | None = None  # a chunk and when it arrives
 
     def reset(self) -> None:
         """A new episode: nothing queued, the policy's own state cleared."""
         self.queue.clear()
         self.policy.reset()
         self.inferences = 0
+        self._in_flight = None
 
     def act(self, observation: Mapping[str, Any], now: float) -> np.ndarray:
-        """Infer when the queue runs low (as the node does), then tick the executor at ``now``."""
-        if self.queue.remaining(now) < self.refill_below_s + _EPS:
+        """Infer when the queue runs low (as the node does, one inference at a time), then tick the executor."""
+        if self._in_flight is not None and now + _EPS >= self._in_flight[1]:
+            self.queue.push(self._in_flight[0], now)
+            self._in_flight = None
+        if self._in_flight is None and self.queue.remaining(now) < self.refill_below_s + _EPS:
             chunk = self.policy.infer({**observation, "timestamp": now})
-            self.queue.push(chunk, now)
             self.inferences += 1
+            if self.latency_s > 0:
+                self._in_flight = (chunk, now + self.latency_s)
+            else:
+                self.queue.push(chunk, now)
         tick = self.queue.tick(now)
         if tick.status is TickStatus.EMPTY or tick.action is None:
             # The node publishes nothing and the robot holds: in the simulator, hold the measured pose.

@@ -93,6 +93,17 @@ def test_a_round_stores_the_experts_labels_for_the_states_the_policy_visits(tmp_
     assert np.abs(ep.state[1:, :7] - ep.action[:-1, :7]).max() > 0.05
 
 
+def test_max_steps_ends_a_rounds_episodes_early(tmp_path):
+    checkpoint = train_tiny_checkpoint(tmp_path)
+    out = tmp_path / "capped"
+    assert main(["collect", str(checkpoint), str(out), "--families", "pick", "--episodes", "2",
+                 "--max-steps", "12", "--no-progress"]) == 0  # fmt: skip
+    ds = LeRobotV3Dataset(out)
+    assert [len(ds.episode(e.index)) for e in ds.episodes] == [12, 12]
+    with pytest.raises(SystemExit):
+        main(["collect", str(checkpoint), str(out), "--max-steps", "-1"])
+
+
 def test_beta_one_is_the_expert(tmp_path):
     checkpoint = train_tiny_checkpoint(tmp_path)
     a, b = tmp_path / "a", tmp_path / "b"

@@ -110,6 +110,7 @@ def test_config_round_trips_through_json():
         {"text_encoder": TextEncoderKind.MINILM_L6, "text_dim": 32},
         {"kind": "not_a_policy"},
         {"state_dropout": 1.5},
+        {"instruction_noise": -0.1},
         {"relative_actions": True, "action_dim": 7},
         {"localization_weight": 0.5},  # a localization loss needs the environment_state width
         {"localization_dim": -1},
@@ -538,6 +539,20 @@ def test_relative_model_adds_the_state_it_was_given_back(tmp_path):
     moved = {**obs, "observation.state": obs["observation.state"] + np.float32(0.25)}
     a, b = policy.infer(obs).actions, policy.infer(moved).actions
     np.testing.assert_allclose(b - a, 0.25, atol=1e-6)
+
+
+def test_instruction_noise_moves_the_instruction_in_training_only():
+    torch.manual_seed(0)
+    net = VLANetwork(tiny_config(instruction_noise=0.3, shift_pixels=0), load_pretrained=False)
+    features = pixels(1, 2, 3, 32, 32).expand(8, -1, -1, -1, -1)
+    text = torch.nn.functional.normalize(torch.randn(1, 32), dim=-1).expand(8, -1)
+    state = torch.randn(1, 8).expand(8, -1)
+    net.head.eval()
+    clean = net.head(features, text, state)["actions"]
+    assert torch.allclose(clean, clean[:1].expand_as(clean))  # inference: no noise, rows equal
+    net.head.train()
+    noisy = net.head(features, text, state)["actions"]
+    assert not torch.allclose(noisy[0], noisy[1], atol=1e-6)  # training: each row its own perturbation
 
 
 def test_state_dropout_blanks_the_state_of_some_training_samples():

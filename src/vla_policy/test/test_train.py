@@ -116,6 +116,10 @@ def test_init_from_keeps_the_checkpoints_weights_and_normalization(dataset_root,
     assert load_policy(tuned.last).normalizer.to_dict() == load_policy(first.last).normalizer.to_dict()
     from_scratch = train(tiny_cfg(more, tmp_path / "scratch", epochs=1, lr=1e-12, warmup_steps=0))
     assert load_policy(from_scratch.last).normalizer.to_dict() != load_policy(first.last).normalizer.to_dict()
+    # Training-only settings may change in a fine-tuning run; the network they shape stays the same.
+    noisy = train(tiny_cfg(more, tmp_path / "noisy", epochs=1, init_from=str(first.last),
+                           model_overrides=dict(TINY_MODEL, horizon=4, instruction_noise=0.2, state_dropout=0.1)))  # fmt: skip
+    assert load_policy(noisy.last).config.instruction_noise == 0.2
     with pytest.raises(ValueError, match="init-from"):
         train(tiny_cfg(more, tmp_path / "other", epochs=1, init_from=str(first.last),
                        model_overrides=dict(TINY_MODEL, horizon=3)))  # fmt: skip

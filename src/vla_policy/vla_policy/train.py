@@ -21,7 +21,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from vla_policy.data import (
     split_episodes,
 )
 from vla_policy.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, write_json_atomic
-from vla_policy.models.config import ImageEncoderKind, PolicyKind, TextEncoderKind
+from vla_policy.models.config import TRAINING_ONLY_FIELDS, ImageEncoderKind, PolicyKind, TextEncoderKind
 from vla_policy.models.encoders import InstructionEncoder
 from vla_policy.models.networks import VLANetwork
 from vla_policy.models.normalization import Normalizer
@@ -345,12 +345,15 @@ def _train(cfg: TrainConfig, dist: _Distributed) -> TrainResult:
         network, normalizer = previous.network, previous.normalizer
     elif cfg.init_from:
         start = load_checkpoint(cfg.init_from)
-        if start.config != config:
+        if replace(start.config, **{k: getattr(config, k) for k in TRAINING_ONLY_FIELDS}) != config:
             raise ValueError(
                 f"--init-from {cfg.init_from}: its model config differs from the one these datasets and "
-                "options give (cameras, image size, horizon or --model overrides)"
+                "options give (cameras, image size, horizon or --model overrides other than "
+                f"{', '.join(TRAINING_ONLY_FIELDS)})"
             )
-        network, normalizer = start.network, start.normalizer
+        network = VLANetwork(config, load_pretrained=False)  # this run's training-only settings
+        network.load_state_dict(start.network.state_dict())
+        normalizer = start.normalizer
     else:
         network = VLANetwork(config, load_pretrained=True)
         normalizer = compute_normalizer(datasets, train_eps, config)

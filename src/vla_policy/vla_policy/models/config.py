@@ -9,10 +9,14 @@ dataset's features by :func:`vla_policy.data.config_for_dataset`, so nothing her
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from vla_perception.preprocess import CropMode, InputSpec, OutputDType, json_ready
+
+# Fields that only shape training (augmentation, input dropout): a fine-tuning run may change them.
+TRAINING_ONLY_FIELDS = ("shift_pixels", "state_dropout", "instruction_noise")
 
 # EfficientNet-Lite was trained on (x - 127) / 128 of 0..255 pixels.
 LITE_MEAN = (127.0 / 255.0,) * 3
@@ -65,6 +69,9 @@ class ModelConfig:
     # model can learn to extrapolate its own state (the "copycat" shortcut) instead of looking.
     relative_actions: bool = False
     state_dropout: float = 0.0  # training only: chance a sample's state input is blanked to the mean pose
+    # Training only: the (unit) instruction embedding moves by a random vector of this length, then is
+    # renormalized, so that a paraphrase's embedding, which lands near but not on a training one, acts alike.
+    instruction_noise: float = 0.0
     n_bins: int = 256
     discrete_loss_weight: float = 0.1
     # Auxiliary localization: a linear head from the keypoints to the dataset's observation.environment_state
@@ -111,6 +118,8 @@ class ModelConfig:
             )
         if not 0.0 <= self.state_dropout <= 1.0:
             raise ValueError(f"state_dropout must be in [0, 1], got {self.state_dropout}")
+        if not (math.isfinite(self.instruction_noise) and self.instruction_noise >= 0.0):
+            raise ValueError(f"instruction_noise must be >= 0, got {self.instruction_noise}")
         if self.relative_actions and self.state_dim != self.action_dim:
             raise ValueError(
                 f"relative_actions needs one state value per action (state_dim {self.state_dim}, "

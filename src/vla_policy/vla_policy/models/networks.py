@@ -147,6 +147,9 @@ class NativeVLA(nn.Module):
         elif self.training and self.config.state_dropout > 0.0:
             keep = torch.rand(b, 1, device=state.device) >= self.config.state_dropout
             state = state * keep  # normalized 0 is the mean pose
+        if self.training and self.config.instruction_noise > 0.0:
+            noise = F.normalize(torch.randn_like(text), dim=-1) * self.config.instruction_noise
+            text = F.normalize(text + noise, dim=-1)
         keypoints = self.keypoints(images, text)
         hidden = self.mlp(torch.cat([keypoints, state, text], dim=-1))
         h, a = self.config.horizon, self.config.action_dim

@@ -99,6 +99,7 @@ class Harness:
         n.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
         self.enable = n.create_client(SetBool, "/policy_node/enable")
         self.camera_on = True
+        self.camera_lag_s = 0.0  # frames stamped this long before they are published
         self.state_nan = False
         self.joint_names = ROBOT_JOINTS
         self.image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
@@ -110,10 +111,11 @@ class Harness:
         n.create_timer(0.05, self._publish_camera)
         n.create_timer(0.02, self._publish_state)
 
-    def stamp(self):
+    def stamp(self, lag_s=0.0):
         if self.sim_time_origin is None:
-            return self.node.get_clock().now().to_msg()
-        now = self.sim_time_origin + time.monotonic() - self._sim_start
+            now = self.node.get_clock().now().nanoseconds / 1e9 - lag_s
+        else:
+            now = self.sim_time_origin + time.monotonic() - self._sim_start - lag_s
         return Time(sec=int(now), nanosec=int((now % 1) * 1e9))
 
     def _publish_clock(self):
@@ -122,7 +124,7 @@ class Harness:
 
     def _publish_camera(self):
         if self.camera_on:
-            self.image_pub.publish(numpy_to_image(self.image, "rgb8", stamp=self.stamp()))
+            self.image_pub.publish(numpy_to_image(self.image, "rgb8", stamp=self.stamp(self.camera_lag_s)))
 
     def _publish_state(self):
         msg = JointState()
@@ -263,6 +265,42 @@ def test_node_commands_holds_and_follows_instructions(harness):
             assert float(values["inference_latency_p50_ms"]) >= 60.0
             assert abs(float(values["control_rate_achieved_hz"]) - 50.0) < 5.0
             assert proc.poll() is None
+        finally:
+            output = stop_node(proc)
+        assert proc.returncode == 0, output
+
+
+class StampRecordingPolicy(OffsetPolicy):
+    def __init__(self):
+        super().__init__()
+        self.seen = []  # (task, observation timestamp) per inference
+
+    def infer(self, observation):
+        self.seen.append((observation["task"], float(observation["timestamp"])))
+        return super().infer(observation)
+
+
+def test_a_new_instruction_is_acted_on_only_with_inputs_seen_after_it(harness):
+    # A reset comes with the new instruction: frames taken before it show the old scene. The camera stamps its
+    # frames 0.2 s old (still within max_image_age_s 0.3), so the newest frame on arrival predates it.
+    harness.camera_lag_s = 0.2
+    policy = StampRecordingPolicy()
+    with PolicyServer(policy, manifest(), TOKEN, host="127.0.0.1", port=0) as server:
+        proc = start_node(server.port)
+        try:
+            harness.instruct("pick up the cube")
+            assert harness.spin(20.0, until=lambda: len(harness.commands) >= 5), stop_node(proc)
+            instructed = harness.node.get_clock().now().nanoseconds / 1e9
+            harness.instruct("push the cube left")
+            assert harness.spin(10.0, until=lambda: any(t == "push the cube left" for t, _ in policy.seen))
+            first = next(stamp for task, stamp in policy.seen if task == "push the cube left")
+            assert first >= instructed, (
+                f"first chunk for the new task saw a frame {instructed - first:.3f} s older"
+            )
+            harness.spin(0.5)
+            np.testing.assert_allclose(
+                harness.commands[-1][1].position, expected_command("push the cube left"), atol=1e-6
+            )
         finally:
             output = stop_node(proc)
         assert proc.returncode == 0, output

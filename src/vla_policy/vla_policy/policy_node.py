@@ -222,6 +222,7 @@ class PolicyNode(Node):
         self._started = False
         self._enabled = bool(p["start_enabled"])
         self._reset_pending = True
+        self._instruction_since = -math.inf  # node time of the instruction; older inputs are not acted on
         self._hold = HoldReason.STARTING
         self._hold_log = ChangeReporter(1.0, self._hold)
         self._last_chunk_status = PushStatus.ACCEPTED
@@ -327,6 +328,8 @@ class PolicyNode(Node):
         if msg.data != self._instruction:
             # Instruction first, then the clear: a chunk pushed under the new epoch saw the new instruction.
             self._instruction, self._reset_pending = msg.data, True
+            # A new task often comes with a new scene (a reset): the first chunk must not see the old one.
+            self._instruction_since = self._now_s()
             self.queue.clear()  # a new task: nothing computed for the old one may be played
             self.get_logger().info(
                 f"instruction: {msg.data!r}" if msg.data.strip() else "instruction cleared: idle"
@@ -548,7 +551,11 @@ class PolicyNode(Node):
         if self._reset_pending:
             self._reset_pending = False
             self.loaded.policy.reset()
-        observation, stamp = self._observation()
+        observation, stamp, oldest = self._observation()
+        if oldest < self._instruction_since:
+            # Seen before the instruction arrived (a reset may have moved everything since): wait for newer
+            # frames, a camera period at most. Acting on them drove the arm toward the last episode's scene.
+            return False
         started = time.monotonic()
         chunk = self.loaded.policy.infer(observation)
         self.inference_latency.add(time.monotonic() - started)
@@ -561,7 +568,8 @@ class PolicyNode(Node):
             )
         return True
 
-    def _observation(self) -> tuple[dict[str, Any], float]:
+    def _observation(self) -> tuple[dict[str, Any], float, float]:
+        """The model's input, the chunk's stamp (the oldest image) and the oldest input's stamp (seconds)."""
         observation: dict[str, Any] = {"task": self._instruction}
         stamps = []
         for name, frame in self._frames.items():
@@ -574,9 +582,9 @@ class PolicyNode(Node):
         if state is None:
             raise InferenceUnavailable("no /joint_states")
         observation["observation.state"] = self._state_index(state.frame.name, state.frame.position)
-        stamp = min(stamps) / 1e9  # the oldest input: actions are timed from when the scene was seen
+        stamp = min(stamps) / 1e9  # the oldest image: actions are timed from when the scene was seen
         observation["timestamp"] = stamp
-        return observation, stamp
+        return observation, stamp, min(stamp, state.stamp_ns / 1e9)
 
     def _diagnostic_status(self) -> DiagnosticStatus:
         status = DiagnosticStatus(name=f"{self.get_name()}: policy", hardware_id=self.loaded.description)

@@ -49,6 +49,14 @@ def test_without_a_shipped_checkpoint_the_expert_commands(none_shipped):
         DemoConfig(commander, model, ("pick",), 1, 0, "train", Path("o"), 1.0, 1.0)
 
 
+def test_the_stack_is_told_the_instruction_split():
+    from vla_bringup.demo import vla_up_argv
+
+    for split in ("train", "heldout"):
+        config = DemoConfig("expert", "", ("pick",), 1, 0, split, Path("o"), 1.0, 1.0)
+        assert f"split:={split}" in vla_up_argv(config)
+
+
 @pytest.fixture
 def started(monkeypatch, tmp_path):
     """main() up to starting the stack: the DemoConfig it would run with (the stack is not started)."""

@@ -97,6 +97,7 @@ def vla_up_argv(config: DemoConfig) -> list[str]:
         f"commander:={config.commander}",
         f"task:={config.families[0]}",
         f"seed:={config.seed}",
+        f"split:={config.split}",  # the simulator draws the instruction templates, so it must be told
     ]
     if config.model:
         argv.append(f"model:={os.path.abspath(config.model)}")

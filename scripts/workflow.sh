@@ -2,14 +2,19 @@
 # The recipe that makes the shipped checkpoint, from nothing, in the embedded simulator (defaults below):
 #   1. demonstrations: the scripted expert, written straight from the Gymnasium env (DEMOS=offline, default;
 #      two processes) or recorded through topics (DEMOS=topics: expert_node + collector_node, real time)
-#   2. vla-train: the native VLA (and, with BASELINE=1, the textbook baseline on the same data)
-#   3. DAGGER_ROUNDS rounds of DAgger: the policy drives, the expert labels, retrain on everything
+#   2. vla-train: the native VLA (and, with BASELINE=1, the textbook baseline on the same data), then
+#      CONTINUE_EPOCHS more epochs from its checkpoint (a warm restart of the schedule), then, with
+#      EXTRA_EPISODES more demonstrations (the next scene seeds), EXTRA_EPOCHS on all of them
+#   3. DAGGER_ROUNDS rounds of DAgger: the policy drives (DAGGER_MAX_STEPS per episode), the expert labels,
+#      fine-tune on everything (off by default: on pick it bought nothing, see the README)
 #   4. vla-eval: localization probe, offline error and closed-loop success per family, seen and held-out
 #      instructions (EVAL_EPISODES unseen seeds per family and split, from 1000)
 #   5. the trained model through ROS behind the safety monitor (vla-demo --model, i.e. vla-up sim)
 # Usage: scripts/workflow.sh [OUT]   (default outputs/workflow; every step's output stays there)
 # Settings (environment): FAMILIES, EPISODES (demonstrations per family), DEMOS (offline|topics), EPOCHS,
-# THREADS, MODEL_ARGS (extra vla-train arguments), DAGGER_ROUNDS, DAGGER_EPISODES, EVAL_EPISODES,
+# CONTINUE_EPOCHS, EXTRA_EPISODES, EXTRA_EPOCHS, FINETUNE_LR, THREADS, MODEL_ARGS (extra vla-train arguments),
+# FINETUNE_ARGS (extra arguments of the fine-tuning stages), DAGGER_ROUNDS, DAGGER_EPISODES, DAGGER_MAX_STEPS,
+# DAGGER_EPOCHS, EVAL_EPISODES,
 # ROS_EPISODES, BASELINE, SEED. Deterministic given SEED (scene seeds, split, initialisation, batches).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,15 +27,23 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST
 
 out="${1:-outputs/workflow}"
 # The defaults make the shipped checkpoint (src/vla_policy/checkpoints/default, see its MODEL_CARD.md):
-# pick, 200 demonstrations, 45 epochs; about 40 min on 2 CPU cores with native bf16.
+# pick, 200 demonstrations, 45 epochs, 41 more, then 12 on 400 demonstrations; about 75 min on 2 CPU cores
+# with native bf16.
 families="${FAMILIES:-pick}"
 episodes="${EPISODES:-200}"
 demos="${DEMOS:-offline}"
 epochs="${EPOCHS:-45}"
+continue_epochs="${CONTINUE_EPOCHS:-41}"
+extra_episodes="${EXTRA_EPISODES:-200}"
+extra_epochs="${EXTRA_EPOCHS:-12}"
+finetune_lr="${FINETUNE_LR:-1e-4}"
+finetune_args="${FINETUNE_ARGS:-}"
 threads="${THREADS:-2}"
 model_args="${MODEL_ARGS:-}"
 rounds="${DAGGER_ROUNDS:-0}"
-dagger_episodes="${DAGGER_EPISODES:-50}"
+dagger_episodes="${DAGGER_EPISODES:-150}"
+dagger_max_steps="${DAGGER_MAX_STEPS:-50}"
+dagger_epochs="${DAGGER_EPOCHS:-12}"
 eval_episodes="${EVAL_EPISODES:-50}"
 ros_episodes="${ROS_EPISODES:-10}"
 baseline="${BASELINE:-0}"
@@ -52,18 +65,42 @@ if [ "$demos" = offline ]; then
   for pid in "${pids[@]}"; do wait "$pid"; done
   datasets=()
   for family in $families; do datasets+=("$out/demos/$family"); tail -n 3 "$out/demos_$family.log"; done
+  extra=()
+  if [ "$extra_episodes" -gt 0 ]; then  # the next scene seeds: a second dataset per family, added later
+    for family in $families; do
+      vla-dagger expert "$out/demos_extra/$family" --families "$family" --episodes "$extra_episodes" \
+        --seed $((seed + episodes)) --image-size 96 --no-progress | tail -n 3
+      extra+=("$out/demos_extra/$family")
+    done
+  fi
 else
   vla-demo --commander expert --record "$out/demos/all" --families "${families// /,}" --episodes "$episodes" \
     --seed "$seed" --out "$out/record"
   datasets=("$out/demos/all")
+  extra=()
 fi
-for d in "${datasets[@]}"; do vla-dataset validate "$d"; done
+for d in "${datasets[@]}" "${extra[@]}"; do vla-dataset validate "$d"; done
 
 step "2. training the native VLA ($epochs epochs)"
 # shellcheck disable=SC2086
 vla-train "${datasets[@]}" --output "$out/native_r0" --epochs "$epochs" --threads "$threads" --seed "$seed" \
   $model_args
 model="$out/native_r0/best"
+if [ "$continue_epochs" -gt 0 ]; then
+  step "2b. $continue_epochs more epochs from $model (the schedule restarts, lr $finetune_lr)"
+  # shellcheck disable=SC2086
+  vla-train "${datasets[@]}" --output "$out/native_continue" --init-from "$model" --epochs "$continue_epochs" \
+    --lr "$finetune_lr" --threads "$threads" --seed "$seed" $finetune_args
+  model="$out/native_continue/best"
+fi
+if [ "${#extra[@]}" -gt 0 ] && [ "$extra_epochs" -gt 0 ]; then
+  step "2c. $extra_epochs epochs from $model on the demonstrations and $extra_episodes more per family"
+  datasets+=("${extra[@]}")
+  # shellcheck disable=SC2086
+  vla-train "${datasets[@]}" --output "$out/native_extra" --init-from "$model" --epochs "$extra_epochs" \
+    --lr "$finetune_lr" --threads "$threads" --seed "$seed" $finetune_args
+  model="$out/native_extra/best"
+fi
 checkpoints=("$model")
 if [ "$baseline" = 1 ]; then
   vla-train "${datasets[@]}" --output "$out/baseline" --policy textbook_baseline --epochs "$epochs" \
@@ -75,11 +112,11 @@ for round in $(seq 1 "$rounds"); do
   step "3. DAgger round $round: $model drives, the expert labels"
   # shellcheck disable=SC2086
   vla-dagger collect "$model" "$out/dagger_$round" --families $families --episodes "$dagger_episodes" \
-    --seed $((seed + round * 1000000))
+    --seed $((seed + 5000 * round)) --max-steps "$dagger_max_steps"
   datasets+=("$out/dagger_$round")
   # shellcheck disable=SC2086
-  vla-train "${datasets[@]}" --output "$out/native_r$round" --epochs "$epochs" --threads "$threads" \
-    --seed "$seed" $model_args
+  vla-train "${datasets[@]}" --output "$out/native_r$round" --init-from "$model" --epochs "$dagger_epochs" \
+    --lr "$finetune_lr" --threads "$threads" --seed "$seed" $finetune_args
   model="$out/native_r$round/best"
   checkpoints[0]="$model"
 done

@@ -541,7 +541,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     p.add_argument(
         "--control-hz", type=float, default=0.0,
-        help="executor ticks and simulator commands per second (policy_node runs 50; 0: the policy's rate)",
+        help="executor ticks and simulator commands per second (0: the policy's rate); policy_node runs 50, "
+        "the simulator takes divisors of its 240 Hz physics: 48 is the nearest",
     )  # fmt: skip
     p.add_argument(
         "--latency-s", type=float, default=0.0,

@@ -9,8 +9,9 @@ In the simulator inference takes no simulated time, so a chunk stamped ``now`` s
 robot it arrives a model latency later and the executor skips what is already past.
 
 :class:`SafetyGate` puts ``safety_node``'s :class:`~vla_safety.monitor.SafetyMonitor` between the driver and the
-simulator, so that a closed-loop run ticked at about the node's control rate (``vla-eval --control-hz 48 --safety panda``)
-executes what the ROS stack would send the robot, and reports how often the monitor had to limit a command.
+simulator, so that a closed-loop run ticked at about the node's control rate (``vla-eval --control-hz 48
+--safety panda``) executes what the ROS stack would send the robot, and reports how often the monitor had to
+limit a command.
 """
 
 from __future__ import annotations

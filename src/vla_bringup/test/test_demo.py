@@ -57,6 +57,15 @@ def test_the_stack_is_told_the_instruction_split():
         assert f"split:={split}" in vla_up_argv(config)
 
 
+def test_the_stack_is_told_the_real_time_factor():
+    from vla_bringup.demo import vla_up_argv
+
+    config = DemoConfig("expert", "", ("pick",), 1, 0, "train", Path("o"), 1.0, 1.0, real_time_factor=0.5)
+    assert "real_time_factor:=0.5" in vla_up_argv(config)
+    with pytest.raises(ValueError, match="real-time-factor"):
+        DemoConfig("expert", "", ("pick",), 1, 0, "train", Path("o"), 1.0, 1.0, real_time_factor=0.0)
+
+
 @pytest.fixture
 def started(monkeypatch, tmp_path):
     """main() up to starting the stack: the DemoConfig it would run with (the stack is not started)."""
@@ -83,6 +92,7 @@ def test_main_runs_the_shipped_policy_by_default(shipped, started, capsys):
     assert main() == 1  # the fake stack fails to start
     assert (configs[0].commander, configs[0].model) == ("policy", shipped)
     assert f"the VLA policy {shipped} commands the arm" in capsys.readouterr().out
+    assert configs[0].real_time_factor == 0.5  # the policy's sim at half speed, so a 2-core machine keeps up
 
 
 def test_main_falls_back_to_the_expert_and_says_so(none_shipped, started, capsys):
@@ -96,6 +106,8 @@ def test_main_runs_the_expert_when_asked_without_the_fallback_notice(shipped, st
     main, configs = started
     assert main("--commander", "expert") == 1
     assert (configs[0].commander, configs[0].model) == ("expert", "")
+    assert configs[0].real_time_factor == 1.0
+    assert main("--real-time-factor", "0.25") == 1 and configs[1].real_time_factor == 0.25
     assert "none ships" not in capsys.readouterr().out
 
 

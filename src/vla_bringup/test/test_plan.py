@@ -219,3 +219,13 @@ def test_every_image_process_is_marked_for_the_image_transport(profile, given):
     assert any(n.images for n in plan.nodes)  # every profile moves images somewhere
     for pf in IMAGE_TRANSPORT_ENV.values():
         assert (SRC / pf.package / pf.path).is_file(), f"{pf.package}/{pf.path} missing"
+
+
+def test_the_embedded_sim_takes_a_real_time_factor():
+    sim = build_plan("sim", {"commander": "expert"}).node("sim_node")
+    assert sim.parameters["real_time_factor"] == 1.0
+    slow = build_plan("sim", {"commander": "expert", "real_time_factor": "0.5"}).node("sim_node")
+    assert slow.parameters["real_time_factor"] == 0.5
+    for bad in ("0", "-1", "fast", "nan"):
+        with pytest.raises(PlanError, match="real_time_factor"):
+            build_plan("sim", {"commander": "expert", "real_time_factor": bad})

@@ -20,6 +20,7 @@ nothing.
 from __future__ import annotations
 
 import enum
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -159,6 +160,7 @@ PROFILE_ARGS: Mapping[str, tuple[Argument, ...]] = {
         Argument("task", "pick", "embedded sim: task family at start"),
         Argument("seed", "0", "embedded sim: scene seed at start"),
         Argument("split", "train", "embedded sim: instruction templates (heldout: evaluation paraphrases)", ("train", "heldout")),
+        Argument("real_time_factor", "1.0", "embedded sim: simulated seconds per wall-clock second (below 1 where the machine cannot run the sim and the policy in real time)"),
         Argument("use_sim_time", "true", "all nodes on the simulator's /clock", ("true", "false")),
     ),
     "robot": (
@@ -266,6 +268,17 @@ def model_cameras(model: str) -> list[tuple[str, int, int]]:
     return [(c.name, c.width, c.height) for c in manifest.cameras]
 
 
+def _positive(args: Mapping[str, str], name: str, default: str) -> float:
+    text = args.get(name, default)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise PlanError(f"{name}:={text!r} must be a positive number")
+    return value
+
+
 def _embedded_sim(args: Mapping[str, str], cameras: Sequence[tuple[str, int, int]] = ()) -> NodeSpec:
     """``cameras``: what the policy sees; the simulator renders them at the size the policy was trained on."""
     params: dict[str, ParamValue] = {
@@ -273,6 +286,7 @@ def _embedded_sim(args: Mapping[str, str], cameras: Sequence[tuple[str, int, int
         "task": args["task"],
         "seed": int(args["seed"]),
         "split": args.get("split", "train"),
+        "real_time_factor": _positive(args, "real_time_factor", "1.0"),
         "publish_instruction": True,  # the sim announces its task on /task_instruction
     }
     names = {name for name, _, _ in cameras}

@@ -217,7 +217,7 @@ class PolicyNode(Node):
         self._frames = {c.name: LatestFrame[Image]() for c in cfg.cameras}
         # Frames received against each camera's CameraInfo: lost frames are logged and turn /diagnostics WARN.
         self._frame_rates = {c.name: FrameRateCheck(c.name) for c in cfg.cameras}
-        self._image_topics = {c.name: c.topic for c in cfg.cameras}
+        self._image_topics: dict[str, str] = {}  # camera name -> its image topic as subscribed (remapped)
         self._joint_state: LatestFrame[JointState] = LatestFrame()
         self._started = False
         self._enabled = bool(p["start_enabled"])

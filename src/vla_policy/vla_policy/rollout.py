@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from vla_safety.limits import load_limits
+from vla_safety.monitor import JointCommand, JointStateSample, MonitorConfig, SafetyMonitor
 
 from vla_policy.executor import ActionExecutor, ExecutorConfig, TickStatus
 from vla_policy.interface import ActionChunk, Policy
@@ -96,9 +98,6 @@ class SafetyGate:
     """
 
     def __init__(self, names: tuple[str, ...], profile: str = "panda") -> None:
-        from vla_safety.limits import load_limits
-        from vla_safety.monitor import MonitorConfig
-
         self.names = tuple(names)
         self._limits = load_limits(profile)
         self._config = MonitorConfig(joints=self.names, heartbeat_timeout=0.0)
@@ -106,8 +105,6 @@ class SafetyGate:
 
     def reset(self) -> None:
         """A new episode: a fresh monitor (armed on the first command, from the measured pose)."""
-        from vla_safety.monitor import SafetyMonitor
-
         self.monitor = SafetyMonitor(self._limits, self._config)
 
     @property
@@ -117,8 +114,6 @@ class SafetyGate:
         return (c.clamped + c.rejected) / max(c.received, 1)
 
     def filter(self, command: np.ndarray, measured: np.ndarray, now: float) -> np.ndarray:
-        from vla_safety.monitor import JointCommand, JointStateSample
-
         state = JointStateSample(self.names, [float(x) for x in measured], now)
         if not self.monitor.armed:
             self.monitor.arm(state, now)

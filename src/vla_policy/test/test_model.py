@@ -555,6 +555,32 @@ def test_instruction_noise_moves_the_instruction_in_training_only():
     assert not torch.allclose(noisy[0], noisy[1], atol=1e-6)  # training: each row its own perturbation
 
 
+def test_instruction_subspace_keeps_training_instructions_and_drops_what_no_sample_taught():
+    torch.manual_seed(0)
+    net = VLANetwork(tiny_config(instruction_subspace=True, shift_pixels=0), load_pretrained=False).eval()
+    plain = VLANetwork(tiny_config(shift_pixels=0), load_pretrained=False).eval()
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if "instruction_projection" not in k})
+    seen = torch.nn.functional.normalize(torch.randn(3, 32), dim=-1)
+    assert net.head.set_instruction_span(seen) == 3
+    features, state = pixels(1, 2, 3, 32, 32).expand(3, -1, -1, -1, -1), torch.randn(3, 8)
+    torch.testing.assert_close(net(features, seen, state)["actions"], plain(features, seen, state)["actions"],
+                               atol=1e-5, rtol=1e-5)  # fmt: skip
+    # A paraphrase = a mix of training instructions + a part off their span: the network sees only the mix.
+    mix = torch.nn.functional.normalize(seen[0] + 0.5 * seen[1], dim=-1)
+    off_span = torch.randn(32)
+    off_span -= net.head.instruction_projection @ off_span
+    paraphrase = torch.nn.functional.normalize(mix + 0.8 * off_span / off_span.norm(), dim=-1)
+    torch.testing.assert_close(net(features[:1], paraphrase[None], state[:1])["actions"],
+                               plain(features[:1], mix[None], state[:1])["actions"], atol=1e-5, rtol=1e-5)  # fmt: skip
+    assert not torch.allclose(plain(features[:1], paraphrase[None], state[:1])["actions"],
+                              plain(features[:1], mix[None], state[:1])["actions"], atol=1e-4)  # fmt: skip
+
+
+def test_instruction_subspace_is_native_only():
+    with pytest.raises(ValueError, match="instruction_subspace"):
+        tiny_config(PolicyKind.TEXTBOOK_BASELINE, instruction_subspace=True)
+
+
 def test_state_dropout_blanks_the_state_of_some_training_samples():
     torch.manual_seed(0)
     # No shift: only the state dropout differs between the rows in training mode.

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from test_data import write_environment_dataset
 from vla_policy.data import DataError
 from vla_policy.interface import ActionChunk
+from vla_policy.models.checkpoint import load_checkpoint
 from vla_policy.synthetic import SYNTHETIC_TASKS, write_synthetic_dataset
 from vla_policy.train import TINY_MODEL, TrainConfig, cosine_lr, main, parse_args, train, use_bf16
 
@@ -120,6 +121,12 @@ def test_init_from_keeps_the_checkpoints_weights_and_normalization(dataset_root,
     noisy = train(tiny_cfg(more, tmp_path / "noisy", epochs=1, init_from=str(first.last),
                            model_overrides=dict(TINY_MODEL, horizon=4, instruction_noise=0.2, state_dropout=0.1)))  # fmt: skip
     assert load_policy(noisy.last).config.instruction_noise == 0.2
+    # The instruction subspace may be switched on in a fine-tuning run: its span is this run's instructions.
+    spanned = train(tiny_cfg(more, tmp_path / "spanned", epochs=1, init_from=str(first.last),
+                             model_overrides=dict(TINY_MODEL, horizon=4, instruction_subspace=True)))  # fmt: skip
+    tuned_span = load_checkpoint(spanned.last)
+    projection = tuned_span.network.head.instruction_projection
+    assert round(float(torch.trace(projection))) == len(tuned_span.info["instructions"])  # trace = rank
     with pytest.raises(ValueError, match="init-from"):
         train(tiny_cfg(more, tmp_path / "other", epochs=1, init_from=str(first.last),
                        model_overrides=dict(TINY_MODEL, horizon=3)))  # fmt: skip

@@ -345,14 +345,18 @@ def _train(cfg: TrainConfig, dist: _Distributed) -> TrainResult:
         network, normalizer = previous.network, previous.normalizer
     elif cfg.init_from:
         start = load_checkpoint(cfg.init_from)
-        if replace(start.config, **{k: getattr(config, k) for k in TRAINING_ONLY_FIELDS}) != config:
+        may_differ = (*TRAINING_ONLY_FIELDS, "instruction_subspace")  # the span is set from this run's data
+        if replace(start.config, **{k: getattr(config, k) for k in may_differ}) != config:
             raise ValueError(
                 f"--init-from {cfg.init_from}: its model config differs from the one these datasets and "
                 "options give (cameras, image size, horizon or --model overrides other than "
-                f"{', '.join(TRAINING_ONLY_FIELDS)})"
+                f"{', '.join(may_differ)})"
             )
         network = VLANetwork(config, load_pretrained=False)  # this run's training-only settings
-        network.load_state_dict(start.network.state_dict())
+        weights = {
+            k: v for k, v in start.network.state_dict().items() if not k.endswith("instruction_projection")
+        }
+        network.load_state_dict(weights, strict=not config.instruction_subspace)
         normalizer = start.normalizer
     else:
         network = VLANetwork(config, load_pretrained=True)
@@ -394,6 +398,11 @@ def _train(cfg: TrainConfig, dist: _Distributed) -> TrainResult:
     )  # fmt: skip
     instructions = InstructionEncoder(config)
     train_text = instructions(train_set.texts)
+    if config.instruction_subspace and not resuming:
+        rank = network.head.set_instruction_span(train_text)
+        if dist.main:
+            print(f"instruction subspace: rank {rank} of {len(set(train_set.texts))} training instructions",
+                  file=sys.stderr)  # fmt: skip
     val_text = instructions(val_set.texts) if val_set is not None else None
 
     # --- optimisation ----------------------------------------------------------------------------------

@@ -72,6 +72,10 @@ class ModelConfig:
     # Training only: the (unit) instruction embedding moves by a random vector of this length, then is
     # renormalized, so that a paraphrase's embedding, which lands near but not on a training one, acts alike.
     instruction_noise: float = 0.0
+    # Project the instruction embedding onto the span of the training instructions' embeddings (a buffer that
+    # training sets), then renormalize. A paraphrase's off-span part, which no training sample taught the
+    # network to ignore, is dropped; the training instructions themselves pass unchanged.
+    instruction_subspace: bool = False
     n_bins: int = 256
     discrete_loss_weight: float = 0.1
     # Auxiliary localization: a linear head from the keypoints to the dataset's observation.environment_state
@@ -120,6 +124,8 @@ class ModelConfig:
             raise ValueError(f"state_dropout must be in [0, 1], got {self.state_dropout}")
         if not (math.isfinite(self.instruction_noise) and self.instruction_noise >= 0.0):
             raise ValueError(f"instruction_noise must be >= 0, got {self.instruction_noise}")
+        if self.instruction_subspace and self.kind is not PolicyKind.NATIVE_VLA:
+            raise ValueError("instruction_subspace is a native VLA option")
         if self.relative_actions and self.state_dim != self.action_dim:
             raise ValueError(
                 f"relative_actions needs one state value per action (state_dim {self.state_dim}, "

@@ -127,6 +127,15 @@ class NativeVLA(nn.Module):
             if config.discrete_head
             else None
         )
+        if config.instruction_subspace:  # the identity until training sets the training instructions' span
+            self.register_buffer("instruction_projection", torch.eye(config.text_dim))
+
+    def set_instruction_span(self, embeddings: torch.Tensor) -> int:
+        """Project onto the span of these [N, text_dim] embeddings from now on; returns the span's rank."""
+        _, singular, basis = torch.linalg.svd(embeddings.float(), full_matrices=False)
+        rank = int((singular > singular[0] * 1e-4).sum())
+        self.instruction_projection.copy_(basis[:rank].T @ basis[:rank])
+        return rank
 
     def keypoints(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """[B, n_cam * K * 2]: every camera's keypoint coordinates (what the localization probe reads)."""
@@ -147,6 +156,9 @@ class NativeVLA(nn.Module):
         elif self.training and self.config.state_dropout > 0.0:
             keep = torch.rand(b, 1, device=state.device) >= self.config.state_dropout
             state = state * keep  # normalized 0 is the mean pose
+        if self.config.instruction_subspace:
+            with torch.autocast(text.device.type, enabled=False):  # fp32: training sentences pass unchanged
+                text = F.normalize(text.float() @ self.instruction_projection, dim=-1)
         if self.training and self.config.instruction_noise > 0.0:
             noise = F.normalize(torch.randn_like(text), dim=-1) * self.config.instruction_noise
             text = F.normalize(text + noise, dim=-1)

@@ -3,8 +3,8 @@
 #   1. demonstrations: the scripted expert, written straight from the Gymnasium env (DEMOS=offline, default;
 #      two processes) or recorded through topics (DEMOS=topics: expert_node + collector_node, real time)
 #   2. vla-train: the native VLA (and, with BASELINE=1, the textbook baseline on the same data), then
-#      CONTINUE_EPOCHS more epochs from its checkpoint (a warm restart of the schedule), then, with
-#      EXTRA_EPISODES more demonstrations (the next scene seeds), EXTRA_EPOCHS on all of them
+#      CONTINUE_EPOCHS more epochs from its checkpoint (a warm restart of the schedule), then one stage per
+#      number in EXTRA_EPISODES: that many more demonstrations (the next scene seeds), EXTRA_EPOCHS on all
 #   3. DAGGER_ROUNDS rounds of DAgger: the policy drives (DAGGER_MAX_STEPS per episode), the expert labels,
 #      fine-tune on everything (off by default: on pick it bought nothing, see the README)
 #   4. vla-eval: localization probe, offline error and closed-loop success per family, seen and held-out
@@ -27,14 +27,14 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST
 
 out="${1:-outputs/workflow}"
 # The defaults make the shipped checkpoint (src/vla_policy/checkpoints/default, see its MODEL_CARD.md):
-# pick, 200 demonstrations, 45 epochs, 41 more, then 12 on 400 demonstrations; about 75 min on 2 CPU cores
-# with native bf16.
+# pick, 200 demonstrations, 45 epochs, 41 more, then 12 on 400 demonstrations, then 12 on 800; about
+# 100 min on 2 CPU cores with native bf16.
 families="${FAMILIES:-pick}"
 episodes="${EPISODES:-200}"
 demos="${DEMOS:-offline}"
 epochs="${EPOCHS:-45}"
 continue_epochs="${CONTINUE_EPOCHS:-41}"
-extra_episodes="${EXTRA_EPISODES:-200}"
+extra_episodes="${EXTRA_EPISODES:-200 400}"
 extra_epochs="${EXTRA_EPOCHS:-12}"
 finetune_lr="${FINETUNE_LR:-1e-4}"
 finetune_args="${FINETUNE_ARGS:-}"
@@ -65,21 +65,28 @@ if [ "$demos" = offline ]; then
   for pid in "${pids[@]}"; do wait "$pid"; done
   datasets=()
   for family in $families; do datasets+=("$out/demos/$family"); tail -n 3 "$out/demos_$family.log"; done
-  extra=()
-  if [ "$extra_episodes" -gt 0 ]; then  # the next scene seeds: a second dataset per family, added later
+  extra=()  # per stage, its datasets (one per family): the next scene seeds, added stage by stage
+  next_seed=$((seed + episodes))
+  stage=0
+  for n in $extra_episodes; do
+    stage=$((stage + 1))
+    stage_sets=""
     for family in $families; do
-      vla-dagger expert "$out/demos_extra/$family" --families "$family" --episodes "$extra_episodes" \
-        --seed $((seed + episodes)) --image-size 96 --no-progress | tail -n 3
-      extra+=("$out/demos_extra/$family")
+      vla-dagger expert "$out/demos_extra$stage/$family" --families "$family" --episodes "$n" \
+        --seed "$next_seed" --image-size 96 --no-progress | tail -n 3
+      stage_sets="$stage_sets $out/demos_extra$stage/$family"
     done
-  fi
+    extra+=("$stage_sets")
+    next_seed=$((next_seed + n))
+  done
 else
   vla-demo --commander expert --record "$out/demos/all" --families "${families// /,}" --episodes "$episodes" \
     --seed "$seed" --out "$out/record"
   datasets=("$out/demos/all")
   extra=()
 fi
-for d in "${datasets[@]}" "${extra[@]}"; do vla-dataset validate "$d"; done
+# shellcheck disable=SC2068
+for d in "${datasets[@]}" ${extra[@]}; do vla-dataset validate "$d"; done
 
 step "2. training the native VLA ($epochs epochs)"
 # shellcheck disable=SC2086
@@ -93,14 +100,17 @@ if [ "$continue_epochs" -gt 0 ]; then
     --lr "$finetune_lr" --threads "$threads" --seed "$seed" $finetune_args
   model="$out/native_continue/best"
 fi
-if [ "${#extra[@]}" -gt 0 ] && [ "$extra_epochs" -gt 0 ]; then
-  step "2c. $extra_epochs epochs from $model on the demonstrations and $extra_episodes more per family"
-  datasets+=("${extra[@]}")
+stage=0
+for stage_sets in "${extra[@]}"; do
+  stage=$((stage + 1))
+  # shellcheck disable=SC2206
+  datasets+=($stage_sets)
+  step "2c. stage $stage: $extra_epochs epochs from $model on ${#datasets[@]} datasets"
   # shellcheck disable=SC2086
-  vla-train "${datasets[@]}" --output "$out/native_extra" --init-from "$model" --epochs "$extra_epochs" \
+  vla-train "${datasets[@]}" --output "$out/native_extra$stage" --init-from "$model" --epochs "$extra_epochs" \
     --lr "$finetune_lr" --threads "$threads" --seed "$seed" $finetune_args
-  model="$out/native_extra/best"
-fi
+  model="$out/native_extra$stage/best"
+done
 checkpoints=("$model")
 if [ "$baseline" = 1 ]; then
   vla-train "${datasets[@]}" --output "$out/baseline" --policy textbook_baseline --epochs "$epochs" \

@@ -55,7 +55,7 @@ def test_the_shipped_checkpoint_loads_and_its_manifest_matches_the_simulator():
 
 @pytest.mark.heavy
 def test_the_shipped_checkpoint_succeeds_in_closed_loop():
-    """A few pick episodes on the seeds the model card reports: the policy must succeed in at least one."""
+    """A few pick episodes on the seeds the model card reports (6/6 there): it must succeed in most."""
     from vla_policy.evaluate import closed_loop
 
     from vla_policy import load_policy
@@ -65,4 +65,4 @@ def test_the_shipped_checkpoint_succeeds_in_closed_loop():
         policy, "shipped", families=["pick"], splits=["train"], episodes=6, seed=1000, execute_steps=5,
         progress=False,
     )  # fmt: skip
-    assert sum(o.success for o in outcomes) >= 1, [o.success for o in outcomes]
+    assert sum(o.success for o in outcomes) >= 4, [o.success for o in outcomes]

@@ -121,9 +121,12 @@ def test_init_from_keeps_the_checkpoints_weights_and_normalization(dataset_root,
     noisy = train(tiny_cfg(more, tmp_path / "noisy", epochs=1, init_from=str(first.last),
                            model_overrides=dict(TINY_MODEL, horizon=4, instruction_noise=0.2, state_dropout=0.1)))  # fmt: skip
     assert load_policy(noisy.last).config.instruction_noise == 0.2
-    # The instruction subspace may be switched on in a fine-tuning run: its span is this run's instructions.
-    spanned = train(tiny_cfg(more, tmp_path / "spanned", epochs=1, init_from=str(first.last),
-                             model_overrides=dict(TINY_MODEL, horizon=4, instruction_subspace=True)))  # fmt: skip
+    # The instruction subspace (on by default) may be switched on in a fine-tuning run of a checkpoint
+    # trained without it: its span is that run's instructions.
+    plain = train(tiny_cfg(dataset_root, tmp_path / "plain", epochs=1,
+                           model_overrides=dict(TINY_MODEL, horizon=4, instruction_subspace=False)))  # fmt: skip
+    assert not load_checkpoint(plain.last).config.instruction_subspace
+    spanned = train(tiny_cfg(more, tmp_path / "spanned", epochs=1, init_from=str(plain.last)))
     tuned_span = load_checkpoint(spanned.last)
     projection = tuned_span.network.head.instruction_projection
     assert round(float(torch.trace(projection))) == len(tuned_span.info["instructions"])  # trace = rank

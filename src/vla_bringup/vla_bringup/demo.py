@@ -180,6 +180,7 @@ def _make_observer() -> Any:
             self.set_params = self.create_client(SetParameters, "/sim_node/set_parameters")
             self.reset_sim = self.create_client(Trigger, "/sim_node/reset")
             self.reset_safety = self.create_client(Trigger, "/safety/reset")
+            self.enable_policy = self.create_client(SetBool, "/policy_node/enable")
             self.record_start = self.create_client(Trigger, "/collector_node/start")
             self.record_stop = self.create_client(SetBool, "/collector_node/stop")
             self._param_types = (Parameter, ParameterType, ParameterValue)
@@ -263,6 +264,15 @@ def wait_until(predicate: Any, timeout_s: float, what: str, stack: Stack) -> Non
         time.sleep(0.05)
 
 
+def _set_enabled(obs: Any, enabled: bool) -> None:
+    """Pause or resume the policy (``policy_node``'s ``~/enable``; pausing clears its action queue)."""
+    from std_srvs.srv import SetBool
+
+    reply = call(obs.enable_policy, SetBool.Request(data=enabled))
+    if not reply.success:
+        raise RuntimeError(f"policy_node refused ~/enable {enabled}: {reply.message}")
+
+
 def run_episode(obs: Any, stack: Stack, family: str, seed: int, config: DemoConfig) -> EpisodeRecord:
     from std_srvs.srv import SetBool, Trigger
     from vla_sim.tasks import FAMILIES as TASK_FAMILIES
@@ -272,6 +282,15 @@ def run_episode(obs: Any, stack: Stack, family: str, seed: int, config: DemoConf
     with obs.lock:
         obs.recording = None
         obs.success, obs.success_sim_time = False, None
+    # The reset moves the arm home at once, but the safety monitor keeps sending (holding, or limiting new
+    # commands toward) its last output, the previous episode's final pose, until it is re-armed: left to it, it
+    # dragged the reset arm 0.3-1.1 rad back toward that pose and half closed the gripper before the policy's
+    # first command of the episode. So the policy is paused (its queue cleared) and the monitor re-armed (it
+    # then sends nothing until the next command) before the reset, and re-armed at the new pose right after.
+    pause = config.commander == "policy"
+    if pause:
+        _set_enabled(obs, False)
+        call(obs.reset_safety, Trigger.Request())
     reply = call(obs.reset_sim, Trigger.Request())
     if not reply.success:
         raise RuntimeError(f"sim_node reset failed: {reply.message}")
@@ -281,8 +300,13 @@ def run_episode(obs: Any, stack: Stack, family: str, seed: int, config: DemoConf
         obs.success, obs.success_sim_time = False, None
         obs.episode_start_sim = obs.sim_time
         obs.recording = record
-    time.sleep(0.3)  # let the new pose reach the monitor before re-arming it there
+    # The reset published the new pose before it replied; two more /joint_states and it has reached the monitor.
+    seen, deadline = obs.joint_states, time.monotonic() + 10.0
+    while obs.joint_states < seen + 2 and time.monotonic() < deadline and stack.alive():
+        time.sleep(0.002)
     call(obs.reset_safety, Trigger.Request())
+    if pause:
+        _set_enabled(obs, True)
     if config.record:
         # the collector learns the task from /task_instruction, which the reset has just published
         deadline = time.monotonic() + 10.0

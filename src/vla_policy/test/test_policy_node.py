@@ -306,6 +306,30 @@ def test_a_new_instruction_is_acted_on_only_with_inputs_seen_after_it(harness):
         assert proc.returncode == 0, output
 
 
+def test_resuming_acts_only_on_inputs_seen_after_it(harness):
+    # vla-demo pauses the node across a reset that keeps the instruction: the frames taken before the resume
+    # show the old scene, and the policy's state (its history) belongs to the old episode.
+    harness.camera_lag_s = 0.2
+    policy = StampRecordingPolicy()
+    with PolicyServer(policy, manifest(), TOKEN, host="127.0.0.1", port=0) as server:
+        proc = start_node(server.port)
+        try:
+            harness.instruct("pick up the cube")
+            assert harness.spin(20.0, until=lambda: len(harness.commands) >= 5), stop_node(proc)
+            assert harness.set_enabled(False).success
+            harness.spin(0.3)
+            resets, inferences = policy.resets, len(policy.seen)
+            resumed = harness.node.get_clock().now().nanoseconds / 1e9
+            assert harness.set_enabled(True).success
+            assert harness.spin(10.0, until=lambda: len(policy.seen) > inferences), stop_node(proc)
+            first = policy.seen[inferences][1]
+            assert first >= resumed, f"first chunk after resuming saw a frame {resumed - first:.3f} s older"
+            assert policy.resets == resets + 1
+        finally:
+            output = stop_node(proc)
+        assert proc.returncode == 0, output
+
+
 def test_joint_state_mismatch_is_refused(harness):
     harness.joint_names = tuple(j for j in ROBOT_JOINTS if j != "panda_joint4")
     with PolicyServer(OffsetPolicy(), manifest(), TOKEN, host="127.0.0.1", port=0) as server:

@@ -222,7 +222,7 @@ class PolicyNode(Node):
         self._started = False
         self._enabled = bool(p["start_enabled"])
         self._reset_pending = True
-        self._instruction_since = -math.inf  # node time of the instruction; older inputs are not acted on
+        self._instruction_since = -math.inf  # node time of the instruction or resume; older inputs not acted on
         self._hold = HoldReason.STARTING
         self._hold_log = ChangeReporter(1.0, self._hold)
         self._last_chunk_status = PushStatus.ACCEPTED
@@ -349,6 +349,11 @@ class PolicyNode(Node):
             self.get_logger().info(f"the safety monitor passes commands again ({status})")
 
     def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        resuming = bool(request.data) and not self._enabled
+        if resuming:
+            # A pause often spans a reset with the same instruction (vla-demo pauses across each one): resume
+            # as for a new instruction, from a fresh policy state and inputs taken from now on.
+            self._instruction_since, self._reset_pending = self._now_s(), True
         self._enabled = bool(request.data)
         if not self._enabled:
             self.queue.clear()

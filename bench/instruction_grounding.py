@@ -1,0 +1,117 @@
+"""Does the frozen instruction embedding say which task a held-out paraphrase asks for? Measured without any
+policy: how well the training instructions' embeddings (all-MiniLM-L6-v2, as the native VLA reads them) carry
+over to the held-out paraphrases, for one family alone and for several trained together.
+
+Training instructions: every filling of the families' training templates (``vla_sim.tasks``); held-out: every
+filling of their held-out templates. Per scenario (each family alone, then all of them together) and per family:
+
+- ``cos raw`` / ``cos proj``: mean cosine similarity of a held-out instruction to its nearest training
+  instruction, as embedded and after the native VLA's ``instruction_subspace`` projection (onto the span of the
+  training embeddings, renormalized): how far off the training data a paraphrase lands;
+- ``nn task``: the nearest training instruction (after the projection) states the same task (family and slots);
+- ``lin family`` / ``lin colour``: a ridge read-out fitted on the training embeddings to the family / the moved
+  block's colour, scored on the held-out ones: what a linear layer over the embedding could learn at best.
+
+Usage: python bench/instruction_grounding.py [--families pick push place stack] [--threads N]
+The last line of output is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+
+import torch
+from instruction_ood import fillings  # bench/ is on sys.path when this file runs as a script
+
+
+def ridge_accuracy(
+    train_x: torch.Tensor, train_y: list[str], test_x: torch.Tensor, test_y: list[str]
+) -> list[bool]:
+    classes = sorted(set(train_y))
+    onehot = torch.zeros(len(train_y), len(classes))
+    onehot[torch.arange(len(train_y)), [classes.index(y) for y in train_y]] = 1.0
+    x = torch.cat([train_x, torch.ones(len(train_x), 1)], dim=1)
+    weights = torch.linalg.solve(x.T @ x + 1e-2 * torch.eye(x.shape[1]), x.T @ onehot)
+    pred = (torch.cat([test_x, torch.ones(len(test_x), 1)], dim=1) @ weights).argmax(dim=1)
+    return [classes[p] == y for p, y in zip(pred.tolist(), test_y, strict=True)]
+
+
+def scenario(embed, families: Sequence[str]) -> dict[str, dict[str, float]]:
+    from vla_sim.tasks import COLOURS, FAMILIES, TaskFamily, parse_instruction
+
+    specs = [FAMILIES[TaskFamily(f)] for f in families]
+    train = sorted({t for s in specs for t in fillings(s.train_templates, s.slots, tuple(COLOURS))})
+    held = sorted({t for s in specs for t in fillings(s.heldout_templates, s.slots, tuple(COLOURS))})
+    train_tasks, held_tasks = [parse_instruction(t) for t in train], [parse_instruction(t) for t in held]
+    train_x, held_x = embed(train), embed(held)
+    _, singular, basis = torch.linalg.svd(train_x, full_matrices=False)
+    basis = basis[: int((singular > singular[0] * 1e-4).sum())]
+    project = lambda x: torch.nn.functional.normalize(x @ basis.T @ basis, dim=-1)  # noqa: E731
+    raw_cos = (held_x @ train_x.T).max(dim=1).values
+    proj_sim = project(held_x) @ project(train_x).T
+    nearest = proj_sim.argmax(dim=1).tolist()
+
+    def key(task) -> tuple:
+        return task.family.value, tuple(sorted(task.slots.items()))
+
+    same_task = [key(held_tasks[i]) == key(train_tasks[j]) for i, j in enumerate(nearest)]
+    family_ok = ridge_accuracy(
+        train_x, [t.family.value for t in train_tasks], held_x, [t.family.value for t in held_tasks]
+    )
+    colour_ok = ridge_accuracy(
+        train_x, [t.slots["block"] for t in train_tasks], held_x, [t.slots["block"] for t in held_tasks]
+    )
+    out = {}
+    for family in families:
+        idx = [i for i, t in enumerate(held_tasks) if t.family.value == family]
+
+        def mean(values: Sequence[bool], idx: list[int] = idx) -> float:
+            return float(sum(values[i] for i in idx) / len(idx))
+
+        out[family] = {
+            "heldout": len(idx),
+            "cos_raw": float(raw_cos[idx].mean()),
+            "cos_proj": float(proj_sim.max(dim=1).values[idx].mean()),
+            "nn_task": mean(same_task),
+            "lin_family": mean(family_ok),
+            "lin_colour": mean(colour_ok),
+        }
+    out["_train_instructions"] = {"n": len(train), "span_rank": len(basis)}
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--families", nargs="+", default=["pick", "push", "place", "stack"])
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    from vla_policy.models.config import ModelConfig
+    from vla_policy.models.encoders import InstructionEncoder
+
+    encoder = InstructionEncoder(
+        ModelConfig(kind="native_vla", camera_names=("front",), state_dim=8, action_dim=8)
+    )
+    t0 = time.perf_counter()
+    results = {f"{f} alone": scenario(lambda t: encoder(list(t)), [f]) for f in a.families}
+    results["together"] = scenario(lambda t: encoder(list(t)), a.families)
+    print(f"all-MiniLM-L6-v2, {encoder.cache_size} sentences, {time.perf_counter() - t0:.1f} s\n")
+    print(f"{'scenario':<16}{'family':<8}{'held-out':>9}{'cos raw':>9}{'cos proj':>9}{'nn task':>9}"
+          f"{'lin family':>11}{'lin colour':>11}")  # fmt: skip
+    for name, table in results.items():
+        span = table["_train_instructions"]
+        for family in a.families:
+            if family not in table:
+                continue
+            r = table[family]
+            print(f"{name:<16}{family:<8}{r['heldout']:>9}{r['cos_raw']:>9.3f}{r['cos_proj']:>9.3f}"
+                  f"{r['nn_task']:>9.0%}{r['lin_family']:>11.0%}{r['lin_colour']:>11.0%}")  # fmt: skip
+        print(f"{'':<16}({span['n']} training instructions, span rank {span['span_rank']})")
+    print(json.dumps({"bench": "instruction_grounding", "encoder": "all-MiniLM-L6-v2", "results": results}))
+
+
+if __name__ == "__main__":
+    main()

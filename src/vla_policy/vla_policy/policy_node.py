@@ -222,9 +222,8 @@ class PolicyNode(Node):
         self._started = False
         self._enabled = bool(p["start_enabled"])
         self._reset_pending = True
-        self._instruction_since = (
-            -math.inf
-        )  # node time of the instruction or resume; older inputs not acted on
+        # Node time of the latest instruction or resume: inputs older than that are not acted on.
+        self._instruction_since = -math.inf
         self._hold = HoldReason.STARTING
         self._hold_log = ChangeReporter(1.0, self._hold)
         self._last_chunk_status = PushStatus.ACCEPTED

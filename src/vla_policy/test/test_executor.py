@@ -40,6 +40,17 @@ def test_empty_queue_holds():
     assert ex.remaining(5.0) == 0.0
 
 
+def test_actions_are_clipped_into_the_bounds():
+    ex = ActionExecutor(NAMES, ExecutorConfig(blend=BlendMode.LATEST), bounds=([-1.0, -2.5], [2.5, 0.5]))
+    ex.push(ramp_chunk(0.0, 0.0), now=0.0)  # a = k, b = -k
+    np.testing.assert_allclose(ex.tick(0.0).action, [0.0, 0.0])
+    np.testing.assert_allclose(ex.tick(0.3).action, [2.5, -2.5])  # 3 and -3 clipped
+    with pytest.raises(ValueError, match="bounds"):
+        ActionExecutor(NAMES, bounds=([0.0], [1.0]))
+    with pytest.raises(ValueError, match="bounds"):
+        ActionExecutor(NAMES, bounds=([0.0, 2.0], [1.0, 1.0]))
+
+
 def test_linear_interpolation_between_chunk_steps_at_control_rate():
     ex = make(blend=BlendMode.LATEST)
     assert ex.push(ramp_chunk(10.0, 0.0), now=10.0) is PushStatus.ACCEPTED

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 from vla_collector.lerobot_v3 import EpisodeArrays, LeRobotV3Dataset
+from vla_safety.limits import load_limits, position_bounds
 
 from vla_policy.data import action_chunks, chunk_valid, open_datasets
 from vla_policy.executor import BlendMode, ExecutorConfig, Interpolation
@@ -335,10 +336,13 @@ def closed_loop(
     cams = policy.manifest.cameras
     size = (cams[0].height, cams[0].width) if cams else (128, 128)
     refill = refill_for_execute_steps(execute_steps, policy.horizon, policy.dt)
+    names = policy.manifest.action_names
+    # With a robot profile, targets are clipped into its position limits before the monitor, as policy_node does.
+    bounds = position_bounds(load_limits(safety_profile), names) if safety_profile else None
     driver = ChunkDriver(
-        policy, policy.manifest.action_names, refill_below_s=refill, executor=executor, latency_s=latency_s
+        policy, names, refill_below_s=refill, executor=executor, latency_s=latency_s, bounds=bounds
     )
-    gate = SafetyGate(policy.manifest.action_names, safety_profile) if safety_profile else None
+    gate = SafetyGate(names, safety_profile) if safety_profile else None
     outcomes = []
     total = len(families) * len(splits) * episodes
     bar = tqdm(total=total, desc=f"closed loop {label}", unit="ep", disable=not progress)

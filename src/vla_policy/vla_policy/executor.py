@@ -116,11 +116,27 @@ class _Queued:
 class ActionExecutor:
     """Thread-safe: the inference thread pushes, the control loop ticks."""
 
-    def __init__(self, names: Sequence[str], config: ExecutorConfig | None = None) -> None:
+    def __init__(
+        self,
+        names: Sequence[str],
+        config: ExecutorConfig | None = None,
+        bounds: tuple[Sequence[float], Sequence[float]] | None = None,
+    ) -> None:
+        """``bounds``: (lower, upper) per action, e.g. the joints' position limits; every action is clipped
+        into them (a finger target a fraction of a mm past its limit is no reason for the monitor to step in).
+        """
         if not names:
             raise ValueError("an executor needs at least one action name")
         self.names = tuple(names)
         self.config = config or ExecutorConfig()
+        self.bounds: tuple[np.ndarray, np.ndarray] | None = None
+        if bounds is not None:
+            low, high = (np.asarray(b, dtype=np.float64) for b in bounds)
+            if low.shape != (len(self.names),) or high.shape != low.shape or not np.all(low <= high):
+                raise ValueError(
+                    f"bounds must be (lower, upper) with lower <= upper for {len(self.names)} actions"
+                )
+            self.bounds = (low, high)
         self._lock = threading.Lock()
         self._queue: list[_Queued] = []
         self._epoch = 0
@@ -185,6 +201,8 @@ class ActionExecutor:
                     TickStatus.EMPTY, None, math.nan, math.nan, len(self._queue), self._remaining(now)
                 )
             action = self._blend(covering, now)
+            if self.bounds is not None:
+                action = np.clip(action, *self.bounds)
             stamp = covering[-1].chunk.stamp
             return Tick(TickStatus.ACTION, action, stamp, now - stamp, len(self._queue), self._remaining(now))
 

@@ -196,12 +196,13 @@ class PolicyNode(Node):
             self._start_ood_worker()
         manifest = self.loaded.manifest
         # The safety limits and cameras can be checked now; the joints when the first /joint_states arrives.
-        from vla_safety.limits import limited_joints
+        from vla_safety.limits import limited_joints, load_limits, position_bounds
 
         try:
             self._limited = limited_joints(cfg.robot_profile, cfg.urdf_path)
             manifest.check_joints_limited(self._limited)
             manifest.check_cameras([c.name for c in cfg.cameras])
+            bounds = position_bounds(load_limits(cfg.robot_profile, cfg.urdf_path), manifest.action_names)
         except BaseException:
             self._stop.set()
             self._close_policy()  # an inference process must not wait for a node that will never run
@@ -210,7 +211,9 @@ class PolicyNode(Node):
             f"loaded {self.loaded.description}; waiting for /joint_states to check the embodiment"
         )
 
-        self.queue = ActionQueue(manifest.action_names, cfg.executor)
+        self.queue = ActionQueue(
+            manifest.action_names, cfg.executor, bounds
+        )  # targets clipped into the limits
         self.timing = ControlTiming(cfg.control_period_s)
         self.inference_latency = RollingStats(200)
         self._state_index = StateIndex(manifest.joint_names)

@@ -49,6 +49,7 @@ class ChunkDriver:
         refill_below_s: float,
         executor: ExecutorConfig | None = None,
         latency_s: float = 0.0,
+        bounds: tuple[Any, Any] | None = None,
     ) -> None:
         if refill_below_s < 0:
             raise ValueError(f"refill_below_s must be >= 0, got {refill_below_s}")
@@ -59,7 +60,7 @@ class ChunkDriver:
         # The model's latency in sim time: a chunk reaches the queue this long after its observation, as on
         # the robot, where the executor then skips the actions already past (0: at once, the sim's default).
         self.latency_s = latency_s
-        self.queue = ActionExecutor(names, executor or ExecutorConfig())
+        self.queue = ActionExecutor(names, executor or ExecutorConfig(), bounds)  # bounds: as policy_node's
         self.inferences = 0
         self._in_flight: tuple[ActionChunk, float] | None = None  # a chunk and when it arrives
 

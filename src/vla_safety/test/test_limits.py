@@ -13,6 +13,7 @@ from vla_safety.limits import (
     merge_limits,
     parse_profile,
     parse_urdf_limits,
+    position_bounds,
 )
 
 
@@ -71,6 +72,14 @@ def test_panda_profile_matches_libfranka_and_the_finger_convention():
     assert table["panda_joint2"].max_acceleration == 7.5
     assert table["panda_joint7"].max_jerk == 10000.0
     assert table["panda_finger_joint1"].max_position == 0.04
+
+
+def test_position_bounds_are_the_enforced_range_in_the_given_order():
+    table = {"a": JointLimits("a", -2.0, 1.0, max_velocity=1.0, position_margin=0.1),
+             "b": JointLimits("b", 0.0, 0.04, max_velocity=0.2)}  # fmt: skip
+    assert position_bounds(table, ["b", "a"]) == ([0.0, -1.9], [0.04, 0.9])
+    with pytest.raises(LimitsError, match="c"):
+        position_bounds(table, ["a", "c"])
 
 
 def test_merge_takes_the_most_restrictive_of_each_limit():

@@ -313,3 +313,13 @@ def limited_joints(profile: str = "", urdf_path: str = "") -> tuple[str, ...]:
     The policy node passes this to ``EmbodimentManifest.check_joints_limited`` before it starts.
     """
     return tuple(sorted(n for n, lim in load_limits(profile, urdf_path).items() if lim.armable))
+
+
+def position_bounds(
+    limits: Mapping[str, JointLimits], names: Sequence[str]
+) -> tuple[list[float], list[float]]:
+    """(lower, upper) enforced position bounds of these joints, in order (for clipping targets before sending)."""
+    missing = [n for n in names if n not in limits]
+    if missing:
+        raise LimitsError(f"no limits for joints {missing}")
+    return [limits[n].lower for n in names], [limits[n].upper for n in names]

@@ -15,6 +15,7 @@ import pytest
 from vla_collector.manifest import ActionType, CameraSpec, EmbodimentManifest
 from vla_policy.interface import ActionChunk
 from vla_policy.serve import PolicyServer
+from vla_safety.limits import load_profile, position_bounds
 
 rclpy = pytest.importorskip("rclpy")
 from builtin_interfaces.msg import Time  # noqa: E402
@@ -67,7 +68,9 @@ class OffsetPolicy:
 
 
 def expected_command(task):
-    return np.array([STATE[j] for j in COMMANDED]) + OFFSETS[task]
+    """The fake policy's target, clipped into the panda profile's position limits as the node clips it."""
+    low, high = position_bounds(load_profile("panda"), COMMANDED)
+    return np.clip(np.array([STATE[j] for j in COMMANDED]) + OFFSETS[task], low, high)
 
 
 class Harness:

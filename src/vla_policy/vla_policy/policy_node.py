@@ -211,9 +211,7 @@ class PolicyNode(Node):
             f"loaded {self.loaded.description}; waiting for /joint_states to check the embodiment"
         )
 
-        self.queue = ActionQueue(
-            manifest.action_names, cfg.executor, bounds
-        )  # targets clipped into the limits
+        self.queue = ActionQueue(manifest.action_names, cfg.executor, bounds)  # clips targets into the limits
         self.timing = ControlTiming(cfg.control_period_s)
         self.inference_latency = RollingStats(200)
         self._state_index = StateIndex(manifest.joint_names)

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 from vla_collector.lerobot_v3 import EpisodeArrays, LeRobotV3Dataset
-from vla_safety.limits import load_limits, position_bounds
+from vla_safety.limits import position_bounds
 
 from vla_policy.data import action_chunks, chunk_valid, open_datasets
 from vla_policy.executor import BlendMode, ExecutorConfig, Interpolation
@@ -337,12 +337,12 @@ def closed_loop(
     size = (cams[0].height, cams[0].width) if cams else (128, 128)
     refill = refill_for_execute_steps(execute_steps, policy.horizon, policy.dt)
     names = policy.manifest.action_names
+    gate = SafetyGate(names, safety_profile) if safety_profile else None
     # With a robot profile, targets are clipped into its position limits before the monitor, as policy_node does.
-    bounds = position_bounds(load_limits(safety_profile), names) if safety_profile else None
+    bounds = position_bounds(gate.limits, names) if gate else None
     driver = ChunkDriver(
         policy, names, refill_below_s=refill, executor=executor, latency_s=latency_s, bounds=bounds
     )
-    gate = SafetyGate(names, safety_profile) if safety_profile else None
     outcomes = []
     total = len(families) * len(splits) * episodes
     bar = tqdm(total=total, desc=f"closed loop {label}", unit="ep", disable=not progress)

@@ -196,13 +196,14 @@ class PolicyNode(Node):
             self._start_ood_worker()
         manifest = self.loaded.manifest
         # The safety limits and cameras can be checked now; the joints when the first /joint_states arrives.
-        from vla_safety.limits import limited_joints, load_limits, position_bounds
+        from vla_safety.limits import armable_joints, load_limits, position_bounds
 
         try:
-            self._limited = limited_joints(cfg.robot_profile, cfg.urdf_path)
+            limits = load_limits(cfg.robot_profile, cfg.urdf_path)
+            self._limited = armable_joints(limits)
             manifest.check_joints_limited(self._limited)
             manifest.check_cameras([c.name for c in cfg.cameras])
-            bounds = position_bounds(load_limits(cfg.robot_profile, cfg.urdf_path), manifest.action_names)
+            bounds = position_bounds(limits, manifest.action_names)
         except BaseException:
             self._stop.set()
             self._close_policy()  # an inference process must not wait for a node that will never run

@@ -100,13 +100,13 @@ class SafetyGate:
 
     def __init__(self, names: tuple[str, ...], profile: str = "panda") -> None:
         self.names = tuple(names)
-        self._limits = load_limits(profile)
+        self.limits = load_limits(profile)  # the profile's joint limits
         self._config = MonitorConfig(joints=self.names, heartbeat_timeout=0.0)
         self.reset()
 
     def reset(self) -> None:
         """A new episode: a fresh monitor (armed on the first command, from the measured pose)."""
-        self.monitor = SafetyMonitor(self._limits, self._config)
+        self.monitor = SafetyMonitor(self.limits, self._config)
 
     @property
     def limited_fraction(self) -> float:

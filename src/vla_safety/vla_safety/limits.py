@@ -307,12 +307,17 @@ def load_limits(profile: str = "", urdf_path: str = "") -> dict[str, JointLimits
     return merge_limits(*tables)
 
 
-def limited_joints(profile: str = "", urdf_path: str = "") -> tuple[str, ...]:
-    """The joints the monitor could arm for these sources (finite position and velocity limits).
+def armable_joints(table: LimitTable) -> tuple[str, ...]:
+    """The joints of this table the monitor could arm (finite position and velocity limits), sorted.
 
     The policy node passes this to ``EmbodimentManifest.check_joints_limited`` before it starts.
     """
-    return tuple(sorted(n for n, lim in load_limits(profile, urdf_path).items() if lim.armable))
+    return tuple(sorted(n for n, lim in table.items() if lim.armable))
+
+
+def limited_joints(profile: str = "", urdf_path: str = "") -> tuple[str, ...]:
+    """:func:`armable_joints` of these sources' limits."""
+    return armable_joints(load_limits(profile, urdf_path))
 
 
 def position_bounds(

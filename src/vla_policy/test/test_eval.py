@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 
 import numpy as np
 import pytest
@@ -158,11 +159,16 @@ def test_closed_loop_summary_counts_per_family_and_split():
         EpisodeOutcome("p", "pick", "train", "pick up the red block", True, 40),
         EpisodeOutcome("p", "pick", "train", "lift the red block", False, 150),
         EpisodeOutcome("p", "pick", "heldout", "raise the red cube off the table", False, 150),
+        EpisodeOutcome("p", "place", "train", "put the red block in the bowl", True, 90, grasped=True, goal_cm=1.0),
+        EpisodeOutcome("p", "place", "train", "put the red block in the bowl", False, 200, grasped=True, goal_cm=6.0),
+        EpisodeOutcome("p", "place", "train", "put the red block in the bowl", False, 200, goal_cm=20.0),
     ]
     summary = {(s["family"], s["split"]): s for s in summarize_closed_loop(outcomes)}
     assert summary[("pick", "train")]["success_rate"] == 0.5
     assert summary[("pick", "train")]["mean_steps"] == 95.0
     assert summary[("pick", "heldout")]["successes"] == 0
+    # Where the failures happen: two of three grasped the block, the median came within 6 cm of the bowl.
+    assert summary[("place", "train")]["grasped"] == 2 and summary[("place", "train")]["goal_cm"] == 6.0
 
 
 def test_closed_loop_runs_the_policy_in_the_simulator(mean_policy_dir):
@@ -173,7 +179,8 @@ def test_closed_loop_runs_the_policy_in_the_simulator(mean_policy_dir):
     )  # fmt: skip
     assert [(o.family, o.split, o.steps) for o in outcomes] == [("pick", "train", 6), ("pick", "heldout", 6)]
     assert outcomes[0].instruction != outcomes[1].instruction
-    assert not any(o.success for o in outcomes)  # the mean action does not pick anything up
+    assert not any(o.success or o.grasped for o in outcomes)  # the mean action does not pick anything up
+    assert all(math.isnan(o.goal_cm) for o in outcomes)  # pick's goal is the block itself
 
 
 # --- the closed loop drives through policy_node's executor ---------------------------------------------

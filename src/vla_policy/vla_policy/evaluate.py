@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
-from vla_collector.lerobot_v3 import EpisodeArrays, LeRobotV3Dataset
+from vla_collector.lerobot_v3 import ENVIRONMENT_STATE_KEY, EpisodeArrays, LeRobotV3Dataset
 from vla_safety.limits import position_bounds
 
 from vla_policy.data import action_chunks, chunk_valid, open_datasets
@@ -80,6 +80,8 @@ class EpisodeOutcome:
     success: bool
     steps: int
     limited: float = float("nan")  # share of commands the safety monitor limited (nan: ran without it)
+    grasped: bool = False  # the named block was in the gripper at some step
+    goal_cm: float = float("nan")  # closest the named block came to its goal in xy (nan: pick, whose goal is itself)
 
 
 def policy_label(path: str | Path, policy: NativePolicy) -> str:
@@ -359,7 +361,8 @@ def closed_loop(
                     driver.reset()
                     if gate is not None:
                         gate.reset()
-                    done, steps, success = False, 0, False
+                    done, steps, success, grasped = False, 0, False, False
+                    goal_m = math.inf
                     while not done:
                         action = driver.act({**obs, "task": info["task"]}, info["sim_time"])
                         if gate is not None:
@@ -367,10 +370,16 @@ def closed_loop(
                         obs, _, terminated, truncated, info = env.step(action.astype(np.float32))
                         steps += 1
                         success = success or bool(info["success"])
+                        grasped = grasped or bool(info["target_held"])
+                        referents = obs[ENVIRONMENT_STATE_KEY]  # target xyz, goal xyz
+                        goal_m = min(goal_m, float(np.linalg.norm(referents[:2] - referents[3:5])))
                         done = terminated or truncated or (max_steps > 0 and steps >= max_steps)
                     limited = gate.limited_fraction if gate is not None else math.nan
+                    goal_cm = 100 * goal_m if family != "pick" else math.nan
                     outcomes.append(
-                        EpisodeOutcome(label, family, split, info["task"], success, steps, limited)
+                        EpisodeOutcome(
+                            label, family, split, info["task"], success, steps, limited, grasped, goal_cm
+                        )
                     )
                     bar.update(1)
                     bar.set_postfix(family=family, split=split, success=f"{_rate(outcomes, label):.0%}")
@@ -461,6 +470,8 @@ def summarize_closed_loop(outcomes: Sequence[EpisodeOutcome]) -> list[dict[str, 
             "success_rate": sum(o.success for o in items) / len(items),
             "mean_steps": float(np.mean([o.steps for o in items])),
             "safety_limited": float(np.mean([o.limited for o in items])),
+            "grasped": sum(o.grasped for o in items),
+            "goal_cm": float(np.median([o.goal_cm for o in items])),
         }
         for (label, family, split), items in groups.items()
     ]
@@ -468,7 +479,9 @@ def summarize_closed_loop(outcomes: Sequence[EpisodeOutcome]) -> list[dict[str, 
 
 def write_closed_loop(outcomes: Sequence[EpisodeOutcome], output: Path) -> str:
     summary = summarize_closed_loop(outcomes)
-    columns = ["policy", "family", "split", "episodes", "successes", "success_rate", "mean_steps"]
+    columns = ["policy", "family", "split", "episodes", "successes", "success_rate", "mean_steps", "grasped"]
+    if not all(math.isnan(float(s["goal_cm"])) for s in summary):
+        columns.append("goal_cm")
     if not all(math.isnan(float(s["safety_limited"])) for s in summary):
         columns.append("safety_limited")
     with (output / "closed_loop.csv").open("w", newline="") as f:
@@ -477,9 +490,14 @@ def write_closed_loop(outcomes: Sequence[EpisodeOutcome], output: Path) -> str:
         writer.writerows(summary)
     with (output / "closed_loop_episodes.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["policy", "family", "split", "instruction", "success", "steps", "safety_limited"])
+        writer.writerow(
+            ["policy", "family", "split", "instruction", "success", "steps", "safety_limited", "grasped", "goal_cm"]
+        )
         writer.writerows(
-            [[o.label, o.family, o.split, o.instruction, o.success, o.steps, o.limited] for o in outcomes]
+            [
+                [o.label, o.family, o.split, o.instruction, o.success, o.steps, o.limited, o.grasped, o.goal_cm]
+                for o in outcomes
+            ]
         )
     import matplotlib
 

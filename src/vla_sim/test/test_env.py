@@ -146,15 +146,20 @@ def test_instruction_and_task_options():
 def test_expert_reaches_success(family):
     environment = make_env(family.value, cameras=())
     expert = make_expert(environment)
-    environment.reset(seed=11)
+    _, info = environment.reset(seed=11)
+    held = [info["target_held"]]
     while True:
         obs, _, terminated, truncated, info = environment.step(expert.act_env())
         assert environment.observation_space.contains(obs)
+        held.append(info["target_held"])
         if terminated or truncated:
             break
     expert.close()
     environment.close()
     assert info["success"], f"expert failed {info['task']!r}"
+    assert not held[0]
+    # Every family but push grasps the named block; push never holds it.
+    assert any(held) == (family is not TaskFamily.PUSH)
 
 
 def test_expert_replans_from_a_perturbed_state():

@@ -174,6 +174,8 @@ class VlaSimEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             raise RuntimeError("no task")
         return {
             "success": is_success(self.task, world),
+            # The named block is in the gripper (where an episode fails: before the grasp or after it).
+            "target_held": self.task.slots["block"] in world.held,
             "task": self.task.instruction,
             "family": self.task.family.value,
             "split": self.task.split.value,

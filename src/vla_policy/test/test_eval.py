@@ -159,8 +159,12 @@ def test_closed_loop_summary_counts_per_family_and_split():
         EpisodeOutcome("p", "pick", "train", "pick up the red block", True, 40),
         EpisodeOutcome("p", "pick", "train", "lift the red block", False, 150),
         EpisodeOutcome("p", "pick", "heldout", "raise the red cube off the table", False, 150),
-        EpisodeOutcome("p", "place", "train", "put the red block in the bowl", True, 90, grasped=True, goal_cm=1.0),
-        EpisodeOutcome("p", "place", "train", "put the red block in the bowl", False, 200, grasped=True, goal_cm=6.0),
+        EpisodeOutcome(
+            "p", "place", "train", "put the red block in the bowl", True, 90, grasped=True, goal_cm=1.0
+        ),
+        EpisodeOutcome(
+            "p", "place", "train", "put the red block in the bowl", False, 200, grasped=True, goal_cm=6.0
+        ),
         EpisodeOutcome("p", "place", "train", "put the red block in the bowl", False, 200, goal_cm=20.0),
     ]
     summary = {(s["family"], s["split"]): s for s in summarize_closed_loop(outcomes)}

@@ -81,7 +81,9 @@ class EpisodeOutcome:
     steps: int
     limited: float = float("nan")  # share of commands the safety monitor limited (nan: ran without it)
     grasped: bool = False  # the named block was in the gripper at some step
-    goal_cm: float = float("nan")  # closest the named block came to its goal in xy (nan: pick, whose goal is itself)
+    goal_cm: float = float(
+        "nan"
+    )  # closest the named block came to its goal in xy (nan: pick, whose goal is itself)
 
 
 def policy_label(path: str | Path, policy: NativePolicy) -> str:
@@ -491,11 +493,31 @@ def write_closed_loop(outcomes: Sequence[EpisodeOutcome], output: Path) -> str:
     with (output / "closed_loop_episodes.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
-            ["policy", "family", "split", "instruction", "success", "steps", "safety_limited", "grasped", "goal_cm"]
+            [
+                "policy",
+                "family",
+                "split",
+                "instruction",
+                "success",
+                "steps",
+                "safety_limited",
+                "grasped",
+                "goal_cm",
+            ]
         )
         writer.writerows(
             [
-                [o.label, o.family, o.split, o.instruction, o.success, o.steps, o.limited, o.grasped, o.goal_cm]
+                [
+                    o.label,
+                    o.family,
+                    o.split,
+                    o.instruction,
+                    o.success,
+                    o.steps,
+                    o.limited,
+                    o.grasped,
+                    o.goal_cm,
+                ]
                 for o in outcomes
             ]
         )

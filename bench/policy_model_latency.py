@@ -37,7 +37,7 @@ CACHED_SAMPLES = 256
 
 
 def build_checkpoint(kind: str, directory: Path) -> None:
-    from vla_collector.manifest import ActionType, CameraSpec, EmbodimentManifest
+    from vla_common.manifest import ActionType, CameraSpec, EmbodimentManifest
     from vla_policy.models import (
         Checkpoint,
         FeatureStats,

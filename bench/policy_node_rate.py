@@ -129,7 +129,7 @@ def run_timer_callback_node(argv: list[str]) -> int:
 
 
 def build_native_checkpoint(tmp: str) -> str:
-    from vla_collector.manifest import CameraSpec
+    from vla_common.manifest import CameraSpec
     from vla_policy.synthetic import write_synthetic_dataset
     from vla_policy.train import TrainConfig, train
 

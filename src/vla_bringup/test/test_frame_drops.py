@@ -25,7 +25,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
-from vla_collector.manifest import ActionType, CameraSpec, EmbodimentManifest  # noqa: E402
+from vla_common.manifest import ActionType, CameraSpec, EmbodimentManifest  # noqa: E402
 from vla_perception.codec import numpy_to_image  # noqa: E402
 from vla_policy.serve import PolicyServer  # noqa: E402
 

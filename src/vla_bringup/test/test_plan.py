@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from vla_bringup.plan import PROFILE_ARGS, PROFILES, ROBOT_JOINTS, SIM_BRIDGES, PlanError, Sim, build_plan
-from vla_collector.manifest import ActionType, CameraSpec, EmbodimentManifest
+from vla_common.manifest import ActionType, CameraSpec, EmbodimentManifest
 
 from vla_bringup import plan as plan_module
 

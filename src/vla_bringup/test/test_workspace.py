@@ -26,11 +26,17 @@ def tool(name):
     return str(path) if path.exists() else shutil.which(name)
 
 
-def test_all_six_packages_are_present():
-    assert (
-        sorted(["vla_perception", "vla_policy", "vla_safety", "vla_collector", "vla_sim", "vla_bringup"])
-        == PACKAGES
-    )
+def test_all_seven_packages_are_present():
+    expected = [
+        "vla_common",
+        "vla_perception",
+        "vla_policy",
+        "vla_safety",
+        "vla_collector",
+        "vla_sim",
+        "vla_bringup",
+    ]
+    assert sorted(expected) == PACKAGES
 
 
 @pytest.mark.parametrize("args", [["check"], ["format", "--check"]], ids=["lint", "format"])

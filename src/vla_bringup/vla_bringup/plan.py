@@ -25,7 +25,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from vla_collector.manifest import EmbodimentManifest, ManifestError
+from vla_common.manifest import EmbodimentManifest, ManifestError
 from vla_policy.shipped import default_checkpoint
 
 ParamValue = bool | int | float | str | list[str] | list[float] | list[int]

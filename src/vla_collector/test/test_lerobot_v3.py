@@ -18,7 +18,7 @@ from vla_collector.lerobot_v3 import (
     aggregate_stats,
     vector_stats,
 )
-from vla_collector.manifest import ActionType, CameraSpec, EmbodimentManifest
+from vla_common.manifest import ActionType, CameraSpec, EmbodimentManifest
 
 FIXTURE = Path(__file__).resolve().parents[3] / ".." / "shared" / "fixtures" / "lerobot_v3_reference"
 if not FIXTURE.is_dir():

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 from tqdm import tqdm
+from vla_common.manifest import ManifestError
 
 from vla_collector.bag import BagError, BagReader
 from vla_collector.collector import EPISODE_FILE
@@ -44,7 +45,6 @@ from vla_collector.lerobot_v3 import (
     LeRobotV3Writer,
     VideoCodecConfig,
 )
-from vla_collector.manifest import ManifestError
 from vla_collector.sampler import SamplerConfig
 
 

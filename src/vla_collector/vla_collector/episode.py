@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 from sensor_msgs.msg import Image
+from vla_common.manifest import CameraSpec
 from vla_perception.codec import image_to_rgb8
 
 from vla_collector.bag import BagReader, RawMessage, deserialize, header_stamp_ns
@@ -37,7 +38,6 @@ from vla_collector.lerobot_v3 import (
     LeRobotV3Writer,
     VideoCodecConfig,
 )
-from vla_collector.manifest import CameraSpec
 from vla_collector.sampler import EpisodeReport, Frame, FrameSampler, SamplerConfig, joint_vector
 
 PANDA_JOINTS = (*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1")

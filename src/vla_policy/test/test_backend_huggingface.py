@@ -3,7 +3,7 @@ save_pretrained/from_pretrained; plus OpenVLA's bin arithmetic with known values
 
 import numpy as np
 import pytest
-from vla_collector.manifest import EmbodimentManifest, ManifestError
+from vla_common.manifest import EmbodimentManifest, ManifestError
 from vla_policy.backends.huggingface import ActionBins, action_bounds
 from vla_policy.backends.tiny import PANDA_Q01, PANDA_Q99
 

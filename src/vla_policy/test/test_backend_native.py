@@ -4,7 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
-from vla_collector.manifest import CameraSpec, EmbodimentManifest, ManifestError
+from vla_common.manifest import CameraSpec, EmbodimentManifest, ManifestError
 from vla_policy.backends import BackendKind, LoadedPolicy, load_local_backend
 
 

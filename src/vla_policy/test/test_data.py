@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from vla_collector.lerobot_v3 import LeRobotV3Dataset
-from vla_collector.manifest import CameraSpec
+from vla_common.manifest import CameraSpec
 from vla_perception.preprocess import preprocess
 from vla_policy.data import (
     DataError,

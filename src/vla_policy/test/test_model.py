@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from vla_collector.manifest import ActionType, CameraSpec, EmbodimentManifest
+from vla_common.manifest import ActionType, CameraSpec, EmbodimentManifest
 from vla_policy.interface import ActionChunk, Policy
 from vla_policy.models import (
     ActionTokenizer,

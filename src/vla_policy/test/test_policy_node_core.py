@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from vla_collector.manifest import ActionType, CameraSpec, EmbodimentManifest, ManifestError
+from vla_common.manifest import ActionType, CameraSpec, EmbodimentManifest, ManifestError
 from vla_policy.node_core import (
     DEFAULT_OOD_DISTANCE_THRESHOLD,
     ChangeReporter,

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from vla_collector.manifest import ActionType, CameraSpec, EmbodimentManifest
+from vla_common.manifest import ActionType, CameraSpec, EmbodimentManifest
 from vla_policy.backends import InferenceTimeout, InferenceUnavailable, load_remote_backend
 from vla_policy.backends.remote import RemoteConfig, RemotePolicy
 from vla_policy.backends.wire import RemoteError

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 from vla_collector.lerobot_v3 import LeRobotV3Dataset
-from vla_collector.manifest import EmbodimentManifest
+from vla_common.manifest import EmbodimentManifest
 from vla_perception.preprocess import preprocess
 
 from vla_policy.models.config import ModelConfig, PolicyKind

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import numpy as np
-from vla_collector.manifest import ActionType, EmbodimentManifest, ManifestError
+from vla_common.manifest import ActionType, EmbodimentManifest, ManifestError
 
 from vla_policy.backends import BackendKind
 from vla_policy.executor import ExecutorConfig

@@ -31,7 +31,7 @@ from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Header, String
 from std_srvs.srv import SetBool
-from vla_collector.manifest import ManifestError
+from vla_common.manifest import ManifestError
 from vla_perception.codec import CodecError, image_to_rgb8
 from vla_perception.frame_rate import FrameRateCheck, FrameRateReport, FrameRateStatus, camera_info_topic
 from vla_perception.freshness import FrameStatus, LatestFrame, time_to_ns

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from vla_collector.lerobot_v3 import DatasetSpec, LeRobotV3Writer, VideoCodecConfig
-from vla_collector.manifest import CameraSpec
+from vla_common.manifest import CameraSpec
 
 PANDA_NAMES = (*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1")
 SYNTHETIC_TASKS = ("push the red block left", "push the blue block right")

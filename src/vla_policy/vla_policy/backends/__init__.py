@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from vla_collector.manifest import EmbodimentManifest
+from vla_common.manifest import EmbodimentManifest
 
 from vla_policy.backends.errors import InferenceTimeout, InferenceUnavailable
 from vla_policy.interface import Policy

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from vla_collector.manifest import EmbodimentManifest, ManifestError
+from vla_common.manifest import EmbodimentManifest, ManifestError
 
 from vla_policy.interface import ActionChunk, Observation
 

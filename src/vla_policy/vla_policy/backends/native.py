@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 
-from vla_collector.manifest import EmbodimentManifest
+from vla_common.manifest import EmbodimentManifest
 
 from vla_policy.backends import LoadedPolicy
 

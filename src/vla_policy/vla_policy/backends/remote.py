@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from vla_collector.manifest import EmbodimentManifest
+from vla_common.manifest import EmbodimentManifest
 
 from vla_policy.backends.errors import InferenceTimeout, InferenceUnavailable
 from vla_policy.backends.wire import (

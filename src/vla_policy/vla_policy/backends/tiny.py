@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from vla_collector.manifest import ActionType, CameraSpec, EmbodimentManifest
+from vla_common.manifest import ActionType, CameraSpec, EmbodimentManifest
 
 PANDA_COMMANDED = (*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1")
 WORDS = [

@@ -5,7 +5,7 @@
   config.json          {"format": ..., "model": ModelConfig, "info": {...training facts...}}
   model.safetensors    trunk + head weights (+ the tokenizer bounds); the text encoder comes from its package
   normalization.json   state/action statistics (must hash to the manifest's normalization_hash)
-  embodiment.json      vla_collector.manifest.EmbodimentManifest
+  embodiment.json      vla_common.manifest.EmbodimentManifest
   encoder.onnx, head.onnx   optional, written by ``vla_policy.export``
 ```
 """
@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from vla_collector.manifest import CHECKPOINT_MANIFEST_PATH, EmbodimentManifest, ManifestError, stats_hash
+from vla_common.manifest import CHECKPOINT_MANIFEST_PATH, EmbodimentManifest, ManifestError, stats_hash
 
 from vla_policy.models.config import ModelConfig
 from vla_policy.models.networks import VLANetwork

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from vla_collector.manifest import EmbodimentManifest
+from vla_common.manifest import EmbodimentManifest
 from vla_perception.preprocess import preprocess
 
 from vla_policy.interface import ActionChunk, Observation

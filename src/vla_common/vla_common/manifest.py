@@ -16,11 +16,13 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from vla_common.atomic import write_json_atomic
+from vla_common.features import image_key
 
 MANIFEST_VERSION = 1
 DATASET_MANIFEST_PATH = Path("meta") / "embodiment.json"
@@ -56,7 +58,7 @@ class CameraSpec:
 
     @property
     def feature_key(self) -> str:
-        return f"observation.images.{self.name}"
+        return image_key(self.name)
 
 
 def stats_hash(stats: Mapping[str, Mapping[str, Any]]) -> str:
@@ -234,20 +236,7 @@ class EmbodimentManifest:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically (temp file, fsync, rename) so a crash never leaves half a manifest."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, indent=2)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return target
+        return write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> EmbodimentManifest:

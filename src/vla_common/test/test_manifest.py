@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from vla_collector.manifest import ActionType, CameraSpec, EmbodimentManifest, ManifestError
+from vla_common.manifest import ActionType, CameraSpec, EmbodimentManifest, ManifestError
 
 PANDA = (*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1")
 

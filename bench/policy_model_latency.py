@@ -75,10 +75,12 @@ def build_checkpoint(kind: str, directory: Path) -> None:
 
 
 def time_infer(policy, repeats: int) -> dict[str, float]:
+    from vla_common.features import STATE_KEY, image_key
+
     rng = np.random.default_rng(1)
     obs = {
-        **{f"observation.images.{c}": rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8) for c in CAMERAS},
-        "observation.state": rng.normal(0, 0.2, 8).astype(np.float32),
+        **{image_key(c): rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8) for c in CAMERAS},
+        STATE_KEY: rng.normal(0, 0.2, 8).astype(np.float32),
         "task": "pick up the red block",
     }
     for _ in range(3):

@@ -52,6 +52,7 @@ def run_timer_callback_node(argv: list[str]) -> int:
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import String
+    from vla_common.features import STATE_KEY, image_key
     from vla_perception.codec import image_to_rgb8
     from vla_policy.backends import load_local_backend
     from vla_policy.node_core import RollingStats, StateIndex
@@ -88,8 +89,8 @@ def run_timer_callback_node(argv: list[str]) -> int:
         image, state = latest["image"], latest["state"]
         stamp = image.header.stamp.sec + image.header.stamp.nanosec * 1e-9  # type: ignore[attr-defined]
         observation = {
-            f"observation.images.{camera}": image_to_rgb8(image),  # type: ignore[arg-type]
-            "observation.state": state_index(state.name, state.position),  # type: ignore[attr-defined]
+            image_key(camera): image_to_rgb8(image),  # type: ignore[arg-type]
+            STATE_KEY: state_index(state.name, state.position),  # type: ignore[attr-defined]
             "task": latest["task"],
             "timestamp": stamp,
         }

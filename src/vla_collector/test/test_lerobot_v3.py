@@ -8,7 +8,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from vla_collector.lerobot_v3 import (
-    ENVIRONMENT_STATE_KEY,
     DatasetError,
     DatasetSpec,
     ImageStatsAccumulator,
@@ -18,6 +17,7 @@ from vla_collector.lerobot_v3 import (
     aggregate_stats,
     vector_stats,
 )
+from vla_common.features import ENVIRONMENT_STATE_KEY
 from vla_common.manifest import ActionType, CameraSpec, EmbodimentManifest
 
 FIXTURE = Path(__file__).resolve().parents[3] / ".." / "shared" / "fixtures" / "lerobot_v3_reference"

@@ -31,14 +31,13 @@ from typing import Any
 
 import numpy as np
 from tqdm import tqdm
+from vla_common.features import ACTION_KEY, ENVIRONMENT_STATE_KEY, IMAGE_PREFIX, STATE_KEY
 from vla_common.manifest import ManifestError
 
 from vla_collector.bag import BagError, BagReader
 from vla_collector.collector import EPISODE_FILE
 from vla_collector.episode import ConversionError, DatasetTarget, TopicMap, convert_bag
 from vla_collector.lerobot_v3 import (
-    ENVIRONMENT_STATE_KEY,
-    IMAGE_PREFIX,
     STAT_NAMES,
     DatasetError,
     LeRobotV3Dataset,
@@ -145,8 +144,8 @@ def validate_dataset(root: Path, check_video: bool = True) -> list[str]:
     if info.get("total_tasks") != len(ds.tasks):
         problems.append(f"info.json total_tasks {info.get('total_tasks')} != {len(ds.tasks)} tasks")
     for key in (
-        "observation.state",
-        "action",
+        STATE_KEY,
+        ACTION_KEY,
         "timestamp",
         "frame_index",
         "episode_index",
@@ -178,9 +177,9 @@ def validate_dataset(root: Path, check_video: bool = True) -> list[str]:
             problems.append(f"{where}: timestamps are not frame_index / fps")
         if arrays.index.tolist() != list(range(episode.dataset_from_index, episode.dataset_to_index)):
             problems.append(f"{where}: global index does not match meta/episodes")
-        vectors = [("observation.state", arrays.state), ("action", arrays.action)]
+        vectors = [(STATE_KEY, arrays.state), (ACTION_KEY, arrays.action)]
         if arrays.environment_state is not None:
-            vectors.append(("observation.environment_state", arrays.environment_state))
+            vectors.append((ENVIRONMENT_STATE_KEY, arrays.environment_state))
         for name, values in vectors:
             if not np.isfinite(values).all():
                 problems.append(f"{where}: {name} has NaN/inf")
@@ -198,7 +197,7 @@ def validate_dataset(root: Path, check_video: bool = True) -> list[str]:
             problems.append(f"meta/stats.json {key} mean has shape {np.asarray(stats[key]['mean']).shape}")
     try:
         manifest = ds.manifest
-        names = tuple(ds.features.get("observation.state", {}).get("names") or ())
+        names = tuple(ds.features.get(STATE_KEY, {}).get("names") or ())
         if manifest.joint_names != names:
             problems.append(
                 f"manifest joints {list(manifest.joint_names)} != observation.state names {list(names)}"
@@ -373,8 +372,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     ds = LeRobotV3Dataset(args.root)
     ep = ds.episode(args.episode)
-    names = ds.features["observation.state"].get("names") or [str(i) for i in range(ep.state.shape[1])]
-    action_names = ds.features["action"].get("names") or names
+    names = ds.features[STATE_KEY].get("names") or [str(i) for i in range(ep.state.shape[1])]
+    action_names = ds.features[ACTION_KEY].get("names") or names
     n = ep.state.shape[1]
     cols = 2
     rows = math.ceil(n / cols)
@@ -485,8 +484,8 @@ def _replay_dataset(
         _parse_cameras(args.camera) if args.camera else {c: f"/replay/{c}/image_raw" for c in frames}
     )
     camera_topics = {c: camera_topics.get(c, f"/replay/{c}/image_raw") for c in frames}
-    state_names = list(ds.features["observation.state"]["names"])
-    action_names = list(ds.features["action"]["names"])
+    state_names = list(ds.features[STATE_KEY]["names"])
+    action_names = list(ds.features[ACTION_KEY]["names"])
     state_pub = node.create_publisher(JointState, args.state_topic, 50)
     action_pub = node.create_publisher(JointState, args.action_topic, 50)
     image_pubs = {c: node.create_publisher(Image, t, image_qos) for c, t in camera_topics.items()}

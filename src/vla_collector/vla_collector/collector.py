@@ -44,6 +44,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from vla_common.features import ENVIRONMENT_STATE_KEY
+
 from vla_collector.bag import BagWriter, Compression, QosProfile, recover_bag
 from vla_collector.episode import (
     DatasetTarget,
@@ -54,7 +56,6 @@ from vla_collector.episode import (
     decode_string,
 )
 from vla_collector.lerobot_v3 import (
-    ENVIRONMENT_STATE_KEY,
     DatasetError,
     DatasetWriteError,
     LeRobotV3Writer,

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 from sensor_msgs.msg import Image
+from vla_common.features import ENVIRONMENT_STATE_KEY
 from vla_common.manifest import CameraSpec
 from vla_perception.codec import image_to_rgb8
 
@@ -30,7 +31,6 @@ from vla_collector.environment import (
     pose_positions,
 )
 from vla_collector.lerobot_v3 import (
-    ENVIRONMENT_STATE_KEY,
     DatasetError,
     DatasetSpec,
     EpisodeRecorder,

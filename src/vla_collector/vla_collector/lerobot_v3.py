@@ -76,6 +76,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from vla_common.features import ACTION_KEY, ENVIRONMENT_STATE_KEY, IMAGE_PREFIX, STATE_KEY
 from vla_common.manifest import ActionType, CameraSpec, EmbodimentManifest
 
 CODEBASE_VERSION = "v3.0"
@@ -87,10 +88,6 @@ STAT_NAMES = ("min", "max", "mean", "std", "count", "q01", "q10", "q50", "q90", 
 QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
 STAGING_DIR = ".staging"
 INDEX_FEATURES = ("timestamp", "frame_index", "episode_index", "index", "task_index")
-STATE_KEY = "observation.state"
-ENVIRONMENT_STATE_KEY = "observation.environment_state"
-ACTION_KEY = "action"
-IMAGE_PREFIX = "observation.images."
 
 
 class DatasetError(ValueError):

@@ -5,7 +5,6 @@ from vla_common.features import (
     ENVIRONMENT_STATE_KEY,
     IMAGE_PREFIX,
     STATE_KEY,
-    camera_of,
     image_key,
 )
 from vla_common.manifest import CameraSpec
@@ -29,8 +28,6 @@ def test_lerobot_feature_names():
 
 def test_image_keys_round_trip():
     assert image_key("front") == "observation.images.front"
-    assert camera_of(image_key("wrist")) == "wrist"
-    assert camera_of(STATE_KEY) is None
     assert CameraSpec("front", 8, 8).feature_key == image_key("front")
 
 

@@ -10,14 +10,8 @@ IMAGE_PREFIX = "observation.images."  # + camera name: HxWx3 uint8 RGB
 STATE_KEY = "observation.state"  # the joint positions, in the manifest's joint order
 ENVIRONMENT_STATE_KEY = "observation.environment_state"  # privileged world state (the sim's referents)
 ACTION_KEY = "action"  # the commanded joint targets, in the manifest's action order
-TASK_KEY = "task"  # the language instruction
 
 
 def image_key(camera: str) -> str:
     """The feature key of a camera's images: ``observation.images.<camera>``."""
     return IMAGE_PREFIX + camera
-
-
-def camera_of(key: str) -> str | None:
-    """The camera name of an image feature key, or None when ``key`` is not one."""
-    return key[len(IMAGE_PREFIX) :] if key.startswith(IMAGE_PREFIX) else None

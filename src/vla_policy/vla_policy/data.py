@@ -30,7 +30,7 @@ from vla_perception.preprocess import preprocess
 
 from vla_policy.models.config import ModelConfig, PolicyKind
 from vla_policy.models.networks import VLANetwork
-from vla_policy.models.normalization import ACTION_KEY, STATE_KEY, FeatureStats, Normalizer
+from vla_policy.models.normalization import FeatureStats, Normalizer
 
 EpisodeRef = tuple[int, int]  # (dataset position in the list, episode index within it)
 
@@ -305,8 +305,6 @@ def estimate_cache_bytes(n_frames: int, network: VLANetwork, copies: int) -> int
 
 
 __all__ = [
-    "ACTION_KEY",
-    "STATE_KEY",
     "DataError",
     "EpisodeRef",
     "SampleSet",

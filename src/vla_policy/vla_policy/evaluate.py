@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
-from vla_collector.lerobot_v3 import ENVIRONMENT_STATE_KEY, EpisodeArrays, LeRobotV3Dataset
+from vla_collector.lerobot_v3 import EpisodeArrays, LeRobotV3Dataset
+from vla_common.features import ENVIRONMENT_STATE_KEY
 from vla_safety.limits import position_bounds
 
 from vla_policy.data import action_chunks, chunk_valid, open_datasets

@@ -31,6 +31,7 @@ from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Header, String
 from std_srvs.srv import SetBool
+from vla_common.features import STATE_KEY, image_key
 from vla_common.manifest import ManifestError
 from vla_perception.codec import CodecError, image_to_rgb8
 from vla_perception.frame_rate import FrameRateCheck, FrameRateReport, FrameRateStatus, camera_info_topic
@@ -584,12 +585,12 @@ class PolicyNode(Node):
             sample = frame.check(self.config.max_image_age_s).sample
             if sample is None:
                 raise InferenceUnavailable(f"camera {name} has no frame")
-            observation[f"observation.images.{name}"] = image_to_rgb8(sample.frame)
+            observation[image_key(name)] = image_to_rgb8(sample.frame)
             stamps.append(sample.stamp_ns)
         state = self._joint_state.check(self.config.max_state_age_s).sample
         if state is None:
             raise InferenceUnavailable("no /joint_states")
-        observation["observation.state"] = self._state_index(state.frame.name, state.frame.position)
+        observation[STATE_KEY] = self._state_index(state.frame.name, state.frame.position)
         stamp = min(stamps) / 1e9  # the oldest image: actions are timed from when the scene was seen
         observation["timestamp"] = stamp
         return observation, stamp, min(stamp, state.stamp_ns / 1e9)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from vla_sim.env import ENVIRONMENT_STATE_KEY
+from vla_common.features import ENVIRONMENT_STATE_KEY
 from vla_sim.experts import make_expert
 from vla_sim.scene import BOWL_FLOOR, TABLE_HEIGHT, sample_layout
 from vla_sim.tasks import DIRECTIONS, PUSH_DISTANCE, TaskFamily, sample_task

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
+from vla_common.features import ENVIRONMENT_STATE_KEY, STATE_KEY, image_key
 
 from vla_sim import robot
 from vla_sim.scene import CameraConfig, Renderer, Scene, SceneConfig
@@ -23,15 +24,10 @@ from vla_sim.tasks import (
     resolve_task,
 )
 
-STATE_KEY = "observation.state"
 VELOCITY_KEY = "observation.velocity"
 GRIPPER_KEY = "observation.gripper"
-# Privileged ground truth (LeRobot's name for it): float32[6] named REFERENT_NAMES, robot base frame.
-ENVIRONMENT_STATE_KEY = "observation.environment_state"
-
-
-def image_key(camera: str) -> str:
-    return f"observation.images.{camera}"
+# ENVIRONMENT_STATE_KEY: privileged ground truth (LeRobot's name for it): float32[6] named REFERENT_NAMES,
+# robot base frame.
 
 
 @dataclass(frozen=True)

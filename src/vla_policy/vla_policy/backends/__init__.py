@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from vla_common.features import STATE_KEY
 from vla_common.manifest import EmbodimentManifest
 
 from vla_policy.backends.errors import InferenceTimeout, InferenceUnavailable
@@ -73,7 +74,7 @@ def warmup_observation(manifest: EmbodimentManifest) -> dict[str, object]:
     observation: dict[str, object] = {
         c.feature_key: np.zeros((c.height, c.width, 3), np.uint8) for c in manifest.cameras
     }
-    observation["observation.state"] = np.zeros(len(manifest.joint_names), np.float32)
+    observation[STATE_KEY] = np.zeros(len(manifest.joint_names), np.float32)
     observation["task"] = "warm up"
     observation["timestamp"] = 0.0
     return observation

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from vla_common.features import ACTION_KEY, image_key
 from vla_common.manifest import EmbodimentManifest, ManifestError
 
 from vla_policy.interface import ActionChunk, Observation
@@ -133,7 +134,7 @@ class HuggingFacePolicy:
         if self.camera not in names:
             raise ManifestError(f"camera {self.camera!r} is not in the manifest's cameras {names}")
         dims = len(self.manifest.action_names)
-        low, high, mask = action_bounds(self.manifest.normalization.get("action", {}), dims)
+        low, high, mask = action_bounds(self.manifest.normalization.get(ACTION_KEY, {}), dims)
         # Local files only, and never code from the model directory.
         self.processor = AutoProcessor.from_pretrained(
             config.model_dir, local_files_only=True, trust_remote_code=False
@@ -165,7 +166,7 @@ class HuggingFacePolicy:
 
     def infer(self, observation: Observation) -> ActionChunk:
         torch = self._torch
-        key = f"observation.images.{self.camera}"
+        key = image_key(self.camera)
         if key not in observation:
             raise ValueError(f"observation lacks {key}")
         image = np.asarray(observation[key])

@@ -24,14 +24,13 @@ from typing import Any
 
 import cv2
 import numpy as np
+from vla_common.features import IMAGE_PREFIX, STATE_KEY
 
 from vla_policy.interface import ActionChunk
 
 MAGIC = b"VLA1"
 _HEADER_LEN = struct.Struct(">I")
 MAX_HEADER_BYTES = 1 << 20
-IMAGE_PREFIX = "observation.images."
-STATE_KEY = "observation.state"
 
 
 class WireError(ValueError):

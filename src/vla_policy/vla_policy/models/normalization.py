@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from vla_common.features import ACTION_KEY, STATE_KEY
 
-STATE_KEY = "observation.state"
-ACTION_KEY = "action"
 MIN_STD = 1e-3  # a joint that never moved (or a fixed gripper) must not blow up to inf
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from vla_common.features import STATE_KEY
 from vla_common.manifest import EmbodimentManifest
 from vla_perception.preprocess import preprocess
 
@@ -27,7 +28,6 @@ from vla_policy.interface import ActionChunk, Observation
 from vla_policy.models.checkpoint import ENCODER_ONNX, HEAD_ONNX, Checkpoint, load_checkpoint
 from vla_policy.models.config import ModelConfig
 from vla_policy.models.encoders import InstructionEncoder
-from vla_policy.models.normalization import STATE_KEY
 
 
 class Runtime(str, enum.Enum):

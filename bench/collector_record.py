@@ -35,10 +35,11 @@ from pathlib import Path
 import numpy as np
 import psutil
 import yaml
+from vla_common.robots import PANDA_COMMAND_JOINTS
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "src" / "vla_perception" / "config" / "fastdds_profile.xml"
-JOINTS = [*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1"]
+JOINTS = list(PANDA_COMMAND_JOINTS)
 CAMERAS = {"front": "/camera/image_raw", "wrist": "/wrist_camera/image_raw"}
 
 

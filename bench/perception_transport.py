@@ -57,6 +57,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vla_common.robots import PANDA_COMMAND_JOINTS, PANDA_STATE_JOINTS
+
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "src" / "vla_perception" / "config" / "fastdds_profile.xml"
 TRANSPORT_VARS = (
@@ -64,8 +66,8 @@ TRANSPORT_VARS = (
     "FASTRTPS_DEFAULT_PROFILES_FILE",
     "FASTDDS_DEFAULT_PROFILES_FILE",
 )
-JOINTS = [*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1"]
-HOME = (0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785, 0.02, 0.02)  # JOINTS + panda_finger_joint2
+JOINTS = list(PANDA_COMMAND_JOINTS)
+HOME = (0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785, 0.02, 0.02)  # PANDA_STATE_JOINTS
 
 
 @dataclass(frozen=True)
@@ -465,7 +467,7 @@ class StackProbe:
         self._thread.start()
 
     def _publish_state(self) -> None:  # a driver holding the arm at home
-        msg = self._joint_state(name=[*JOINTS, "panda_finger_joint2"], position=list(HOME))
+        msg = self._joint_state(name=list(PANDA_STATE_JOINTS), position=list(HOME))
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self._state_pub.publish(msg)
 

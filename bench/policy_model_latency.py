@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from vla_common.robots import PANDA_COMMAND_JOINTS
 
-NAMES = (*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1")
+NAMES = PANDA_COMMAND_JOINTS
 SIZE = 96  # camera frames and model input (the default ModelConfig), so preprocessing does not resize
 CAMERAS = ("front", "wrist")
 BATCH = 64  # vla-train's default

@@ -33,12 +33,9 @@ import tempfile
 import time
 
 import numpy as np
+from vla_common.robots import PANDA_STATE_JOINTS
 
-STATE = {
-    **{f"panda_joint{i}": v for i, v in enumerate((0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785), start=1)},
-    "panda_finger_joint1": 0.04,
-    "panda_finger_joint2": 0.04,
-}
+STATE = dict(zip(PANDA_STATE_JOINTS, (0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785, 0.04, 0.04), strict=True))
 INSTRUCTION = "pick up the red cube"
 
 

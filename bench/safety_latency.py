@@ -31,10 +31,11 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from vla_common.robots import PANDA_COMMAND_JOINTS, PANDA_STATE_JOINTS
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
-PANDA = [*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1"]
+PANDA = list(PANDA_COMMAND_JOINTS)
 HOME = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785, 0.02]
 SEQ_STEP = 1e-6  # rad per message on joint 1: the sequence number, far below every limit
 
@@ -227,7 +228,7 @@ def run_ros(args: argparse.Namespace) -> dict[str, object]:
             stamp = node.get_clock().now().to_msg()
             js = JointState()
             js.header.stamp = stamp
-            js.name = [*PANDA, "panda_finger_joint2"]
+            js.name = list(PANDA_STATE_JOINTS)
             js.position = [*HOME, HOME[-1]]
             js_pub.publish(js)
             if k % 5 == 0:

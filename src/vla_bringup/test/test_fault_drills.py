@@ -35,14 +35,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from vla_sim.robot import COMMAND_JOINTS, COMMAND_MAX_VELOCITY, HOME_POSITIONS
+from vla_common.robots import PANDA_COMMAND_JOINTS
+from vla_sim.robot import COMMAND_MAX_VELOCITY, HOME_POSITIONS
 
 pytestmark = pytest.mark.ros
 
 rclpy = pytest.importorskip("rclpy")
 psutil = pytest.importorskip("psutil")
 
-JOINTS = COMMAND_JOINTS  # what the policy commands, in the checkpoint's order
+JOINTS = PANDA_COMMAND_JOINTS  # what the policy commands, in the checkpoint's order
 HOME = HOME_POSITIONS  # where the simulator resets the arm
 REACH = 0.35  # rad of joint 1 the policy was taught to move from home: inside the start-pose tolerance
 TARGET = HOME + np.array([REACH, 0, 0, 0, 0, 0, 0, 0])

@@ -5,8 +5,9 @@ import os
 from pathlib import Path
 
 import pytest
-from vla_bringup.plan import PROFILE_ARGS, PROFILES, ROBOT_JOINTS, SIM_BRIDGES, PlanError, Sim, build_plan
+from vla_bringup.plan import PROFILE_ARGS, PROFILES, SIM_BRIDGES, PlanError, Sim, build_plan
 from vla_common.manifest import ActionType, CameraSpec, EmbodimentManifest
+from vla_common.robots import ROBOT_COMMAND_JOINTS
 
 from vla_bringup import plan as plan_module
 
@@ -112,12 +113,11 @@ def test_known_bridge_contracts():
 
 @pytest.mark.parametrize("robot", ["panda", "ur5e", "so101"])
 def test_every_robot_commands_only_joints_its_safety_profile_limits(robot):
-    from vla_bringup.plan import ROBOT_JOINTS
     from vla_safety.limits import limited_joints
 
     safety = build_plan("robot", {"robot": robot}).node("safety_node")
-    assert safety.parameters["joints"] == list(ROBOT_JOINTS[robot])
-    assert set(ROBOT_JOINTS[robot]) <= set(limited_joints(robot))
+    assert safety.parameters["joints"] == list(ROBOT_COMMAND_JOINTS[robot])
+    assert set(ROBOT_COMMAND_JOINTS[robot]) <= set(limited_joints(robot))
 
 
 # --- the shipped checkpoint ----------------------------------------------------------------------------
@@ -162,7 +162,7 @@ def test_the_expert_commander_runs_no_policy(shipped):
 
 
 def _checkpoint(root: Path, cameras: list[tuple[str, int, int]]) -> str:
-    joints = ROBOT_JOINTS["panda"]
+    joints = ROBOT_COMMAND_JOINTS["panda"]
     EmbodimentManifest(
         robot_type="panda", joint_names=joints, action_names=joints,
         action_type=ActionType.ABSOLUTE_JOINT_POSITION, fps=10.0,

@@ -38,11 +38,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from vla_common.robots import PANDA_ARM_JOINTS
 from vla_policy.shipped import default_checkpoint
 
 from vla_bringup.scoring import EpisodeRecord, markdown_table, summarize
 
-ARM_JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
 FAMILIES = ("pick", "stack", "push", "place", "stack_two")
 INTERVENTION_COUNTERS = (
     "clamped",
@@ -216,9 +216,9 @@ def _make_observer() -> Any:
                     self.latencies_ms.append((now - sent) * 1e3)
                 if self.recording is not None:
                     index = {n: i for i, n in enumerate(msg.name)}
-                    if all(j in index for j in ARM_JOINTS):
+                    if all(j in index for j in PANDA_ARM_JOINTS):
                         self.recording.command_times.append(self.sim_time)
-                        self.recording.commands.append([msg.position[index[j]] for j in ARM_JOINTS])
+                        self.recording.commands.append([msg.position[index[j]] for j in PANDA_ARM_JOINTS])
 
         def on_safety_state(self, msg: Any) -> None:
             values = {kv.key: kv.value for kv in msg.values}

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from vla_common.manifest import EmbodimentManifest, ManifestError
+from vla_common.robots import ROBOT_COMMAND_JOINTS
 from vla_policy.shipped import default_checkpoint
 
 ParamValue = bool | int | float | str | list[str] | list[float] | list[int]
@@ -134,18 +135,10 @@ SIM_BRIDGES: Mapping[Sim, SimBridge] = {
 }
 
 
-# Commanded joints per robot, in the order its driver's controllers expect them (Float64MultiArray adapters
-# send positions in this order). Limits come from vla_safety's robot profile of the same name.
-ROBOT_JOINTS: Mapping[str, tuple[str, ...]] = {
-    "panda": (*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1"),
-    "ur5e": (  # ur_robot_driver's order
-        "shoulder_pan_joint", "shoulder_lift_joint", "elbow_joint", "wrist_1_joint", "wrist_2_joint", "wrist_3_joint",
-    ),
-    "so101": ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"),  # LeRobot's order
-}  # fmt: skip
-
 COMMON_ARGS = (
-    Argument("robot", "panda", "robot profile: commanded joints and their limits", tuple(ROBOT_JOINTS)),
+    Argument(
+        "robot", "panda", "robot profile: commanded joints and their limits", tuple(ROBOT_COMMAND_JOINTS)
+    ),
     Argument(
         "model", "", "policy checkpoint directory (sim: the shipped default when empty; robot: required)"
     ),
@@ -210,7 +203,7 @@ def _safety(args: Mapping[str, str], bridge: SimBridge, *, heartbeat: bool = Tru
     params: dict[str, ParamValue] = {
         **_common(args),
         "robot_profile": args["robot"],
-        "joints": list(ROBOT_JOINTS[args["robot"]]),
+        "joints": list(ROBOT_COMMAND_JOINTS[args["robot"]]),
         "output_adapter": bridge.adapter,
         "output_topic": bridge.command_topic,
     }

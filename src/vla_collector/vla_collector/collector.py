@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from vla_common.features import ENVIRONMENT_STATE_KEY
+from vla_common.robots import PANDA_COMMAND_JOINTS
 
 from vla_collector.bag import BagWriter, Compression, QosProfile, recover_bag
 from vla_collector.episode import (
@@ -125,12 +126,10 @@ class CollectorConfig:
     queue_max_mb: float = 512.0  # bounds memory when images back up (a 640x480 frame is 0.9 MB)
 
     def __post_init__(self) -> None:
-        from vla_collector.episode import PANDA_JOINTS
-
         object.__setattr__(self, "dataset_root", Path(self.dataset_root).expanduser())
         raw = self.raw_root if self.raw_root else self.dataset_root.with_name(self.dataset_root.name + ".raw")
         object.__setattr__(self, "raw_root", Path(raw).expanduser())
-        object.__setattr__(self, "state_names", tuple(self.state_names) or PANDA_JOINTS)
+        object.__setattr__(self, "state_names", tuple(self.state_names) or PANDA_COMMAND_JOINTS)
         object.__setattr__(self, "action_names", tuple(self.action_names) or self.state_names)
         object.__setattr__(self, "compression", Compression(self.compression))
         object.__setattr__(self, "partial_episode_policy", PartialEpisodePolicy(self.partial_episode_policy))

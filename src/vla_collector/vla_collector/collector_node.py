@@ -49,6 +49,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
+from vla_common.robots import PANDA_COMMAND_JOINTS
 from vla_perception.frame_rate import FrameRateCheck, FrameRateReport, FrameRateStatus
 
 from vla_collector.bag import Compression, QosProfile
@@ -61,7 +62,7 @@ from vla_collector.collector import (
     EpisodeResult,
     PartialEpisodePolicy,
 )
-from vla_collector.episode import CAMERA_INFO_TYPE, PANDA_JOINTS, TopicMap, camera_info_topic
+from vla_collector.episode import CAMERA_INFO_TYPE, TopicMap, camera_info_topic
 from vla_collector.lerobot_v3 import VideoCodecConfig
 from vla_collector.sampler import SamplerConfig
 
@@ -71,7 +72,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "fps": (10, "dataset frame rate (frames are sampled at exactly this rate)"),
     "robot_type": ("panda", "robot_type in info.json and the embodiment manifest"),
     "joint_names": (
-        list(PANDA_JOINTS),
+        list(PANDA_COMMAND_JOINTS),
         "observation.state joints, in order (picked by name from /joint_states)",
     ),
     "action_joint_names": ([""], "action joints, in order (from /joint_commands); [''] = joint_names"),

@@ -19,6 +19,7 @@ import numpy as np
 from sensor_msgs.msg import Image
 from vla_common.features import ENVIRONMENT_STATE_KEY
 from vla_common.manifest import CameraSpec
+from vla_common.robots import PANDA_COMMAND_JOINTS
 from vla_perception.codec import image_to_rgb8
 
 from vla_collector.bag import BagReader, RawMessage, deserialize, header_stamp_ns
@@ -40,7 +41,6 @@ from vla_collector.lerobot_v3 import (
 )
 from vla_collector.sampler import EpisodeReport, Frame, FrameSampler, SamplerConfig, joint_vector
 
-PANDA_JOINTS = (*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1")
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 JOINT_STATE_TYPE = "sensor_msgs/msg/JointState"
@@ -133,8 +133,8 @@ class DatasetTarget:
     root: Path
     fps: int = 10
     robot_type: str = "panda"
-    state_names: tuple[str, ...] = PANDA_JOINTS
-    action_names: tuple[str, ...] = PANDA_JOINTS
+    state_names: tuple[str, ...] = PANDA_COMMAND_JOINTS
+    action_names: tuple[str, ...] = PANDA_COMMAND_JOINTS
     video: VideoCodecConfig = field(default_factory=VideoCodecConfig)
 
     def __post_init__(self) -> None:

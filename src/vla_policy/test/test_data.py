@@ -7,6 +7,7 @@ import pytest
 import torch
 from vla_collector.lerobot_v3 import LeRobotV3Dataset
 from vla_common.manifest import CameraSpec
+from vla_common.robots import PANDA_COMMAND_JOINTS
 from vla_perception.preprocess import preprocess
 from vla_policy.data import (
     DataError,
@@ -26,7 +27,7 @@ from vla_policy.data import (
 from vla_policy.models import PolicyKind, VLANetwork
 from vla_policy.models.checkpoint import Checkpoint
 from vla_policy.models.policy import NativePolicy
-from vla_policy.synthetic import PANDA_NAMES, SYNTHETIC_TASKS, write_synthetic_dataset
+from vla_policy.synthetic import SYNTHETIC_TASKS, write_synthetic_dataset
 from vla_policy.train import TINY_MODEL
 
 FIXTURE = "/work/shared/fixtures/lerobot_v3_reference"
@@ -43,7 +44,7 @@ def write_environment_dataset(
 
     rng = np.random.default_rng(seed)
     spec = DatasetSpec(
-        fps=10, robot_type="panda", state_names=PANDA_NAMES, action_names=PANDA_NAMES,
+        fps=10, robot_type="panda", state_names=PANDA_COMMAND_JOINTS, action_names=PANDA_COMMAND_JOINTS,
         cameras=(CameraSpec("front", 32, 32),), video=VideoCodecConfig(codec="libx264", pix_fmt="yuv444p", crf=0),
         environment_state_names=tuple(names),
     )  # fmt: skip
@@ -61,7 +62,7 @@ def write_environment_dataset(
         environment[:, 2] = 0.02 + 0.1 * np.sin(np.pi * progress[:frames])
         environment[:, 3:5] = goal
         environment[:, 5] = 0.02
-        states = np.tile(rng.normal(0.0, 0.05, len(PANDA_NAMES)), (frames + 1, 1))
+        states = np.tile(rng.normal(0.0, 0.05, len(PANDA_COMMAND_JOINTS)), (frames + 1, 1))
         states[:, 0] += xy[:, 1]
         states[:, 1] += xy[:, 0] - 0.5
         states = states.astype(np.float32)

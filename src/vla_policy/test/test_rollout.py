@@ -167,9 +167,9 @@ def test_reset_clears_the_queue_and_the_policys_state():
 
 
 def test_safety_gate_passes_safe_commands_and_limits_the_rest_like_safety_node():
-    from vla_sim.robot import COMMAND_JOINTS
+    from vla_common.robots import PANDA_COMMAND_JOINTS
 
-    gate = SafetyGate(COMMAND_JOINTS, "panda")
+    gate = SafetyGate(PANDA_COMMAND_JOINTS, "panda")
     home = np.array([0.0, -0.5, 0.0, -2.0, 0.0, 1.6, 0.8, 0.04])
     # A slow move at 50 Hz passes unchanged.
     slow = home + np.r_[np.full(7, 0.001), 0.0]

@@ -26,15 +26,15 @@ def test_the_workspace_ships_a_checkpoint_with_its_model_card():
 
 
 def test_the_shipped_checkpoint_loads_and_its_manifest_matches_the_simulator():
-    from vla_sim.robot import COMMAND_JOINTS
+    from vla_common.robots import PANDA_COMMAND_JOINTS
     from vla_sim.scene import CameraConfig
 
     from vla_policy import load_policy
 
     policy = load_policy(SHIPPED)
     manifest = policy.manifest
-    assert tuple(manifest.joint_names) == tuple(COMMAND_JOINTS)
-    assert tuple(manifest.action_names) == tuple(COMMAND_JOINTS)
+    assert tuple(manifest.joint_names) == tuple(PANDA_COMMAND_JOINTS)
+    assert tuple(manifest.action_names) == tuple(PANDA_COMMAND_JOINTS)
     assert manifest.fps == 10  # the simulator's default control rate, which the demonstrations used
     for camera in manifest.cameras:
         CameraConfig(name=camera.name, width=camera.width, height=camera.height)  # the sim renders it
@@ -45,11 +45,11 @@ def test_the_shipped_checkpoint_loads_and_its_manifest_matches_the_simulator():
             f"observation.images.{c.name}": np.zeros((c.height, c.width, 3), np.uint8)
             for c in manifest.cameras
         },
-        "observation.state": np.zeros(len(COMMAND_JOINTS), np.float32),
+        "observation.state": np.zeros(len(PANDA_COMMAND_JOINTS), np.float32),
         "task": "pick up the red block",
     }
     chunk = policy.infer(obs)
-    assert chunk.actions.shape == (policy.horizon, len(COMMAND_JOINTS))
+    assert chunk.actions.shape == (policy.horizon, len(PANDA_COMMAND_JOINTS))
     assert np.all(np.isfinite(chunk.actions))
 
 

@@ -48,14 +48,14 @@ def dataset_spec(
 ) -> DatasetSpec:
     """The dataset the rollouts write; ``environment_state``: with the simulator's privileged
     ``observation.environment_state`` (``vla_sim.tasks.REFERENT_NAMES``: the named block and its goal)."""
-    from vla_sim.robot import COMMAND_JOINTS
+    from vla_common.robots import PANDA_COMMAND_JOINTS
     from vla_sim.tasks import REFERENT_NAMES
 
     return DatasetSpec(
         fps=fps,
         robot_type="panda",
-        state_names=COMMAND_JOINTS,
-        action_names=COMMAND_JOINTS,
+        state_names=PANDA_COMMAND_JOINTS,
+        action_names=PANDA_COMMAND_JOINTS,
         cameras=tuple(CameraSpec(c, *image_size) for c in cameras),
         video=DEFAULT_VIDEO,
         environment_state_names=REFERENT_NAMES if environment_state else (),

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from vla_collector.lerobot_v3 import DatasetSpec, LeRobotV3Writer, VideoCodecConfig
 from vla_common.manifest import CameraSpec
+from vla_common.robots import PANDA_COMMAND_JOINTS
 
-PANDA_NAMES = (*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1")
 SYNTHETIC_TASKS = ("push the red block left", "push the blue block right")
 
 
@@ -41,8 +41,8 @@ def write_synthetic_dataset(
     spec = DatasetSpec(
         fps=fps,
         robot_type="panda",
-        state_names=PANDA_NAMES,
-        action_names=PANDA_NAMES,
+        state_names=PANDA_COMMAND_JOINTS,
+        action_names=PANDA_COMMAND_JOINTS,
         cameras=tuple(cameras),
         video=VideoCodecConfig(codec="libx264", pix_fmt="yuv444p", crf=0),  # lossless: exact pixels
     )
@@ -50,7 +50,7 @@ def write_synthetic_dataset(
     for ep in range(episodes):
         red = ep % 2 == 0
         direction = 1.0 if red else -1.0
-        start = rng.normal(0.0, 0.05, size=len(PANDA_NAMES))
+        start = rng.normal(0.0, 0.05, size=len(PANDA_COMMAND_JOINTS))
         start[-1] = 0.04
         n = frames + 1
         progress = np.linspace(0.0, 1.0, n)

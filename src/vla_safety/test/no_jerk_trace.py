@@ -21,10 +21,10 @@ from dataclasses import replace
 from typing import Any
 
 from factories import JOINTS, LIMITS
+from vla_common.robots import PANDA_COMMAND_JOINTS
 from vla_safety.limits import JointLimits, load_profile
 from vla_safety.monitor import Decision, JointCommand, JointStateSample, MonitorConfig, SafetyMonitor
 
-PANDA_JOINTS = (*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1")
 SEEDS = (1, 2, 3)
 STEPS = 300
 KINDS = ("near",) * 8 + ("push",) * 3 + ("stop", "raw", "nan", "tick", "tick", "old_stamp", "no_heartbeat",
@@ -39,7 +39,7 @@ def without_jerk(limits: Mapping[str, JointLimits]) -> dict[str, JointLimits]:
 def streams() -> dict[str, tuple[tuple[str, ...], dict[str, JointLimits]]]:
     return {
         "small": (JOINTS, dict(LIMITS)),
-        "panda_without_jerk": (PANDA_JOINTS, without_jerk(load_profile("panda"))),
+        "panda_without_jerk": (PANDA_COMMAND_JOINTS, without_jerk(load_profile("panda"))),
     }
 
 

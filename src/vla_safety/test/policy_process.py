@@ -7,7 +7,7 @@ import rclpy
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
-from vla_safety.safety_node import PANDA_JOINTS
+from vla_common.robots import PANDA_COMMAND_JOINTS
 
 
 class Policy(Node):
@@ -23,7 +23,7 @@ class Policy(Node):
     def on_state(self, msg: JointState) -> None:
         if self.base is None:
             lookup = dict(zip(msg.name, msg.position, strict=True))
-            self.base = [lookup[n] for n in PANDA_JOINTS]
+            self.base = [lookup[n] for n in PANDA_COMMAND_JOINTS]
             self.start = time.monotonic()
 
     def step(self) -> None:
@@ -36,7 +36,7 @@ class Policy(Node):
         target[0] += 0.3 * (time.monotonic() - self.start)
         msg = JointState()
         msg.header.stamp = hb.stamp
-        msg.name = list(PANDA_JOINTS)
+        msg.name = list(PANDA_COMMAND_JOINTS)
         msg.position = target
         self.cmd.publish(msg)
 

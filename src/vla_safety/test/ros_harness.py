@@ -15,7 +15,8 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Header
 from std_srvs.srv import Trigger
-from vla_safety.safety_node import LATCHED_QOS, PANDA_JOINTS, SafetyNode
+from vla_common.robots import PANDA_COMMAND_JOINTS, PANDA_STATE_JOINTS
+from vla_safety.safety_node import LATCHED_QOS, SafetyNode
 
 HOME = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785, 0.02]
 
@@ -54,7 +55,7 @@ class FakeRobot(Node):
             return
         msg = JointState()
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.name = [*PANDA_JOINTS, "panda_finger_joint2"]
+        msg.name = list(PANDA_STATE_JOINTS)
         with self.lock:
             msg.position = [*self.pose, self.pose[-1]]
         self.js_pub.publish(msg)
@@ -68,7 +69,7 @@ class FakeRobot(Node):
     def command(self, positions: Sequence[float]) -> None:
         msg = JointState()
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.name = list(PANDA_JOINTS)
+        msg.name = list(PANDA_COMMAND_JOINTS)
         msg.position = [float(p) for p in positions]
         self.cmd_pub.publish(msg)
 

@@ -2,6 +2,7 @@ import math
 from pathlib import Path
 
 import pytest
+from vla_common.robots import PANDA_COMMAND_JOINTS
 from vla_safety.limits import (
     JointLimits,
     LimitsError,
@@ -23,9 +24,6 @@ def panda_urdf() -> str:
     return str(Path(pybullet_data.getDataPath()) / "franka_panda" / "panda.urdf")
 
 
-PANDA_COMMANDED = [*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1"]
-
-
 def test_panda_urdf_limits_use_the_soft_limits_and_include_the_fingers(panda_urdf):
     table = parse_urdf_limits(Path(panda_urdf).read_text())
     assert table["panda_joint1"].min_position == -2.8973  # safety_controller soft limit, tighter than 2.9671
@@ -34,7 +32,7 @@ def test_panda_urdf_limits_use_the_soft_limits_and_include_the_fingers(panda_urd
     finger = table["panda_finger_joint1"]
     assert (finger.min_position, finger.max_position, finger.max_velocity) == (0.0, 0.04, 0.2)
     assert "panda_joint8" not in table  # fixed joint
-    check_armable(table, PANDA_COMMANDED)
+    check_armable(table, list(PANDA_COMMAND_JOINTS))
 
 
 def test_urdf_continuous_joint_is_unbounded_and_refused():
@@ -158,7 +156,7 @@ def test_unknown_profile_and_no_source_are_errors():
 
 def test_limited_joints_is_the_public_list_for_manifest_checks():
     joints = limited_joints("panda")
-    assert set(PANDA_COMMANDED) <= set(joints)
+    assert set(PANDA_COMMAND_JOINTS) <= set(joints)
     assert "shoulder_pan_joint" in limited_joints("ur5e")
 
 

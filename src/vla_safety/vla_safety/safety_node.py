@@ -25,6 +25,7 @@ from rclpy.utilities import ok as rclpy_ok
 from sensor_msgs.msg import JointState  # type: ignore[import-untyped]
 from std_msgs.msg import Bool, Header  # type: ignore[import-untyped]
 from std_srvs.srv import Trigger  # type: ignore[import-untyped]
+from vla_common.robots import PANDA_COMMAND_JOINTS
 
 from vla_safety.adapters import (
     OutputConfig,
@@ -37,7 +38,6 @@ from vla_safety.adapters import (
 from vla_safety.limits import load_limits
 from vla_safety.monitor import Decision, JointStateSample, MonitorConfig, SafetyMonitor, Status
 
-PANDA_JOINTS = [*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1"]
 STATUS_NAME = "vla_safety: safety_monitor"
 
 # Bounded queues everywhere: a flood can only drop messages, never grow memory.
@@ -66,7 +66,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     ),
     "urdf_path": ("", "URDF whose <limit>s are merged in, most restrictive wins; '' = none"),
     "joints": (
-        PANDA_JOINTS,
+        list(PANDA_COMMAND_JOINTS),
         "Commanded joints, in output order; every one needs finite position and velocity limits",
     ),
     "command_timeout": (0.25, "s without a valid policy command before decelerating to a hold"),

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from vla_common.robots import PANDA_COMMAND_JOINTS, PANDA_STATE_JOINTS
 from vla_sim.bridge import (
     BridgeConfig,
     CommandStatus,
@@ -52,14 +53,14 @@ def test_bad_joint_state_commands_are_rejected(names, positions, status):
 
 
 def test_array_command_uses_the_joint_order_and_clips():
-    order = list(reversed(robot.COMMAND_JOINTS))
+    order = list(reversed(PANDA_COMMAND_JOINTS))
     values = [0.03, 0, 0, 0, -9.0, 0, 0, 0.5]
     result = array_command(values, order, HOME)
     assert result.accepted
     assert result.target[0] == pytest.approx(0.5)
     assert result.target[3] == pytest.approx(robot.LOWER_LIMITS[3])  # -9 clipped into the limit
     assert result.target[7] == pytest.approx(0.03)
-    assert array_command([0.0] * 7, robot.COMMAND_JOINTS, HOME).status is CommandStatus.LENGTH_MISMATCH
+    assert array_command([0.0] * 7, PANDA_COMMAND_JOINTS, HOME).status is CommandStatus.LENGTH_MISMATCH
 
 
 def test_trajectory_interpolates_and_holds_the_last_point():
@@ -160,16 +161,16 @@ def test_scene_message_round_trip_drives_the_expert(runner):
         assert driver.decide(0.0)[0] is DriverStatus.NO_SCENE
         driver.set_scene(description)
         assert driver.decide(0.0)[0] is DriverStatus.NO_STATE
-        driver.update_joints(list(robot.STATE_JOINTS), runner.scene.joint_positions(), 0.0)
+        driver.update_joints(list(PANDA_STATE_JOINTS), runner.scene.joint_positions(), 0.0)
         driver.update_poses(runner.object_poses(), 0.0)
         assert driver.decide(5.0)[0] is DriverStatus.STALE
         for step in range(200):
             now = float(step)
-            driver.update_joints(list(robot.STATE_JOINTS), runner.scene.joint_positions(), now)
+            driver.update_joints(list(PANDA_STATE_JOINTS), runner.scene.joint_positions(), now)
             driver.update_poses(runner.object_poses(), now)
             status, target = driver.decide(now)
             assert status is DriverStatus.ACTING
-            runner.command(joint_state_command(list(robot.COMMAND_JOINTS), target, runner.current_target()))
+            runner.command(joint_state_command(list(PANDA_COMMAND_JOINTS), target, runner.current_target()))
             for _ in range(24):
                 runner.step()
             if runner.success:

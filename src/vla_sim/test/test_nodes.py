@@ -25,6 +25,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from vla_common.robots import PANDA_COMMAND_JOINTS, PANDA_STATE_JOINTS
 from vla_perception.codec import image_to_numpy
 
 from vla_sim import robot
@@ -94,7 +95,7 @@ class Probe:
     def latest_positions(self) -> np.ndarray:
         with self.lock:
             msg = self.joint_states[-1]
-        return np.array([dict(zip(msg.name, msg.position, strict=True))[n] for n in robot.COMMAND_JOINTS])
+        return np.array([dict(zip(msg.name, msg.position, strict=True))[n] for n in PANDA_COMMAND_JOINTS])
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=2.0)
@@ -142,7 +143,7 @@ def test_sim_and_expert_processes_reach_success_in_real_time(ros):
         probe.wait_for(lambda: probe.images and probe.infos, 5, "camera frames")
         with probe.lock:
             state, image, info = probe.joint_states[-1], probe.images[-1], probe.infos[-1]
-        assert list(state.name) == list(robot.STATE_JOINTS)
+        assert list(state.name) == list(PANDA_STATE_JOINTS)
         assert len(state.velocity) == 9 and state.position[7] == pytest.approx(state.position[8], abs=2e-3)
         pixels = image_to_numpy(image)
         assert pixels.shape == (48, 64, 3) and image.encoding == "rgb8" and pixels.std() > 5

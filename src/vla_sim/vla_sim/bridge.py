@@ -3,7 +3,7 @@
 No rclpy here: :mod:`vla_sim.sim_node` turns messages into the plain values these functions take and
 publishes what :class:`SimRunner` reports due.
 
-Commands (all set absolute joint position targets, 8-d in ``robot.COMMAND_JOINTS`` order, held until
+Commands (all set absolute joint position targets, 8-d in ``PANDA_COMMAND_JOINTS`` order, held until
 replaced, as a position controller does):
 
 - by joint name (``sensor_msgs/JointState``): any subset of the eight command joints; the others keep their
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from vla_common.robots import PANDA_COMMAND_JOINTS, PANDA_FINGER_JOINT, PANDA_MIRRORED_FINGER_JOINT
 
 from vla_sim import robot
 from vla_sim.scene import CameraConfig, Renderer, Scene, SceneConfig
@@ -42,7 +43,7 @@ from vla_sim.tasks import (
     resolve_task,
 )
 
-COMMAND_INDEX = {name: i for i, name in enumerate(robot.COMMAND_JOINTS)}
+COMMAND_INDEX = {name: i for i, name in enumerate(PANDA_COMMAND_JOINTS)}
 
 
 class CommandStatus(enum.Enum):
@@ -76,9 +77,9 @@ def _named_target(names: Sequence[str], values: Sequence[float], current: np.nda
     if len(set(names)) != len(names):
         return CommandResult(CommandStatus.DUPLICATE_JOINT, detail=f"names repeat: {list(names)}")
     mapped = dict(zip(names, values, strict=True))
-    if robot.MIRRORED_FINGER_JOINT in mapped:
-        finger = mapped.pop(robot.MIRRORED_FINGER_JOINT)
-        mapped.setdefault(robot.FINGER_JOINT, finger)
+    if PANDA_MIRRORED_FINGER_JOINT in mapped:
+        finger = mapped.pop(PANDA_MIRRORED_FINGER_JOINT)
+        mapped.setdefault(PANDA_FINGER_JOINT, finger)
     unknown = sorted(set(mapped) - set(COMMAND_INDEX))
     if unknown:
         return CommandResult(CommandStatus.UNKNOWN_JOINT, detail=f"unknown joints {unknown}")

@@ -29,8 +29,8 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
+from vla_common.robots import PANDA_COMMAND_JOINTS
 
-from vla_sim import robot
 from vla_sim.bridge import parse_scene_message
 from vla_sim.experts import DriverStatus, ExpertConfig, ExpertDriver
 
@@ -110,7 +110,7 @@ class ExpertNode(Node):
             return
         if not self.get_parameter("enabled").value:
             return
-        msg = JointState(name=list(robot.COMMAND_JOINTS), position=[float(v) for v in target])
+        msg = JointState(name=list(PANDA_COMMAND_JOINTS), position=[float(v) for v in target])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.command_pub.publish(msg)
         self.sent += 1

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from vla_common.robots import PANDA_COMMAND_JOINTS
 
 from vla_sim import robot
 from vla_sim.tasks import (
@@ -354,9 +355,9 @@ class ExpertDriver:
 
     def update_joints(self, names: Sequence[str], positions: Sequence[float], now: float) -> bool:
         by_name = dict(zip(names, positions, strict=False))
-        if not all(n in by_name for n in robot.COMMAND_JOINTS):
+        if not all(n in by_name for n in PANDA_COMMAND_JOINTS):
             return False
-        self._joints = (now, np.array([by_name[n] for n in robot.COMMAND_JOINTS], dtype=np.float64))
+        self._joints = (now, np.array([by_name[n] for n in PANDA_COMMAND_JOINTS], dtype=np.float64))
         return True
 
     def update_poses(self, poses: list[tuple[Sequence[float], Sequence[float]]], now: float) -> None:

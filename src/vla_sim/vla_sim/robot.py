@@ -1,9 +1,7 @@
-"""The Franka Panda as the simulator and the experts see it: joint names, limits, home pose, kinematics.
+"""The Franka Panda as the simulator and the experts see it: limits, home pose, kinematics.
 
-One place for the joint conventions shared by the whole workspace: ``panda_joint1`` .. ``panda_joint7`` (rad)
-and ``panda_finger_joint1`` (m, the opening of each finger, 0.0 closed .. 0.04 open), mirrored to
-``panda_finger_joint2``. Commands and actions carry the eight ``COMMAND_JOINTS``; joint states carry all nine
-``STATE_JOINTS``.
+The joint names and their order (the convention shared by the whole workspace) are in
+:mod:`vla_common.robots`; the arrays here follow ``PANDA_COMMAND_JOINTS``.
 
 :class:`PandaKinematics` is a private PyBullet client holding only the arm, used for inverse and forward
 kinematics without touching a running simulation (so an expert can plan from joint states received over ROS
@@ -20,12 +18,6 @@ import numpy as np
 import pybullet
 import pybullet_data
 from pybullet_utils.bullet_client import BulletClient
-
-ARM_JOINTS: tuple[str, ...] = tuple(f"panda_joint{i}" for i in range(1, 8))
-FINGER_JOINT = "panda_finger_joint1"
-MIRRORED_FINGER_JOINT = "panda_finger_joint2"
-COMMAND_JOINTS: tuple[str, ...] = (*ARM_JOINTS, FINGER_JOINT)
-STATE_JOINTS: tuple[str, ...] = (*COMMAND_JOINTS, MIRRORED_FINGER_JOINT)
 
 PANDA_URDF = "franka_panda/panda.urdf"
 # PyBullet link indices of panda.urdf (joint i moves link i).

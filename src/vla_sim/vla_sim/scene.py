@@ -392,7 +392,7 @@ class Scene:
     # --- reading ---------------------------------------------------------------------------------------
 
     def joint_positions(self) -> np.ndarray:
-        """Nine positions in ``robot.STATE_JOINTS`` order."""
+        """Nine positions in ``vla_common.robots.PANDA_STATE_JOINTS`` order."""
         self._require_reset()
         states = self._client.getJointStates(
             self._robot, [*robot.ARM_JOINT_INDICES, *robot.FINGER_JOINT_INDICES]

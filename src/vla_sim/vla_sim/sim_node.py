@@ -58,9 +58,9 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
+from vla_common.robots import PANDA_COMMAND_JOINTS, PANDA_STATE_JOINTS
 from vla_perception.codec import numpy_to_image
 
-from vla_sim import robot
 from vla_sim.bridge import (
     BridgeConfig,
     CommandResult,
@@ -96,7 +96,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "seed": (0, "seed of the next reset; episode k after setting it uses seed + k"),
     "split": ("train", "instruction templates to draw: train | heldout"),
     "publish_instruction": (True, "publish the instruction on /task_instruction after each reset"),
-    "joint_order": (list(robot.COMMAND_JOINTS), "joint order of Float64MultiArray commands"),
+    "joint_order": (list(PANDA_COMMAND_JOINTS), "joint order of Float64MultiArray commands"),
     "world_frame": ("world", "frame_id of /sim/object_poses (the robot base stands at its origin)"),
 }
 LATCHED = QoSProfile(
@@ -326,7 +326,7 @@ class SimNode(Node):
         stamp = snapshot["stamp"]
         if "joints" in snapshot:
             positions, velocities, efforts = snapshot["joints"]
-            msg = JointState(name=list(robot.STATE_JOINTS))
+            msg = JointState(name=list(PANDA_STATE_JOINTS))
             msg.header.stamp = stamp
             msg.position, msg.velocity, msg.effort = positions.tolist(), velocities.tolist(), efforts.tolist()
             self.js_pub.publish(msg)

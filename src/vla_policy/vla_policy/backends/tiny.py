@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vla_common.manifest import ActionType, CameraSpec, EmbodimentManifest
+from vla_common.robots import PANDA_COMMAND_JOINTS
 
-PANDA_COMMANDED = (*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1")
 WORDS = [
     "in",
     "what",
@@ -52,7 +52,7 @@ def write_tiny_llava(
     layers: int = 1,
     image_size: int = 32,
     seed: int = 0,
-    joints: Sequence[str] = PANDA_COMMANDED,
+    joints: Sequence[str] = PANDA_COMMAND_JOINTS,
     camera: str = "front",
     fps: float = 10.0,
 ) -> Path:
@@ -116,10 +116,10 @@ def write_tiny_llava(
         num_additional_image_tokens=0,
     ).save_pretrained(path)
     dims = len(joints)
-    q01 = list(PANDA_Q01[:dims]) if tuple(joints) == PANDA_COMMANDED else [-1.0] * dims
-    q99 = list(PANDA_Q99[:dims]) if tuple(joints) == PANDA_COMMANDED else [1.0] * dims
+    q01 = list(PANDA_Q01[:dims]) if tuple(joints) == PANDA_COMMAND_JOINTS else [-1.0] * dims
+    q99 = list(PANDA_Q99[:dims]) if tuple(joints) == PANDA_COMMAND_JOINTS else [1.0] * dims
     EmbodimentManifest(
-        robot_type="panda" if tuple(joints) == PANDA_COMMANDED else "tiny",
+        robot_type="panda" if tuple(joints) == PANDA_COMMAND_JOINTS else "tiny",
         joint_names=tuple(joints),
         action_names=tuple(joints),
         action_type=ActionType.ABSOLUTE_JOINT_POSITION,

@@ -17,7 +17,6 @@ from __future__ import annotations
 import enum
 import os
 import struct
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from mcap.records import Channel, Message, Schema
 from mcap.stream_reader import StreamReader
 from mcap.writer import CompressionType, Writer
 from rosbags.typesys import Stores, get_typestore
+from vla_common.atomic import write_text_atomic
 
 METADATA_FILE = "metadata.yaml"
 ROSBAG2_VERSION = 9
@@ -135,19 +135,6 @@ class RawMessage:
     log_time_ns: int
     publish_time_ns: int
     data: bytes
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def rosbag2_metadata(
@@ -287,7 +274,7 @@ class BagWriter:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        _write_text_atomic(self.directory / METADATA_FILE, text)
+        write_text_atomic(self.directory / METADATA_FILE, text)
         return self.directory
 
     def flush(self) -> None:
@@ -455,7 +442,7 @@ def recover_bag(directory: str | os.PathLike[str], compression: Compression = Co
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, source)
-    _write_text_atomic(path / METADATA_FILE, text)
+    write_text_atomic(path / METADATA_FILE, text)
     return kept
 
 

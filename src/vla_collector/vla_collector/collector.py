@@ -32,9 +32,7 @@ import dataclasses
 import enum
 import errno
 import json
-import os
 import queue
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -44,6 +42,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from vla_common.atomic import write_json_atomic
 from vla_common.features import ENVIRONMENT_STATE_KEY
 from vla_common.robots import PANDA_COMMAND_JOINTS
 
@@ -213,20 +212,6 @@ class CollectorStatus:
     last_result: str = ""
     last_error: str = ""
     task: str = ""
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _is_disk_full(e: BaseException) -> bool:
@@ -567,7 +552,7 @@ class Collector:
             "dataset_root": str(cfg.dataset_root),
             **extra,
         }
-        _write_json_atomic(ep.directory / EPISODE_FILE, data)
+        write_json_atomic(ep.directory / EPISODE_FILE, data, default=str)
 
     def _finish(self, success: bool, stop_ns: int | None = None) -> EpisodeResult:
         ep = self._episode
@@ -698,13 +683,13 @@ class Collector:
             kept = recover_bag(directory, self.config.compression)
         except Exception as e:  # an empty or unreadable bag: nothing to recover
             info.update(status=EpisodeStatus.PARTIAL_DISCARDED.value, message=f"unreadable after crash: {e}")
-            _write_json_atomic(directory / EPISODE_FILE, info)
+            write_json_atomic(directory / EPISODE_FILE, info, default=str)
             self._log(f"{directory.name}: partial episode unreadable ({e}); marked discarded")
             return EpisodeResult(EpisodeStatus.PARTIAL_DISCARDED, str(e), directory)
         if self.config.partial_episode_policy is PartialEpisodePolicy.DISCARD:
             message = f"partial episode ({kept} messages) left out of the dataset by policy; raw bag repaired and kept"
             info.update(status=EpisodeStatus.PARTIAL_DISCARDED.value, message=message)
-            _write_json_atomic(directory / EPISODE_FILE, info)
+            write_json_atomic(directory / EPISODE_FILE, info, default=str)
             self._log(f"{directory.name}: {message}")
             return EpisodeResult(EpisodeStatus.PARTIAL_DISCARDED, message, directory)
         try:
@@ -721,7 +706,7 @@ class Collector:
         except (DatasetError, ValueError, KeyError, OSError) as e:
             message = f"recovery failed: {e}"
             info.update(status=EpisodeStatus.ERROR.value, message=message)
-            _write_json_atomic(directory / EPISODE_FILE, info)
+            write_json_atomic(directory / EPISODE_FILE, info, default=str)
             self._log(f"{directory.name}: {message}")
             return EpisodeResult(EpisodeStatus.ERROR, message, directory)
         self._writer = writer or self._writer
@@ -737,6 +722,6 @@ class Collector:
         info.update(
             status=status.value, message=message, report=result.report.to_dict(), dataset_episode=index
         )
-        _write_json_atomic(directory / EPISODE_FILE, info)
+        write_json_atomic(directory / EPISODE_FILE, info, default=str)
         self._log(f"{directory.name}: {message}")
         return EpisodeResult(status, message, directory, index, result.report)

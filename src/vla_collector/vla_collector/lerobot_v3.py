@@ -63,7 +63,6 @@ import json
 import os
 import queue
 import shutil
-import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -76,6 +75,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from vla_common.atomic import fsync_dir, write_bytes_atomic, write_json_atomic
 from vla_common.features import ACTION_KEY, ENVIRONMENT_STATE_KEY, IMAGE_PREFIX, STATE_KEY
 from vla_common.manifest import ActionType, CameraSpec, EmbodimentManifest
 
@@ -393,34 +393,7 @@ def _stats_to_json(stats: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, d
     return {k: {s: np.asarray(v).tolist() for s, v in feat.items()} for k, feat in stats.items()}
 
 
-# --- atomic file helpers -------------------------------------------------------------------------
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_bytes_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_json_atomic(target: Path, data: Any) -> None:
-    _write_bytes_atomic(target, (json.dumps(data, indent=4) + "\n").encode())
+# --- file helpers (the atomic write itself: vla_common.atomic) ------------------------------------------
 
 
 def _table_bytes(table: pa.Table) -> bytes:
@@ -1136,7 +1109,7 @@ class LeRobotV3Writer:
 
         # 1. Move the payload into place (unreferenced until step 2, and removed by repair() after a crash).
         data_path = self.root / self._data_rel(row)
-        _write_bytes_atomic(data_path, _table_bytes(data_table))
+        write_bytes_atomic(data_path, _table_bytes(data_table))
         written = data_path.stat().st_size
         for cam in spec.cameras:
             src = rec._staging / f"{cam.name}.mp4"
@@ -1144,13 +1117,13 @@ class LeRobotV3Writer:
             dst.parent.mkdir(parents=True, exist_ok=True)
             _fsync_file(src)
             os.replace(src, dst)
-            _fsync_dir(dst.parent)
+            fsync_dir(dst.parent)
             written += dst.stat().st_size
         # 2. Tasks, then the episode table: the commit point.
         if new_tasks:
             self._write_tasks(tasks)
         episodes = [*self._episodes, row]
-        _write_bytes_atomic(
+        write_bytes_atomic(
             self.root / EPISODES_PATH,
             _table_bytes(pa.Table.from_pylist(episodes, schema=_episode_schema(spec))),
         )
@@ -1170,7 +1143,7 @@ class LeRobotV3Writer:
         # pandas 3 would store the index as large_string; LeRobot writes string.
         schema = pa.schema([pa.field("task_index", pa.int64()), pa.field("task", pa.string())])
         table = pa.Table.from_pandas(frame, schema=schema, preserve_index=True)
-        _write_bytes_atomic(self.root / "meta" / "tasks.parquet", _table_bytes(table))
+        write_bytes_atomic(self.root / "meta" / "tasks.parquet", _table_bytes(table))
 
     def _write_derived(self) -> None:
         spec = self.spec
@@ -1201,11 +1174,11 @@ class LeRobotV3Writer:
                     ep.setdefault(feature, {})[stat] = np.asarray(value, dtype=np.float64)
             per_episode.append(ep)
         stats = aggregate_stats(per_episode)
-        _write_json_atomic(self.root / "meta" / "stats.json", _stats_to_json(stats))
+        write_json_atomic(self.root / "meta" / "stats.json", _stats_to_json(stats), indent=4)
         normalization = {
             k: {s: stats[k][s].tolist() for s in ("mean", "std", "min", "max")}
             for k in (STATE_KEY, ACTION_KEY)
             if k in stats
         }
         spec.manifest(normalization).save(self.root / "meta" / "embodiment.json")
-        _write_json_atomic(self.root / "meta" / "info.json", info)
+        write_json_atomic(self.root / "meta" / "info.json", info, indent=4)

@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
+from vla_common.atomic import write_json_atomic
 
 from vla_policy.data import (
     SampleSet,
@@ -42,7 +43,7 @@ from vla_policy.data import (
     open_datasets,
     split_episodes,
 )
-from vla_policy.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, write_json_atomic
+from vla_policy.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from vla_policy.models.config import TRAINING_ONLY_FIELDS, ImageEncoderKind, PolicyKind, TextEncoderKind
 from vla_policy.models.encoders import InstructionEncoder
 from vla_policy.models.networks import VLANetwork

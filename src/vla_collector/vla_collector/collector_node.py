@@ -38,17 +38,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseArray
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
+from vla_common.node import declare_parameters, run_node
 from vla_common.robots import PANDA_COMMAND_JOINTS
 from vla_perception.frame_rate import FrameRateCheck, FrameRateReport, FrameRateStatus
 
@@ -201,9 +199,7 @@ def _offered(info: Any) -> QosProfile:
 class CollectorNode(Node):
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__("collector_node", **node_kwargs)
-        for name, (default, description) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description))
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        p = declare_parameters(self, PARAMETERS)
         self.config = config_from_parameters(p)
         # Refreshed on the executor thread (diagnostics timer, ~/start); the worker only reads it.
         self._scene_published = False
@@ -378,23 +374,7 @@ class CollectorNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = CollectorNode()
-    except (ValueError, OSError) as e:
-        print(f"collector_node: {e}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    executor = SingleThreadedExecutor()  # see the module docstring: the multi-threaded one cannot keep up
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(CollectorNode, "collector_node", args, refuse_on=(ValueError, OSError))
 
 
 if __name__ == "__main__":

@@ -10,34 +10,28 @@ end a node this way.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from rclpy.node import Node
+    from rclpy.task import Future
 
 EXIT_OK = 0
 EXIT_REFUSED = 2  # the configuration or the embodiment is refused: the node did not start (or stopped itself)
 
 
-class _Node(Protocol):
-    def destroy_node(self) -> Any: ...
-
-
-class _Future(Protocol):
-    def done(self) -> bool: ...
-
-    def result(self) -> Any: ...
-
-
-N = TypeVar("N", bound=_Node)
+N = TypeVar("N", bound="Node")
 
 
 def run_node(
     make_node: Callable[[], N],
     name: str,
-    args: Sequence[str] | None = None,
+    args: list[str] | None = None,
     *,
     refuse_on: tuple[type[BaseException], ...] = (ValueError,),
     refused_exit_code: int = EXIT_REFUSED,
-    until: Callable[[N], _Future] | None = None,
+    until: Callable[[N], Future] | None = None,
     before_destroy: Callable[[N], None] | None = None,
 ) -> int:
     """Init rclpy, build the node, spin it until shutdown, clean up; return the process exit code.
@@ -50,6 +44,7 @@ def run_node(
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.utilities import ok as rclpy_ok
+    from rclpy.utilities import try_shutdown
 
     rclpy.init(args=args)
     node: N | None = None
@@ -58,7 +53,7 @@ def run_node(
         try:
             node = make_node()
         except refuse_on as error:
-            rclpy.logging.get_logger(name).fatal(f"refusing to start: {type(error).__name__}: {error}")
+            rclpy.logging.get_logger(name).fatal(f"refusing to start: {type(error).__name__}: {error}")  # type: ignore[no-untyped-call]
             return refused_exit_code
         # Single-threaded: the nodes keep their heavy work in their own threads, and rclpy's multi-threaded
         # executor costs more per callback than these nodes can spare (vla_collector's collector_node).
@@ -68,9 +63,9 @@ def run_node(
             executor.spin()
         else:
             stop = until(node)
-            executor.spin_until_future_complete(stop)  # type: ignore[arg-type]
-            if stop.done():
-                rclpy.logging.get_logger(name).fatal(str(stop.result()))
+            executor.spin_until_future_complete(stop)
+            if stop.done():  # type: ignore[no-untyped-call]
+                node.get_logger().fatal(str(stop.result()))  # type: ignore[no-untyped-call]
                 code = refused_exit_code
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
@@ -84,8 +79,8 @@ def run_node(
         if node is not None:
             if before_destroy is not None:
                 before_destroy(node)
-            node.destroy_node()
-        rclpy.try_shutdown()
+            node.destroy_node()  # type: ignore[no-untyped-call]
+        try_shutdown()
     return code
 
 

@@ -236,7 +236,7 @@ def test_bad_configuration_exits_with_a_clear_error():
         camera_command(("encoding", "yuv422")), capture_output=True, text=True, timeout=30, check=False
     )
     assert result.returncode == 2
-    assert "invalid configuration" in result.stderr + result.stdout
+    assert "refusing to start" in result.stderr + result.stdout
     assert "encoding must be one of rgb8, bgr8, mono8" in result.stderr + result.stdout
 
 

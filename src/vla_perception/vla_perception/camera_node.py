@@ -16,13 +16,11 @@ from typing import Any
 
 import cv2
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
+from vla_common.node import declare_parameters, run_node
 
 from vla_perception.calibration import CalibrationError, load_calibration, uncalibrated_camera_info
 from vla_perception.camera import CameraConfig, CameraWorker, Level, camera_topics
@@ -64,13 +62,7 @@ def _encode(frame_rgb: np.ndarray, encoding: str) -> np.ndarray:
 class CameraNode(Node):
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__("camera_node", **node_kwargs)
-        for name, (default, description) in PARAMETERS.items():
-            # float parameters also take integers (-p fps:=15)
-            descriptor = ParameterDescriptor(
-                description=description, dynamic_typing=isinstance(default, float)
-            )
-            self.declare_parameter(name, default, descriptor)
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        p = declare_parameters(self, PARAMETERS, floats_take_ints=True)  # -p fps:=15 works too
         self.config = CameraConfig(
             name=p["camera_name"],
             source_type=p["source_type"],
@@ -179,25 +171,8 @@ class CameraNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        try:
-            node = CameraNode()
-        except ValueError as error:  # CameraConfig, CalibrationError: a configuration problem
-            rclpy.logging.get_logger("camera_node").fatal(f"invalid configuration: {error}")
-            return 2
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    # CameraConfig and CalibrationError raise ValueError: a configuration problem, refused with exit code 2
+    return run_node(CameraNode, "camera_node", args)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,8 @@ import threading
 import time
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.task import Future
@@ -33,6 +30,7 @@ from std_msgs.msg import Header, String
 from std_srvs.srv import SetBool
 from vla_common.features import STATE_KEY, image_key
 from vla_common.manifest import ManifestError
+from vla_common.node import declare_parameters, run_node
 from vla_perception.codec import CodecError, image_to_rgb8
 from vla_perception.frame_rate import FrameRateCheck, FrameRateReport, FrameRateStatus, camera_info_topic
 from vla_perception.freshness import FrameStatus, LatestFrame, time_to_ns
@@ -77,7 +75,6 @@ LATCHED_QOS = QoSProfile(
 # /safety/state statuses under which the monitor drops what this node sends (HOLD is also its idle state
 # before the first command, so it is reported but not warned about).
 SAFETY_REFUSING = frozenset({"REJECTED", "ESTOP", "FAULT"})
-EXIT_REFUSED = 2
 
 # name -> (default, description). Types follow the defaults.
 PARAMETERS: dict[str, tuple[Any, str]] = {
@@ -133,9 +130,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
 class PolicyNode(Node):
     def __init__(self) -> None:
         super().__init__("policy_node")
-        for name, (default, description) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description))
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        p = declare_parameters(self, PARAMETERS)
         self.config = PolicyNodeConfig(
             backend=p["backend"],
             checkpoint=p["checkpoint"],
@@ -660,38 +655,15 @@ def _ms(seconds: float) -> str:
 def main(args: list[str] | None = None) -> int:
     # Python switches threads every 5 ms by default: too coarse for a 50 Hz timer beside an inference thread.
     sys.setswitchinterval(float(os.environ.get("VLA_POLICY_SWITCH_INTERVAL_S", "0.001")))
-    rclpy.init(args=args)
-    node: PolicyNode | None = None
-    code = 0
-    try:
-        node = PolicyNode()
-    except (ManifestError, ValueError, RuntimeError, OSError) as e:
+    return run_node(
+        PolicyNode,
+        "policy_node",
+        args,
         # Bad parameters, a missing model, an embodiment mismatch, limits that cannot be loaded: refuse.
-        rclpy.logging.get_logger("policy_node").fatal(f"refusing to start: {type(e).__name__}: {e}")
-        rclpy.try_shutdown()
-        return EXIT_REFUSED
-    except (KeyboardInterrupt, ExternalShutdownException):
-        rclpy.try_shutdown()
-        return 0
-    try:
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin_until_future_complete(node.fatal)
-        if node.fatal.done():
-            node.get_logger().fatal(str(node.fatal.result()))
-            code = EXIT_REFUSED
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RuntimeError:
-        # A SIGINT can shut the context down while the executor is mid-wait; rclpy then raises from its
-        # bindings. That is a clean stop, not a failure. Anything else is real and propagates.
-        if rclpy.ok():
-            raise
-    finally:
-        node.stop()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+        refuse_on=(ManifestError, ValueError, RuntimeError, OSError),
+        until=lambda node: node.fatal,  # set when the node must stop by itself (e.g. the first /joint_states)
+        before_destroy=PolicyNode.stop,
+    )
 
 
 if __name__ == "__main__":

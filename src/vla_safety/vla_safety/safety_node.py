@@ -13,18 +13,15 @@ import sys
 import time
 from typing import Any
 
-import rclpy
 from builtin_interfaces.msg import Time as TimeMsg  # type: ignore[import-untyped]
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # type: ignore[import-untyped]
-from rcl_interfaces.msg import ParameterDescriptor  # type: ignore[import-untyped]
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.utilities import ok as rclpy_ok
 from sensor_msgs.msg import JointState  # type: ignore[import-untyped]
 from std_msgs.msg import Bool, Header  # type: ignore[import-untyped]
 from std_srvs.srv import Trigger  # type: ignore[import-untyped]
+from vla_common.node import declare_parameters, run_node
 from vla_common.robots import PANDA_COMMAND_JOINTS
 
 from vla_safety.adapters import (
@@ -103,12 +100,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
 class SafetyNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("safety_node", **kwargs)
-        for name, (default, description) in PARAMETERS.items():
-            # Read once at start (limits cannot change while armed): `ros2 param set` is refused, not ignored.
-            self.declare_parameter(
-                name, default, ParameterDescriptor(description=description, read_only=True)
-            )
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        # Read once at start (limits cannot change while armed): `ros2 param set` is refused, not ignored.
+        p = declare_parameters(self, PARAMETERS, read_only=True)
         self.monitor_config = MonitorConfig(
             joints=tuple(p["joints"]),
             **{k: p[k] for k in ("command_timeout", "state_timeout", "heartbeat_timeout", "max_command_age")},
@@ -271,28 +264,8 @@ class SafetyNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node: SafetyNode | None = None
-    try:
-        node = SafetyNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ValueError as e:  # LimitsError and config errors: refuse to start, say why
-        print(f"safety_node: refusing to start: {e}", file=sys.stderr)
-        return 1
-    except RuntimeError:
-        # A SIGINT can shut the context down while the executor is mid-wait; rclpy then raises from its
-        # bindings (e.g. "Unable to convert call argument '0' to Python object"). Once rclpy is no longer
-        # ok that is a clean stop, not a failure; any other RuntimeError is real and propagates.
-        if node is None or rclpy_ok():
-            raise
-    finally:
-        if node is not None:
-            node.destroy_node()  # type: ignore[no-untyped-call]
-        if rclpy_ok():
-            rclpy.shutdown()
-    return 0
+    # LimitsError and configuration errors (ValueError): refuse to start, say why, exit 1.
+    return run_node(SafetyNode, "safety_node", args, refused_exit_code=1)
 
 
 if __name__ == "__main__":

@@ -20,15 +20,13 @@ import sys
 import time
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseArray
-from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
+from vla_common.node import declare_parameters, run_node
 from vla_common.robots import PANDA_COMMAND_JOINTS
 
 from vla_sim.bridge import parse_scene_message
@@ -49,12 +47,7 @@ LATCHED = QoSProfile(
 class ExpertNode(Node):
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__("expert_node", **node_kwargs)
-        for name, (default, description) in PARAMETERS.items():
-            descriptor = ParameterDescriptor(
-                description=description, dynamic_typing=isinstance(default, float)
-            )
-            self.declare_parameter(name, default, descriptor)
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        p = declare_parameters(self, PARAMETERS, floats_take_ints=True)
         rate = float(p["control_rate"])
         if not rate > 0:
             raise ValueError(f"control_rate must be positive, got {rate}")
@@ -141,25 +134,7 @@ class ExpertNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        try:
-            node = ExpertNode()
-        except ValueError as error:
-            rclpy.logging.get_logger("expert_node").fatal(f"invalid configuration: {error}")
-            return 2
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(ExpertNode, "expert_node", args)
 
 
 if __name__ == "__main__":

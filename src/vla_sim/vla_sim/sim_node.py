@@ -44,12 +44,10 @@ import threading
 import time
 from typing import Any
 
-import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Pose, PoseArray
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -58,6 +56,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
+from vla_common.node import declare_parameters, run_node
 from vla_common.robots import PANDA_COMMAND_JOINTS, PANDA_STATE_JOINTS
 from vla_perception.codec import numpy_to_image
 
@@ -122,12 +121,7 @@ def camera_info(camera: CameraConfig, stamp: Time, frame_id: str) -> CameraInfo:
 class SimNode(Node):
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__("sim_node", **node_kwargs)
-        for name, (default, description) in PARAMETERS.items():
-            descriptor = ParameterDescriptor(
-                description=description, dynamic_typing=isinstance(default, float)
-            )
-            self.declare_parameter(name, default, descriptor)
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        p = declare_parameters(self, PARAMETERS, floats_take_ints=True)
         self.config = BridgeConfig(
             mode=p["mode"],
             real_time_factor=float(p["real_time_factor"]),
@@ -446,25 +440,7 @@ class SimNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        try:
-            node = SimNode()
-        except ValueError as error:
-            rclpy.logging.get_logger("sim_node").fatal(f"invalid configuration: {error}")
-            return 2
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(SimNode, "sim_node", args)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,6 @@
 """rosbag2 MCAP bags we write (read back by rosbags and mcap-ros2 independently), crash-truncated bags,
 and conversion of the third-party reference bag into a LeRobot v3 dataset."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import yaml
@@ -23,8 +21,9 @@ from vla_collector.bag import (
 )
 from vla_collector.episode import ConversionError, DatasetTarget, TopicMap, convert_bag, decode_rgb
 from vla_collector.lerobot_v3 import LeRobotV3Dataset
+from vla_common.testing import shared_fixtures
 
-REF_BAG = Path("/work/shared/fixtures/rosbag2_mcap_reference")
+REF_BAG = shared_fixtures(__file__) / "rosbag2_mcap_reference"
 needs_ref_bag = pytest.mark.skipif(
     not REF_BAG.is_dir(), reason="shared/fixtures/rosbag2_mcap_reference missing"
 )

@@ -6,15 +6,15 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 from vla_collector.cli import main, validate_dataset
 from vla_collector.lerobot_v3 import LeRobotV3Dataset
+from vla_common.testing import shared_fixtures
 
-FIXTURES = Path("/work/shared/fixtures")
+FIXTURES = shared_fixtures(__file__)
 REF_DS = FIXTURES / "lerobot_v3_reference"
 REF_BAG = FIXTURES / "rosbag2_mcap_reference"
 needs_fixtures = pytest.mark.skipif(

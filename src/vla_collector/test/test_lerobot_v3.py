@@ -19,10 +19,9 @@ from vla_collector.lerobot_v3 import (
 )
 from vla_common.features import ENVIRONMENT_STATE_KEY
 from vla_common.manifest import ActionType, CameraSpec, EmbodimentManifest
+from vla_common.testing import shared_fixtures
 
-FIXTURE = Path(__file__).resolve().parents[3] / ".." / "shared" / "fixtures" / "lerobot_v3_reference"
-if not FIXTURE.is_dir():
-    FIXTURE = Path("/work/shared/fixtures/lerobot_v3_reference")
+FIXTURE = shared_fixtures(__file__) / "lerobot_v3_reference"
 needs_fixture = pytest.mark.skipif(
     not FIXTURE.is_dir(), reason="shared/fixtures/lerobot_v3_reference not present"
 )

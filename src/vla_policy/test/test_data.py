@@ -8,6 +8,7 @@ import torch
 from vla_collector.lerobot_v3 import LeRobotV3Dataset
 from vla_common.manifest import CameraSpec
 from vla_common.robots import PANDA_COMMAND_JOINTS
+from vla_common.testing import shared_fixtures
 from vla_perception.preprocess import preprocess
 from vla_policy.data import (
     DataError,
@@ -30,7 +31,7 @@ from vla_policy.models.policy import NativePolicy
 from vla_policy.synthetic import SYNTHETIC_TASKS, write_synthetic_dataset
 from vla_policy.train import TINY_MODEL
 
-FIXTURE = "/work/shared/fixtures/lerobot_v3_reference"
+FIXTURE = str(shared_fixtures(__file__) / "lerobot_v3_reference")
 ENVIRONMENT_NAMES = ("target.x", "target.y", "target.z", "goal.x", "goal.y", "goal.z")  # vla_sim's referents
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from test_data import write_environment_dataset
 from vla_collector.lerobot_v3 import LeRobotV3Dataset
+from vla_common.testing import shared_fixtures
 from vla_policy.data import compute_normalizer, config_for_dataset, manifest_with_stats, open_datasets
 from vla_policy.evaluate import (
     EpisodeOutcome,
@@ -27,6 +28,8 @@ from vla_policy.synthetic import write_synthetic_dataset
 from vla_policy.train import TINY_MODEL, TrainConfig, train
 
 HORIZON = 3
+
+FIXTURE = shared_fixtures(__file__) / "lerobot_v3_reference"
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +133,7 @@ def test_ablation_shows_the_native_vla_reads_every_input(dataset_root, tmp_path)
 def test_offline_refuses_a_dataset_of_another_embodiment(mean_policy_dir):
     policy = load_policy(mean_policy_dir)
     with pytest.raises(ValueError, match="not trained for"):
-        offline_errors(policy, ["/work/shared/fixtures/lerobot_v3_reference"], None, "x", progress=False)
+        offline_errors(policy, [FIXTURE], None, "x", progress=False)
 
 
 def test_cli_writes_tables_and_plots(mean_policy_dir, tmp_path):

@@ -411,7 +411,7 @@ def write_video(path: Path, frames: int = 90, width: int = 640, height: int = 48
 def train_tiny_checkpoint(root: Path) -> Path:
     """One epoch of vla-train's tiny recipe on a generated one-camera dataset: a real checkpoint in seconds."""
     from vla_common.manifest import CameraSpec
-    from vla_policy.synthetic import write_synthetic_dataset
+    from vla_policy.testing.synthetic import write_synthetic_dataset
     from vla_policy.train import TINY_MODEL, TrainConfig, train
 
     dataset = write_synthetic_dataset(

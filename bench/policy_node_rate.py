@@ -128,7 +128,7 @@ def run_timer_callback_node(argv: list[str]) -> int:
 
 def build_native_checkpoint(tmp: str) -> str:
     from vla_common.manifest import CameraSpec
-    from vla_policy.synthetic import write_synthetic_dataset
+    from vla_policy.testing.synthetic import write_synthetic_dataset
     from vla_policy.train import TrainConfig, train
 
     cameras = (CameraSpec("front", 96, 96),)
@@ -269,7 +269,7 @@ def prepare_model(backend: str, checkpoint: str, tmp: str) -> tuple[str, str]:
             "96 px, trained 1 epoch on a generated dataset"
         )
         return build_native_checkpoint(tmp), label
-    from vla_policy.backends.tiny import write_tiny_llava
+    from vla_policy.testing.tiny_llava import write_tiny_llava
 
     llava = write_tiny_llava(os.path.join(tmp, "llava"), hidden_size=256, layers=4, image_size=96)
     label = "huggingface: Llava-style SigLIP+Llama, 4 layers x 256, 96 px, 1 action/inference, random weights"

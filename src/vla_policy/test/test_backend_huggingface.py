@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from vla_common.manifest import EmbodimentManifest, ManifestError
 from vla_policy.backends.huggingface import ActionBins, action_bounds
-from vla_policy.backends.tiny import PANDA_Q01, PANDA_Q99
+from vla_policy.testing.tiny_llava import PANDA_Q01, PANDA_Q99
 
 JOINTS = (*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1")
 
@@ -47,7 +47,7 @@ def test_action_bounds_prefer_quantiles_and_check_dims():
 def tiny_llava(tmp_path_factory):
     """A tiny Llava whose last 256 token ids are action tokens, saved like a hub model (random weights)."""
     pytest.importorskip("transformers")
-    from vla_policy.backends.tiny import write_tiny_llava
+    from vla_policy.testing.tiny_llava import write_tiny_llava
 
     path = write_tiny_llava(tmp_path_factory.mktemp("tiny_llava"))
     from transformers import AutoProcessor

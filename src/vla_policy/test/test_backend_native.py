@@ -10,7 +10,7 @@ from vla_policy.backends import BackendKind, LoadedPolicy, load_local_backend
 
 def train_tiny_checkpoint(root, horizon=8):
     """One epoch of the tiny recipe on a generated dataset: a real checkpoint in a few seconds."""
-    from vla_policy.synthetic import write_synthetic_dataset
+    from vla_policy.testing.synthetic import write_synthetic_dataset
     from vla_policy.train import TINY_MODEL, TrainConfig, train
 
     dataset = write_synthetic_dataset(

@@ -28,7 +28,7 @@ from vla_policy.data import (
 from vla_policy.models import PolicyKind, VLANetwork
 from vla_policy.models.checkpoint import Checkpoint
 from vla_policy.models.policy import NativePolicy
-from vla_policy.synthetic import SYNTHETIC_TASKS, write_synthetic_dataset
+from vla_policy.testing.synthetic import SYNTHETIC_TASKS, write_synthetic_dataset
 from vla_policy.train import TINY_MODEL
 
 FIXTURE = str(shared_fixtures(__file__) / "lerobot_v3_reference")

@@ -24,7 +24,7 @@ from vla_policy.evaluate import (
     summarize_closed_loop,
 )
 from vla_policy.models import Checkpoint, PolicyKind, VLANetwork, load_policy, save_checkpoint
-from vla_policy.synthetic import write_synthetic_dataset
+from vla_policy.testing.synthetic import write_synthetic_dataset
 from vla_policy.train import TINY_MODEL, TrainConfig, train
 
 HORIZON = 3

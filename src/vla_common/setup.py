@@ -16,6 +16,6 @@ setup(
     zip_safe=True,
     maintainer="VLA ROS maintainers",
     maintainer_email="maintainers@vla-ros.dev",
-    description="The shared contracts every other package may use: embodiment manifest, dataset feature keys, robot joint conventions, the atomic file write, and the node main() helper.",
+    description="The shared contracts every other package may use: embodiment manifest, dataset feature keys, robot joint conventions, the Policy / ActionChunk protocol, the atomic file write, and the node main() helper.",
     license="Apache-2.0",
 )

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from vla_common.policy import ActionChunk
 from vla_policy.executor import (
     ActionExecutor,
     BlendMode,
@@ -12,7 +13,6 @@ from vla_policy.executor import (
     PushStatus,
     TickStatus,
 )
-from vla_policy.interface import ActionChunk
 
 NAMES = ("a", "b")
 

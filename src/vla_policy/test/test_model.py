@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from vla_common.manifest import ActionType, CameraSpec, EmbodimentManifest
-from vla_policy.interface import ActionChunk, Policy
+from vla_common.policy import ActionChunk, Policy
 from vla_policy.models import (
     ActionTokenizer,
     Checkpoint,

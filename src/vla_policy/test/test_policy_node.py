@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 from vla_common.manifest import ActionType, CameraSpec, EmbodimentManifest
-from vla_policy.interface import ActionChunk
+from vla_common.policy import ActionChunk
 from vla_policy.serve import PolicyServer
 from vla_safety.limits import load_profile, position_bounds
 

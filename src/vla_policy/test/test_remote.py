@@ -7,10 +7,10 @@ import time
 import numpy as np
 import pytest
 from vla_common.manifest import ActionType, CameraSpec, EmbodimentManifest
+from vla_common.policy import ActionChunk
 from vla_policy.backends import InferenceTimeout, InferenceUnavailable, load_remote_backend
 from vla_policy.backends.remote import RemoteConfig, RemotePolicy
 from vla_policy.backends.wire import RemoteError
-from vla_policy.interface import ActionChunk
 from vla_policy.serve import PolicyServer
 
 NAMES = (*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1")

@@ -5,6 +5,7 @@ import struct
 
 import numpy as np
 import pytest
+from vla_common.policy import ActionChunk
 from vla_policy.backends.wire import (
     MAGIC,
     Message,
@@ -16,7 +17,6 @@ from vla_policy.backends.wire import (
     message_chunk,
     observation_message,
 )
-from vla_policy.interface import ActionChunk
 
 
 def test_image_travels_as_bytes_not_json():

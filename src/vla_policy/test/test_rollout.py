@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from vla_common.policy import ActionChunk
 from vla_policy.executor import BlendMode, ExecutorConfig
-from vla_policy.interface import ActionChunk
 from vla_policy.rollout import ChunkDriver, SafetyGate, refill_for_execute_steps
 
 NAMES = ("plan_step", "step")

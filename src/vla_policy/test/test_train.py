@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from test_data import write_environment_dataset
+from vla_common.policy import ActionChunk
 from vla_policy.data import DataError
-from vla_policy.interface import ActionChunk
 from vla_policy.models.checkpoint import load_checkpoint
 from vla_policy.testing.synthetic import SYNTHETIC_TASKS, write_synthetic_dataset
 from vla_policy.train import TINY_MODEL, TrainConfig, cosine_lr, main, parse_args, train, use_bf16

@@ -30,8 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from vla_policy.interface import ActionChunk
+from vla_common.policy import ActionChunk
 
 
 class BlendMode(enum.Enum):

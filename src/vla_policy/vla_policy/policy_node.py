@@ -31,6 +31,7 @@ from std_srvs.srv import SetBool
 from vla_common.features import STATE_KEY, image_key
 from vla_common.manifest import ManifestError
 from vla_common.node import declare_parameters, run_node
+from vla_common.policy import ActionChunk
 from vla_perception.codec import CodecError, image_to_rgb8
 from vla_perception.frame_rate import FrameRateCheck, FrameRateReport, FrameRateStatus, camera_info_topic
 from vla_perception.freshness import FrameStatus, LatestFrame, time_to_ns
@@ -45,7 +46,6 @@ from vla_policy.backends import (
 )
 from vla_policy.executor import ActionExecutor as ActionQueue
 from vla_policy.executor import ExecutorConfig, PushStatus, Tick, TickStatus
-from vla_policy.interface import ActionChunk
 from vla_policy.node_core import (
     DEFAULT_OOD_DISTANCE_THRESHOLD,
     ChangeReporter,

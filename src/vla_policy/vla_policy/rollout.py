@@ -20,11 +20,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from vla_common.policy import ActionChunk, Policy
 from vla_safety.limits import load_limits
 from vla_safety.monitor import JointCommand, JointStateSample, MonitorConfig, SafetyMonitor
 
 from vla_policy.executor import ActionExecutor, ExecutorConfig, TickStatus
-from vla_policy.interface import ActionChunk, Policy
 
 # A hair of slack so that "refill when less than X ahead" does not depend on float rounding of sim time.
 _EPS = 1e-6

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vla_common.manifest import EmbodimentManifest
+from vla_common.policy import Policy
 
 from vla_policy.backends.wire import (
     Message,
@@ -34,7 +35,6 @@ from vla_policy.backends.wire import (
     encode,
     message_observation,
 )
-from vla_policy.interface import Policy
 
 LOG = logging.getLogger("vla_serve")
 READY_PREFIX = "VLA_SERVE_READY port="  # the line a --child server prints once it listens

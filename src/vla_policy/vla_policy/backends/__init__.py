@@ -1,4 +1,4 @@
-"""Policy backends behind :class:`vla_policy.interface.Policy`, each with the embodiment manifest it was made for.
+"""Policy backends behind :class:`vla_common.policy.Policy`, each with the embodiment manifest it was made for.
 
 * ``native``: a checkpoint of our own model, through ``vla_policy.load_policy`` (issue 7).
 * ``huggingface``: a transformers image-text-to-text VLA (OpenVLA-style action tokens) from a local directory.
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 from vla_common.features import STATE_KEY
 from vla_common.manifest import EmbodimentManifest
+from vla_common.policy import Policy
 
 from vla_policy.backends.errors import InferenceTimeout, InferenceUnavailable
-from vla_policy.interface import Policy
 
 __all__ = [
     "BackendKind",

@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 from vla_common.features import ACTION_KEY, image_key
 from vla_common.manifest import EmbodimentManifest, ManifestError
-
-from vla_policy.interface import ActionChunk, Observation
+from vla_common.policy import ActionChunk, Observation
 
 DEFAULT_PROMPT = "In: What action should the robot take to {task}?\nOut:"
 

@@ -17,9 +17,10 @@ import sys
 import threading
 from typing import IO
 
+from vla_common.policy import ActionChunk, Observation
+
 from vla_policy.backends import BackendKind, InferenceUnavailable, LoadedPolicy
 from vla_policy.backends.remote import RemoteConfig, RemotePolicy
-from vla_policy.interface import ActionChunk, Observation
 from vla_policy.serve import READY_PREFIX
 
 

@@ -1,4 +1,4 @@
-"""The remote backend: a :class:`~vla_policy.interface.Policy` whose model runs in ``vla-serve`` elsewhere.
+"""The remote backend: a :class:`~vla_common.policy.Policy` whose model runs in ``vla-serve`` elsewhere.
 
 Synchronous websocket client (one request in flight). The token goes in the ``Authorization`` header of the
 opening handshake, so a wrong token never reaches the model. A reply slower than ``timeout_s`` raises
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vla_common.manifest import EmbodimentManifest
+from vla_common.policy import ActionChunk, Observation
 
 from vla_policy.backends.errors import InferenceTimeout, InferenceUnavailable
 from vla_policy.backends.wire import (
@@ -26,7 +27,6 @@ from vla_policy.backends.wire import (
     message_chunk,
     observation_message,
 )
-from vla_policy.interface import ActionChunk, Observation
 
 MAX_MESSAGE_BYTES = 64 << 20
 

@@ -25,8 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 from vla_common.features import IMAGE_PREFIX, STATE_KEY
-
-from vla_policy.interface import ActionChunk
+from vla_common.policy import ActionChunk
 
 MAGIC = b"VLA1"
 _HEADER_LEN = struct.Struct(">I")

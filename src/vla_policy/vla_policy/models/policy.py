@@ -1,4 +1,4 @@
-"""``load_policy``: a checkpoint directory -> an object implementing ``vla_policy.interface.Policy``.
+"""``load_policy``: a checkpoint directory -> an object implementing ``vla_common.policy.Policy``.
 
     from vla_policy import load_policy
     policy = load_policy("outputs/run/best")          # native VLA or textbook baseline, CPU, eager torch
@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from vla_common.features import STATE_KEY
 from vla_common.manifest import EmbodimentManifest
+from vla_common.policy import ActionChunk, Observation
 from vla_perception.preprocess import preprocess
 
-from vla_policy.interface import ActionChunk, Observation
 from vla_policy.models.checkpoint import ENCODER_ONNX, HEAD_ONNX, Checkpoint, load_checkpoint
 from vla_policy.models.config import ModelConfig
 from vla_policy.models.encoders import InstructionEncoder

@@ -1,5 +1,9 @@
 """The one interface every policy backend (native, Hugging Face, remote) and ``load_policy`` implement.
 
+It lives in the bottom package because the runtime path (the policy node, its executor, every backend, the
+remote wire format, ``vla-serve``) and the training / evaluation code all speak it. The only module of
+``vla_common`` that imports numpy (an action chunk is an array).
+
 An observation is a dict keyed like a dataset's features:
 ``observation.images.<camera>`` -> HxWx3 uint8 RGB, ``observation.state`` -> float array in the
 manifest's joint order and units, ``task`` -> the instruction string; optionally ``timestamp`` (seconds,

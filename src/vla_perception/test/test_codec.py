@@ -11,6 +11,8 @@ from vla_perception.codec import (
     ENCODINGS,
     CodecError,
     compressed_to_numpy,
+    decode_compressed,
+    encode_compressed,
     encoding_info,
     image_to_numpy,
     image_to_rgb8,
@@ -287,6 +289,30 @@ def test_bad_compressed_requests():
         compressed_to_numpy(numpy_to_compressed(smooth_rgb()), "rgba16")
     with pytest.raises(CodecError, match="mono16 needs a 16-bit grey"):
         compressed_to_numpy(numpy_to_compressed(smooth_rgb()), "mono16")
+
+
+# --- bytes without a message (the policy's remote wire format) ---------------------------------------
+
+
+@pytest.mark.parametrize("compression", ["jpeg", "png"])
+def test_bytes_without_a_message_are_coded_as_in_a_compressed_image(compression):
+    rgb = smooth_rgb()
+    data = encode_compressed(rgb, "rgb8", compression, 80)
+    msg = numpy_to_compressed(rgb, "rgb8", compression, 80)
+    assert data == bytes(msg.data)
+    np.testing.assert_array_equal(decode_compressed(data, "rgb8"), compressed_to_numpy(msg, "rgb8"))
+    np.testing.assert_array_equal(
+        decode_compressed(memoryview(data), "bgr8"), compressed_to_numpy(msg, "bgr8")
+    )
+
+
+def test_bytes_that_are_no_image_are_refused():
+    with pytest.raises(CodecError, match="neither JPEG nor PNG"):
+        decode_compressed(b"not an image")
+    with pytest.raises(CodecError, match="could not be decoded"):
+        decode_compressed(b"\xff\xd8\xff" + b"\0" * 20)
+    with pytest.raises(CodecError, match="desired_encoding"):
+        decode_compressed(encode_compressed(smooth_rgb()), "rgba8")
 
 
 # --- agreement with cv_bridge where it exists ---------------------------------------------------------

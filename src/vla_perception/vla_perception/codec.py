@@ -1,5 +1,8 @@
 """The one image codec: sensor_msgs/Image and CompressedImage <-> numpy, without cv_bridge.
 
+`encode_compressed` / `decode_compressed` are the same JPEG/PNG coding for bytes that travel without a ROS
+message (the policy's remote wire format uses them; no other module of ours encodes JPEG).
+
 `image_to_numpy` returns a read-only zero-copy view into the message's buffer whenever the bytes can be
 used as they are (native byte order); pass ``copy=True`` for an independent, writable array.
 Single-channel encodings give HxW arrays (as cv_bridge does), multi-channel ones HxWxC.
@@ -193,18 +196,40 @@ def compressed_to_numpy(msg: CompressedImage, desired_encoding: str = "rgb8") ->
     desired_encoding: rgb8 / bgr8 (HxWx3 uint8), mono8 (HxW uint8), mono16 (HxW uint16, 16-bit PNG), or
     passthrough (what the encoder stored: HxW for grey, HxWx3 BGR for colour, as OpenCV decodes it).
     """
+    _check_desired(desired_encoding)
+    return _decode(msg.data, desired_encoding, _compression_of(msg))
+
+
+def decode_compressed(data: bytes | bytearray | memoryview, desired_encoding: str = "rgb8") -> np.ndarray:
+    """JPEG or PNG bytes (recognised by their magic bytes) -> array in ``desired_encoding``.
+
+    The same decoding as :func:`compressed_to_numpy`, for bytes that travel without a ROS message (the
+    policy's remote wire format).
+    """
+    _check_desired(desired_encoding)
+    head = bytes(data[:8])
+    if head.startswith(_JPEG_MAGIC):
+        compression = "jpeg"
+    elif head.startswith(_PNG_MAGIC):
+        compression = "png"
+    else:
+        raise CodecError("compressed image data is neither JPEG nor PNG")
+    return _decode(data, desired_encoding, compression)
+
+
+def _check_desired(desired_encoding: str) -> None:
     if desired_encoding not in COMPRESSED_OUTPUTS:
         raise CodecError(
             f"desired_encoding {desired_encoding!r} is not one of {', '.join(COMPRESSED_OUTPUTS)}"
         )
-    compression = _compression_of(msg)
-    if not len(msg.data):
+
+
+def _decode(data: Any, desired_encoding: str, compression: str) -> np.ndarray:
+    if not len(data):
         raise CodecError(f"CompressedImage ({compression}) has no data")
-    decoded = cv2.imdecode(np.frombuffer(msg.data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None:
-        raise CodecError(
-            f"CompressedImage data could not be decoded as {compression} ({len(msg.data)} bytes)"
-        )
+        raise CodecError(f"CompressedImage data could not be decoded as {compression} ({len(data)} bytes)")
     if desired_encoding == "passthrough":
         return decoded
     if desired_encoding == "mono16":
@@ -250,6 +275,28 @@ def numpy_to_compressed(
     jpeg takes 8-bit colour or grey (alpha is dropped); png also takes rgba8/bgra8 and 16-bit grey.
     ``quality`` is the JPEG quality (1-100) or, for png, ignored (OpenCV's default compression level).
     """
+    encoded, stored = _encode(pixels, encoding, compression, quality)
+    msg = CompressedImage()
+    if stamp is not None:
+        msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.format = f"{encoding}; {compression} compressed {stored}"
+    data = array.array("B")
+    data.frombytes(encoded)
+    msg.data = data
+    return msg
+
+
+def encode_compressed(
+    pixels: np.ndarray, encoding: str = "rgb8", compression: str = "jpeg", quality: int = 90
+) -> bytes:
+    """Array in ``encoding`` -> JPEG or PNG bytes: the same encoding as :func:`numpy_to_compressed`, for
+    images that travel without a ROS message (the policy's remote wire format)."""
+    return _encode(pixels, encoding, compression, quality)[0]
+
+
+def _encode(pixels: np.ndarray, encoding: str, compression: str, quality: int) -> tuple[bytes, str]:
+    """-> (the encoded bytes, the encoding they store)."""
     if compression not in ("jpeg", "png"):
         raise CodecError(f"compression must be 'jpeg' or 'png', got {compression!r}")
     if encoding not in _COMPRESSIBLE:
@@ -269,12 +316,4 @@ def numpy_to_compressed(
     ok, encoded = cv2.imencode(".jpg" if compression == "jpeg" else ".png", converted, params)
     if not ok:
         raise CodecError(f"OpenCV failed to encode a {pixels.shape} {encoding} image as {compression}")
-    msg = CompressedImage()
-    if stamp is not None:
-        msg.header.stamp = stamp
-    msg.header.frame_id = frame_id
-    msg.format = f"{encoding}; {compression} compressed {stored}"
-    data = array.array("B")
-    data.frombytes(encoded.tobytes())
-    msg.data = data
-    return msg
+    return encoded.tobytes(), stored

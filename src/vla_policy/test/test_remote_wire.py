@@ -3,11 +3,13 @@
 import json
 import struct
 
+import cv2
 import numpy as np
 import pytest
 from vla_common.policy import ActionChunk
 from vla_policy.backends.wire import (
     MAGIC,
+    ImageEncoding,
     Message,
     MessageType,
     WireError,
@@ -28,6 +30,41 @@ def test_image_travels_as_bytes_not_json():
     message = decode(data)
     np.testing.assert_array_equal(message.arrays["observation.images.front"], image)
     assert message.id == 3
+
+
+def _smooth_image(height=48, width=64):
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 4, y * 5, (x + y) * 2], axis=-1).astype(np.uint8)
+
+
+def test_jpeg_images_keep_their_bytes_and_rgb_order():
+    image = _smooth_image()
+    data = encode(observation_message({"observation.images.front": image}, 1), ImageEncoding.JPEG, 90)
+    (header_len,) = struct.unpack(">I", data[4:8])
+    header = json.loads(data[8 : 8 + header_len])
+    assert header["blobs"][0]["encoding"] == "jpeg"
+    # The blob is exactly what OpenCV makes of the BGR pixels at that quality: the bytes the wire format
+    # carried before it went through vla_perception.codec.
+    _, expected = cv2.imencode(".jpg", image[:, :, ::-1], [int(cv2.IMWRITE_JPEG_QUALITY), 90])
+    assert data[8 + header_len :] == expected.tobytes()
+    back = decode(data).arrays["observation.images.front"]
+    assert back.shape == image.shape and back.dtype == np.uint8
+    assert np.abs(back.astype(int) - image.astype(int)).mean() < 3  # lossy, but RGB stays RGB
+
+
+def test_a_jpeg_blob_that_does_not_decode_to_its_shape_is_refused():
+    image = _smooth_image()
+    data = bytearray(encode(observation_message({"observation.images.front": image}, 1), ImageEncoding.JPEG))
+    (header_len,) = struct.unpack(">I", data[4:8])
+    header = json.loads(data[8 : 8 + header_len])
+    blob = bytes(data[8 + header_len :])
+    header["blobs"][0]["shape"] = [10, 10, 3]
+    with pytest.raises(WireError, match="does not decode"):
+        decode(_raw(header, blob))
+    header["blobs"][0]["shape"] = list(image.shape)
+    header["blobs"][0]["length"] = 4
+    with pytest.raises(WireError, match="does not decode"):
+        decode(_raw(header, b"junk"))
 
 
 def test_chunk_round_trip():

@@ -3,6 +3,7 @@
 One websocket binary message = ``b"VLA1"`` + uint32 big-endian header length + a small JSON header +
 the payload blobs back to back. The header names each blob (key, encoding, dtype, shape, byte length);
 images travel as raw uint8 pixels or JPEG bytes, arrays as little-endian raw bytes, never as JSON lists.
+JPEG coding (and the RGB order of the pixels) is ``vla_perception.codec``'s, the one image codec.
 
 Messages (``header["type"]``):
 
@@ -22,10 +23,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 from vla_common.features import IMAGE_PREFIX, STATE_KEY
 from vla_common.policy import ActionChunk
+from vla_perception.codec import CodecError, decode_compressed, encode_compressed
 
 MAGIC = b"VLA1"
 _HEADER_LEN = struct.Struct(">I")
@@ -73,14 +74,10 @@ def encode(
             if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
                 raise WireError(f"{key} must be HxWx3 uint8, got {array.dtype} {array.shape}")
             if image_encoding is ImageEncoding.JPEG:
-                ok, jpeg = cv2.imencode(
-                    ".jpg",
-                    cv2.cvtColor(array, cv2.COLOR_RGB2BGR),
-                    [int(cv2.IMWRITE_JPEG_QUALITY), jpeg_quality],
-                )
-                if not ok:
-                    raise WireError(f"JPEG encoding of {key} failed")
-                data = jpeg.tobytes()
+                try:
+                    data = encode_compressed(array, "rgb8", "jpeg", jpeg_quality)
+                except CodecError as e:
+                    raise WireError(f"JPEG encoding of {key} failed: {e}") from None
             else:
                 data = np.ascontiguousarray(array).tobytes()
             encoding = image_encoding.value
@@ -140,10 +137,13 @@ def _decode_blob(spec: Mapping[str, Any], data: memoryview) -> np.ndarray:
     if any(s < 0 for s in shape):
         raise WireError(f"negative shape {shape}")
     if spec["encoding"] == ImageEncoding.JPEG.value:
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None or bgr.shape != shape:
+        try:
+            rgb = decode_compressed(data, "rgb8")
+        except CodecError:
+            rgb = None
+        if rgb is None or rgb.shape != shape:
             raise WireError(f"JPEG blob {spec['key']!r} does not decode to {shape}")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return rgb
     if spec["encoding"] != ImageEncoding.RAW.value:
         raise WireError(f"unknown blob encoding {spec['encoding']!r}")
     dtype = np.dtype(spec["dtype"])

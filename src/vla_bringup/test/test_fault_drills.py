@@ -59,7 +59,7 @@ def train_reach_checkpoint(root: Path) -> Path:
     """The tiny recipe of vla_policy's tests (one epoch, a few seconds) on demonstrations that start at the
     simulator's home pose and command joint 1 to home + REACH: a real checkpoint whose first target the safety
     monitor accepts. (The model is too small and too briefly trained to follow the state: it reaches TARGET.)"""
-    from vla_collector.lerobot_v3 import DatasetSpec, LeRobotV3Writer, VideoCodecConfig
+    from vla_collector.lerobot import DatasetSpec, LeRobotV3Writer, VideoCodecConfig
     from vla_common.manifest import CameraSpec
     from vla_policy.train import TINY_MODEL, TrainConfig, train
 

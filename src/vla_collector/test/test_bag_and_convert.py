@@ -20,7 +20,7 @@ from vla_collector.bag import (
     serialize,
 )
 from vla_collector.episode import ConversionError, DatasetTarget, TopicMap, convert_bag, decode_rgb
-from vla_collector.lerobot_v3 import LeRobotV3Dataset
+from vla_collector.lerobot import LeRobotV3Dataset
 from vla_common.testing import shared_fixtures
 
 REF_BAG = shared_fixtures(__file__) / "rosbag2_mcap_reference"

@@ -11,7 +11,7 @@ import av
 import numpy as np
 import pytest
 from vla_collector.cli import main, validate_dataset
-from vla_collector.lerobot_v3 import LeRobotV3Dataset
+from vla_collector.lerobot import LeRobotV3Dataset
 from vla_common.testing import shared_fixtures
 
 FIXTURES = shared_fixtures(__file__)

@@ -20,7 +20,7 @@ from vla_collector.collector import (
     PartialEpisodePolicy,
 )
 from vla_collector.episode import TopicMap
-from vla_collector.lerobot_v3 import LeRobotV3Dataset, LeRobotV3Writer, VideoCodecConfig
+from vla_collector.lerobot import LeRobotV3Dataset, LeRobotV3Writer, VideoCodecConfig
 
 T0 = 1_000 * 10**9
 HERE = Path(__file__).parent
@@ -316,7 +316,7 @@ CHILD = textwrap.dedent(
     sys.path.insert(0, {here!r})
     from streams import streams, instruction
     from vla_collector.collector import Collector, CollectorConfig
-    from vla_collector.lerobot_v3 import VideoCodecConfig
+    from vla_collector.lerobot import VideoCodecConfig
     clock = [0]
     c = Collector(CollectorConfig(dataset_root={root!r}, video=VideoCodecConfig(codec="libx264"),
                   default_task="pick"), clock=lambda: clock[0], log=lambda m: None)
@@ -382,7 +382,7 @@ FULL_DISK_CHILD = textwrap.dedent(
     """
     import resource, signal, sys
     import numpy as np
-    from vla_collector.lerobot_v3 import DatasetWriteError, LeRobotV3Writer
+    from vla_collector.lerobot import DatasetWriteError, LeRobotV3Writer
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG, like ENOSPC
     w = LeRobotV3Writer.open({root!r})
     resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
@@ -448,7 +448,7 @@ RAW_DISK_FULL_CHILD = textwrap.dedent(
     sys.path.insert(0, {here!r})
     from streams import streams
     from vla_collector.collector import Collector, CollectorConfig
-    from vla_collector.lerobot_v3 import VideoCodecConfig
+    from vla_collector.lerobot import VideoCodecConfig
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # file writes past the limit fail with EFBIG, like ENOSPC
     clock = [10**12]
     c = Collector(CollectorConfig(dataset_root={root!r}, video=VideoCodecConfig(codec="libx264"),

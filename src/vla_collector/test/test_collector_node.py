@@ -21,7 +21,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 from vla_collector.episode import DatasetTarget, TopicMap, convert_bag
-from vla_collector.lerobot_v3 import LeRobotV3Dataset, VideoCodecConfig
+from vla_collector.lerobot import LeRobotV3Dataset, VideoCodecConfig
 from vla_collector.sampler import SamplerConfig
 from vla_perception.codec import numpy_to_image
 

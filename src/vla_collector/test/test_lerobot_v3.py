@@ -7,7 +7,7 @@ import av
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from vla_collector.lerobot_v3 import (
+from vla_collector.lerobot import (
     DatasetError,
     DatasetSpec,
     ImageStatsAccumulator,

@@ -24,7 +24,7 @@ from rosbags.typesys import Stores, get_typestore
 from std_msgs.msg import Bool
 from std_srvs.srv import SetBool, Trigger
 from vla_collector.episode import DatasetTarget, TopicMap, convert_bag
-from vla_collector.lerobot_v3 import LeRobotV3Dataset, VideoCodecConfig
+from vla_collector.lerobot import LeRobotV3Dataset, VideoCodecConfig
 from vla_collector.sampler import SamplerConfig
 
 pytestmark = pytest.mark.ros

@@ -1,8 +1,8 @@
 """Demonstration recording through topics into MCAP and LeRobotDataset v3.0, plus the vla-dataset tool.
 
 Modules (pure Python unless noted):
-  lerobot_v3     LeRobotDataset v3.0 writer and reader (LeRobotV3Writer, LeRobotV3Dataset): what training reads
-  manifest       the embodiment manifest (meta/embodiment.json), shared with the policy
+  lerobot        LeRobotDataset v3.0 writer and reader (LeRobotV3Writer, LeRobotV3Dataset): what training reads;
+                 a subpackage (metadata, statistics, reader, video, writer) with one public import path
   bag            rosbag2 MCAP bags: BagWriter (raw CDR), BagReader (also truncated bags), recover_bag
   sampler        FrameSampler: fixed-rate frames from asynchronous streams, tolerance rules, EpisodeReport
   episode        topic maps, decoding (through vla_perception.codec), MessageFeed (the message -> sampler rules

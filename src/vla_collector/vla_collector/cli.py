@@ -37,7 +37,7 @@ from vla_common.manifest import ManifestError
 from vla_collector.bag import BagError, BagReader
 from vla_collector.collector import EPISODE_FILE
 from vla_collector.episode import ConversionError, DatasetTarget, TopicMap, convert_bag
-from vla_collector.lerobot_v3 import (
+from vla_collector.lerobot import (
     STAT_NAMES,
     DatasetError,
     LeRobotV3Dataset,

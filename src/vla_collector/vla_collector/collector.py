@@ -55,7 +55,7 @@ from vla_collector.episode import (
     convert_bag,
     decode_string,
 )
-from vla_collector.lerobot_v3 import (
+from vla_collector.lerobot import (
     DatasetError,
     DatasetWriteError,
     LeRobotV3Writer,

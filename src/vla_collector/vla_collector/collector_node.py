@@ -61,7 +61,7 @@ from vla_collector.collector import (
     PartialEpisodePolicy,
 )
 from vla_collector.episode import CAMERA_INFO_TYPE, TopicMap, camera_info_topic
-from vla_collector.lerobot_v3 import VideoCodecConfig
+from vla_collector.lerobot import VideoCodecConfig
 from vla_collector.sampler import SamplerConfig
 
 PARAMETERS: dict[str, tuple[Any, str]] = {

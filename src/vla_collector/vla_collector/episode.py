@@ -31,7 +31,7 @@ from vla_collector.environment import (
     parse_scene,
     pose_positions,
 )
-from vla_collector.lerobot_v3 import (
+from vla_collector.lerobot import (
     DatasetError,
     DatasetSpec,
     EpisodeRecorder,

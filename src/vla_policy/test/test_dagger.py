@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from test_backend_native import train_tiny_checkpoint
 from test_eval import record_rollout
-from vla_collector.lerobot_v3 import LeRobotV3Dataset
+from vla_collector.lerobot import LeRobotV3Dataset
 from vla_policy.dagger import main, rollout_dataset
 
 
@@ -55,7 +55,7 @@ def test_expert_episodes_record_the_envs_environment_state(tmp_path):
 
 
 def test_appending_to_a_dataset_without_environment_state_keeps_it_without(tmp_path):
-    from vla_collector.lerobot_v3 import LeRobotV3Writer
+    from vla_collector.lerobot import LeRobotV3Writer
     from vla_policy.dagger import dataset_spec
 
     out = tmp_path / "old"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from vla_collector.lerobot_v3 import LeRobotV3Dataset
+from vla_collector.lerobot import LeRobotV3Dataset
 from vla_common.manifest import CameraSpec
 from vla_common.robots import PANDA_COMMAND_JOINTS
 from vla_common.testing import shared_fixtures
@@ -41,7 +41,7 @@ def write_environment_dataset(
     """A small dataset with ``observation.environment_state`` (one 32x32 front camera, as the tiny model's
     input): the camera shows a red target square where the state's target x/y put it and a blue goal square
     at the goal; the target moves to the goal over the episode, and the arm with it (action = next state)."""
-    from vla_collector.lerobot_v3 import DatasetSpec, LeRobotV3Writer, VideoCodecConfig
+    from vla_collector.lerobot import DatasetSpec, LeRobotV3Writer, VideoCodecConfig
 
     rng = np.random.default_rng(seed)
     spec = DatasetSpec(

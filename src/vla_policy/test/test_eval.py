@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from test_data import write_environment_dataset
-from vla_collector.lerobot_v3 import LeRobotV3Dataset
+from vla_collector.lerobot import LeRobotV3Dataset
 from vla_common.testing import shared_fixtures
 from vla_policy.data import compute_normalizer, config_for_dataset, manifest_with_stats, open_datasets
 from vla_policy.evaluate import (

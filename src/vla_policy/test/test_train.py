@@ -52,7 +52,7 @@ def test_training_lowers_the_loss_and_writes_a_loadable_checkpoint(dataset_root,
         assert len(list(csv.DictReader(f))) == epochs
     assert json.loads((tmp_path / "summary.json").read_text())["train_samples_per_s"] > 0
     policy_obj = load_policy(result.best)
-    from vla_collector.lerobot_v3 import LeRobotV3Dataset
+    from vla_collector.lerobot import LeRobotV3Dataset
 
     ds = LeRobotV3Dataset(dataset_root)
     obs = {f"observation.images.{c}": ds.frames(0, c)[3] for c in ds.camera_names}
@@ -74,7 +74,7 @@ def test_relative_action_model_trains_and_acts_in_dataset_units(dataset_root, tm
     result = train(tiny_cfg(dataset_root, tmp_path, epochs=8, model_overrides=overrides))
     losses = [row["train_loss"] for row in result.history]
     assert losses[-1] < 0.7 * losses[0], losses
-    from vla_collector.lerobot_v3 import LeRobotV3Dataset
+    from vla_collector.lerobot import LeRobotV3Dataset
 
     ds, policy = LeRobotV3Dataset(dataset_root), load_policy(result.best)
     assert policy.config.relative_actions and policy.config.state_dropout == 0.3
@@ -260,7 +260,7 @@ def environment_root(tmp_path_factory):
 def test_localization_weight_trains_the_head_on_the_datas_environment_state(
     environment_root, tmp_path, initial_parameters
 ):
-    from vla_collector.lerobot_v3 import LeRobotV3Dataset
+    from vla_collector.lerobot import LeRobotV3Dataset
     from vla_policy.models import load_checkpoint
 
     rc = main([str(environment_root), "--output", str(tmp_path), "--tiny", "--horizon", "4", "--epochs", "1",

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
-from vla_collector.lerobot_v3 import DatasetSpec, LeRobotV3Writer, VideoCodecConfig
+from vla_collector.lerobot import DatasetSpec, LeRobotV3Writer, VideoCodecConfig
 from vla_common.features import ENVIRONMENT_STATE_KEY
 from vla_common.manifest import CameraSpec
 

@@ -1,6 +1,6 @@
 """LeRobot v3 datasets -> training samples for the native VLA and the textbook baseline.
 
-Datasets are read only through ``vla_collector.lerobot_v3.LeRobotV3Dataset``; images go through
+Datasets are read only through ``vla_collector.lerobot.LeRobotV3Dataset``; images go through
 ``vla_perception.preprocess`` exactly as at inference (random crop in training, its centred twin at
 inference), with a colour jitter applied to the raw frame first.
 
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
-from vla_collector.lerobot_v3 import LeRobotV3Dataset
+from vla_collector.lerobot import LeRobotV3Dataset
 from vla_common.manifest import EmbodimentManifest
 from vla_perception.preprocess import preprocess
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
-from vla_collector.lerobot_v3 import EpisodeArrays, LeRobotV3Dataset
+from vla_collector.lerobot import EpisodeArrays, LeRobotV3Dataset
 from vla_common.features import ENVIRONMENT_STATE_KEY
 from vla_safety.limits import position_bounds
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from vla_collector.lerobot_v3 import DatasetSpec, LeRobotV3Writer, VideoCodecConfig
+from vla_collector.lerobot import DatasetSpec, LeRobotV3Writer, VideoCodecConfig
 from vla_common.manifest import CameraSpec
 from vla_common.robots import PANDA_COMMAND_JOINTS
 

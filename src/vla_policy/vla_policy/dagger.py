@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -26,6 +27,8 @@ from tqdm import tqdm
 from vla_collector.lerobot import DatasetSpec, LeRobotV3Writer, VideoCodecConfig
 from vla_common.features import ENVIRONMENT_STATE_KEY
 from vla_common.manifest import CameraSpec
+
+LOG = logging.getLogger("vla_dagger")
 
 # Small images need chroma at full resolution and little compression, or block colours blur into each other.
 DEFAULT_VIDEO = VideoCodecConfig(codec="libx264", pix_fmt="yuv444p", crf=18)
@@ -167,8 +170,10 @@ def rollout_dataset(
                 bar.set_postfix(family=family, success=f"{s.success_rate:.0%}")
         except KeyboardInterrupt:
             # Ctrl-C ends the round early: the episodes written so far stay, and so does their record.
-            print(
-                f"\ninterrupted during {family}: keeping the {sum(x.episodes for x in stats)} episodes written"
+            LOG.warning(
+                "interrupted during %s: keeping the %d episodes written",
+                family,
+                sum(x.episodes for x in stats),
             )
             break
         finally:
@@ -193,6 +198,7 @@ def report(stats: Sequence[RoundStats], driver: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     p = argparse.ArgumentParser(prog="vla-dagger", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     expert = sub.add_parser("expert", help="scripted-expert demonstrations")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import math
 import os
 import sys
@@ -30,9 +31,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
+from vla_collector.lerobot import LeRobotV3Dataset
 from vla_common.atomic import write_json_atomic
+from vla_common.manifest import EmbodimentManifest
 
 from vla_policy.data import (
+    EpisodeRef,
     SampleSet,
     build_samples,
     compute_normalizer,
@@ -44,10 +48,18 @@ from vla_policy.data import (
     split_episodes,
 )
 from vla_policy.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from vla_policy.models.config import TRAINING_ONLY_FIELDS, ImageEncoderKind, PolicyKind, TextEncoderKind
+from vla_policy.models.config import (
+    TRAINING_ONLY_FIELDS,
+    ImageEncoderKind,
+    ModelConfig,
+    PolicyKind,
+    TextEncoderKind,
+)
 from vla_policy.models.encoders import InstructionEncoder
 from vla_policy.models.networks import VLANetwork
 from vla_policy.models.normalization import Normalizer
+
+LOG = logging.getLogger("vla_train")
 
 BEST_DIR, LAST_DIR, STATE_DIR = "best", "last", "train_state"
 METRICS_FILE, CURVE_FILE, SUMMARY_FILE = "metrics.csv", "loss_curve.png", "summary.json"
@@ -325,6 +337,29 @@ def train(cfg: TrainConfig) -> TrainResult:
         torch.set_num_threads(previous_threads)
 
 
+@dataclass(frozen=True)
+class _Model:
+    """The network to train, with what it was made for: from --resume, --init-from, or new."""
+
+    config: ModelConfig
+    network: VLANetwork
+    normalizer: Normalizer
+    resuming: bool
+
+
+@dataclass(frozen=True)
+class _Samples:
+    """The training and validation samples, their instructions encoded, and the cost of building them."""
+
+    train_set: SampleSet
+    val_set: SampleSet | None
+    train_text: torch.Tensor
+    val_text: torch.Tensor | None
+    n_frames: int
+    encode_s: float
+    encode_fps: float
+
+
 def _train(cfg: TrainConfig, dist: _Distributed) -> TrainResult:
     output = Path(cfg.output)
     torch.manual_seed(cfg.seed)
@@ -333,11 +368,171 @@ def _train(cfg: TrainConfig, dist: _Distributed) -> TrainResult:
         torch.use_deterministic_algorithms(True, warn_only=True)
     datasets, manifest = open_datasets(cfg.datasets)
     train_eps, val_eps = split_episodes(datasets, cfg.val_fraction, cfg.seed, cfg.episodes_per_dataset)
+    state_dir = output / STATE_DIR
+    model = _prepare_model(cfg, datasets, manifest, train_eps, state_dir)
+    config, network, normalizer = model.config, model.network, model.normalizer
+    manifest = manifest_with_stats(manifest, normalizer)
+    network.to(dist.device)
+    samples = _prepare_samples(
+        cfg, dist, datasets=datasets, train_eps=train_eps, val_eps=val_eps, model=model
+    )
+    train_set = samples.train_set
+
+    # --- optimisation ----------------------------------------------------------------------------------
+    step_module = _Step(network).to(dist.device)
+    trainable = [p for p in step_module.parameters() if p.requires_grad]
+    optimizer = _optimizer(trainable, cfg)
+    ddp = _data_parallel(step_module, dist)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    steps_per_epoch = math.ceil(len(train_set) / dist.world / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs  # the schedule's length; --max-steps only stops early
+    stop_step = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
+    history: list[dict[str, float]] = []
+    step, start_epoch, best_val = 0, 0, math.inf
+    if model.resuming:
+        saved = _load_train_state(state_dir, optimizer, generator)
+        step, start_epoch, best_val = saved["step"], saved["epoch"], saved["best_val"]
+        history = saved["history"]
+        if saved["train_episodes"] != [list(r) for r in train_eps]:
+            raise ValueError("--resume: the train/val split differs from the first run (other data or seed?)")
+    amp = use_bf16(cfg.precision, dist.device)
+    info_base = _run_info(cfg, config, train_eps, val_eps, train_set)
+    train_time, train_samples = 0.0, 0
+    bar = tqdm(total=stop_step, initial=step, desc=f"train {config.kind.value}", unit="step",
+               disable=not (cfg.progress and dist.main))  # fmt: skip
+    epoch = start_epoch
+    for epoch in range(start_epoch, cfg.epochs):
+        if step >= stop_step:
+            break
+        ddp.train()  # a resumed network comes back from load_checkpoint in eval mode
+        t_epoch = time.perf_counter()
+        step, epoch_loss, epoch_n, lr = _train_epoch(
+            ddp, network, optimizer, trainable=trainable, samples=samples, generator=generator, cfg=cfg,
+            dist=dist, step=step, stop_step=stop_step, total_steps=total_steps, amp=amp, bar=bar,
+        )  # fmt: skip
+        elapsed = time.perf_counter() - t_epoch
+        train_time += elapsed
+        train_samples += epoch_n
+        train_loss = dist.mean(epoch_loss / max(epoch_n, 1))
+        val_loss, val_l1 = (math.nan, math.nan)
+        if samples.val_set is not None and samples.val_text is not None:
+            val_loss, val_l1 = evaluate_loss(
+                network, step_module, samples.val_set, text_table=samples.val_text, normalizer=normalizer,
+                device=dist.device,
+            )  # fmt: skip
+        row = {
+            "epoch": epoch + 1, "step": step, "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
+            "val_l1": val_l1, "train_samples_per_s": epoch_n * dist.world / max(elapsed, 1e-9),
+            "elapsed_s": train_time,
+        }  # fmt: skip
+        history.append(row)
+        score = val_loss if math.isfinite(val_loss) else train_loss
+        improved = score < best_val
+        best_val = min(best_val, score)
+        if dist.main:
+            info = {**info_base, "epoch": epoch + 1, "step": step, "val_loss": val_loss, "val_l1": val_l1,
+                    "train_loss": train_loss}  # fmt: skip
+            ckpt = Checkpoint(network=network, normalizer=normalizer, manifest=manifest, info=info)
+            trainer_state = {"step": step, "epoch": epoch + 1, "best_val": best_val, "history": history,
+                             "train_episodes": info_base["train_episodes"]}  # fmt: skip
+            _save_epoch(output, ckpt, improved, (optimizer, generator, trainer_state), history)
+        dist.barrier()
+    bar.close()
+    samples_per_s = train_samples * dist.world / max(train_time, 1e-9)
+    if dist.main:
+        run = {
+            "kind": config.kind.value, "epochs": epoch + 1 if history else start_epoch, "steps": step,
+            "best_val_loss": best_val, "train_samples_per_s": samples_per_s, "train_s": train_time,
+        }  # fmt: skip
+        _write_summary(output, history, run=run, samples=samples, dist=dist, amp=amp)
+    return TrainResult(
+        output=output, best=output / BEST_DIR, last=output / LAST_DIR,
+        epochs_done=int(history[-1]["epoch"]) if history else start_epoch, steps=step, best_val_loss=best_val,
+        history=history, train_samples_per_s=samples_per_s, encode_frames_per_s=samples.encode_fps,
+    )  # fmt: skip
+
+
+def _write_summary(
+    output: Path,
+    history: list[dict[str, float]],
+    *,
+    run: dict[str, Any],
+    samples: _Samples,
+    dist: _Distributed,
+    amp: bool,
+) -> None:
+    """summary.json (the run's figures, where it ran) and the loss curve."""
+    summary = {
+        "kind": run["kind"], "epochs": run["epochs"], "steps": run["steps"], "best_val_loss": run["best_val_loss"],
+        "train_samples_per_s": run["train_samples_per_s"], "encode_frames_per_s": samples.encode_fps,
+        "encode_s": samples.encode_s, "train_s": run["train_s"], "train_frames": samples.n_frames,
+        "device": str(dist.device), "world_size": dist.world, "threads": torch.get_num_threads(), "bf16": amp,
+    }  # fmt: skip
+    write_json_atomic(output / SUMMARY_FILE, summary)
+    plot_loss_curve(output, history)
+
+
+def _data_parallel(step_module: _Step, dist: _Distributed) -> nn.Module:
+    """DDP around the trainable part when torchrun started several processes; the module itself otherwise."""
+    if dist.world == 1:
+        return step_module
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(
+        step_module, device_ids=[dist.device.index] if dist.device.type == "cuda" else None
+    )
+
+
+def _run_info(
+    cfg: TrainConfig,
+    config: ModelConfig,
+    train_eps: Sequence[EpisodeRef],
+    val_eps: Sequence[EpisodeRef],
+    train_set: SampleSet,
+) -> dict[str, Any]:
+    """What every checkpoint of this run records about it (its info.json, before the epoch's figures)."""
+    return {
+        "kind": config.kind.value,
+        "datasets": [str(Path(d).resolve()) for d in cfg.datasets],
+        "train_episodes": [list(r) for r in train_eps],
+        "val_episodes": [list(r) for r in val_eps],
+        "seed": cfg.seed,
+        # The instructions trained on: policy_node flags others as out of distribution.
+        "instructions": sorted(set(train_set.texts)),
+        "train_config": {k: v for k, v in asdict(cfg).items() if k not in ("datasets", "output", "kind")},
+    }
+
+
+def _save_epoch(
+    output: Path,
+    ckpt: Checkpoint,
+    improved: bool,
+    train_state: tuple[torch.optim.Optimizer, torch.Generator, dict[str, Any]],
+    history: list[dict[str, float]],
+) -> None:
+    """After an epoch: last/ (and best/ when it improved), train_state/ for --resume, metrics.csv."""
+    save_checkpoint(ckpt, output / LAST_DIR)
+    if improved:
+        save_checkpoint(ckpt, output / BEST_DIR)
+    optimizer, generator, trainer_state = train_state
+    _save_train_state(output / STATE_DIR, optimizer, trainer_state, generator)
+    _write_metrics(output, history)
+
+
+def _prepare_model(
+    cfg: TrainConfig,
+    datasets: Sequence[LeRobotV3Dataset],
+    manifest: EmbodimentManifest,
+    train_eps: Sequence[EpisodeRef],
+    state_dir: Path,
+) -> _Model:
+    """The model config these datasets and options give, and its network: the last checkpoint's (--resume),
+    a checkpoint's weights and normalization (--init-from), or a new one normalized on the training split."""
+    output = Path(cfg.output)
     overrides = dict(cfg.model_overrides)
     if float(overrides.get("localization_weight", 0.0)) > 0 and not overrides.get("localization_dim"):
         overrides["localization_dim"] = environment_state_width(datasets)
     config = config_for_dataset(manifest, datasets[0].camera_names, cfg.kind, **overrides)
-    state_dir = output / STATE_DIR
     resuming = cfg.resume and (state_dir / "trainer_state.json").is_file()
     if resuming:
         previous = load_checkpoint(output / LAST_DIR)
@@ -363,17 +558,30 @@ def _train(cfg: TrainConfig, dist: _Distributed) -> TrainResult:
         network = VLANetwork(config, load_pretrained=True)
         normalizer = compute_normalizer(datasets, train_eps, config)
         network.set_action_bounds(*normalizer.action_bounds())
-    manifest = manifest_with_stats(manifest, normalizer)
-    network.to(dist.device)
+    return _Model(config, network, normalizer, resuming)
 
-    # --- samples: every frame decoded once; the baseline's frozen trunk encodes each augmented copy ------
+
+def _prepare_samples(
+    cfg: TrainConfig,
+    dist: _Distributed,
+    *,
+    datasets: Sequence[LeRobotV3Dataset],
+    train_eps: Sequence[EpisodeRef],
+    val_eps: Sequence[EpisodeRef],
+    model: _Model,
+) -> _Samples:
+    """Every frame decoded once; the baseline's frozen trunk encodes each augmented copy. A new network also
+    takes its environment-state statistics and its instruction span from the training samples here."""
+    config, network = model.config, model.network
     trunk = network.trunk
     copies = cfg.augmented_copies if trunk is not None else 0  # the native VLA augments inside the network
     n_frames = sum(datasets[d].episodes[e].length for d, e in train_eps)
     if dist.main:
         size = estimate_cache_bytes(n_frames, network, 1 + copies)
-        print(f"{n_frames} training frames in {len(train_eps)} episodes, {len(val_eps)} validation episodes; "
-              f"cache ~{size / 2**20:.0f} MiB", file=sys.stderr)  # fmt: skip
+        LOG.info(
+            "%d training frames in %d episodes, %d validation episodes; cache ~%.0f MiB",
+            n_frames, len(train_eps), len(val_eps), size / 2**20,
+        )  # fmt: skip
 
     encoder = None
     if trunk is not None:
@@ -384,152 +592,87 @@ def _train(cfg: TrainConfig, dist: _Distributed) -> TrainResult:
 
     t0 = time.perf_counter()
     train_set = build_samples(
-        datasets, train_eps, config, normalizer, encode=encoder, augmented_copies=copies,
+        datasets, train_eps, config, model.normalizer, encode=encoder, augmented_copies=copies,
         seed=cfg.seed, progress=cfg.progress and dist.main,
     )  # fmt: skip
     encode_s = time.perf_counter() - t0
     encode_fps = n_frames * (1 + copies) * len(config.camera_names) / max(encode_s, 1e-9)
-    if train_set.environment_state is not None and not (resuming or cfg.init_from):
+    if train_set.environment_state is not None and not (model.resuming or cfg.init_from):
         environment = train_set.environment_state
         network.set_environment_stats(environment.mean(dim=0), environment.std(dim=0))
     val_set = (
-        build_samples(datasets, val_eps, config, normalizer, encode=encoder, augmented_copies=0, seed=cfg.seed,
-                      progress=False)
+        build_samples(datasets, val_eps, config, model.normalizer, encode=encoder, augmented_copies=0,
+                      seed=cfg.seed, progress=False)
         if val_eps else None
     )  # fmt: skip
     instructions = InstructionEncoder(config)
     train_text = instructions(train_set.texts)
-    if config.instruction_subspace and not resuming:
+    if config.instruction_subspace and not model.resuming:
         rank = network.head.set_instruction_span(train_text)
         if dist.main:
-            print(f"instruction subspace: rank {rank} of {len(set(train_set.texts))} training instructions",
-                  file=sys.stderr)  # fmt: skip
+            LOG.info(
+                "instruction subspace: rank %d of %d training instructions", rank, len(set(train_set.texts))
+            )
     val_text = instructions(val_set.texts) if val_set is not None else None
+    return _Samples(train_set, val_set, train_text, val_text, n_frames, encode_s, encode_fps)
 
-    # --- optimisation ----------------------------------------------------------------------------------
-    step_module = _Step(network).to(dist.device)
-    trainable = [p for p in step_module.parameters() if p.requires_grad]
+
+def _optimizer(trainable: Sequence[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices and convolutions only, not on biases and norms."""
     decay = [p for p in trainable if p.ndim >= 2]
     no_decay = [p for p in trainable if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
+    return torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr,
         betas=(0.9, 0.95),
     )
-    model: nn.Module = step_module
-    if dist.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
 
-        model = DistributedDataParallel(
-            step_module, device_ids=[dist.device.index] if dist.device.type == "cuda" else None
-        )
-    generator = torch.Generator().manual_seed(cfg.seed)
-    steps_per_epoch = math.ceil(len(train_set) / dist.world / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs  # the schedule's length; --max-steps only stops early
-    stop_step = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
-    history: list[dict[str, float]] = []
-    step, start_epoch, best_val = 0, 0, math.inf
-    if resuming:
-        saved = _load_train_state(state_dir, optimizer, generator)
-        step, start_epoch, best_val = saved["step"], saved["epoch"], saved["best_val"]
-        history = saved["history"]
-        if saved["train_episodes"] != [list(r) for r in train_eps]:
-            raise ValueError("--resume: the train/val split differs from the first run (other data or seed?)")
-    amp = use_bf16(cfg.precision, dist.device)
-    info_base = {
-        "kind": config.kind.value,
-        "datasets": [str(Path(d).resolve()) for d in cfg.datasets],
-        "train_episodes": [list(r) for r in train_eps],
-        "val_episodes": [list(r) for r in val_eps],
-        "seed": cfg.seed,
-        # The instructions trained on: policy_node flags others as out of distribution.
-        "instructions": sorted(set(train_set.texts)),
-        "train_config": {k: v for k, v in asdict(cfg).items() if k not in ("datasets", "output", "kind")},
-    }
-    train_time, train_samples = 0.0, 0
-    bar = tqdm(total=stop_step, initial=step, desc=f"train {config.kind.value}", unit="step",
-               disable=not (cfg.progress and dist.main))  # fmt: skip
-    epoch = start_epoch
-    for epoch in range(start_epoch, cfg.epochs):
+
+def _train_epoch(
+    ddp: nn.Module,
+    network: VLANetwork,
+    optimizer: torch.optim.Optimizer,
+    *,
+    trainable: Sequence[nn.Parameter],
+    samples: _Samples,
+    generator: torch.Generator,
+    cfg: TrainConfig,
+    dist: _Distributed,
+    step: int,
+    stop_step: int,
+    total_steps: int,
+    amp: bool,
+    bar: Any,
+) -> tuple[int, float, int, float]:
+    """One pass over this rank's shuffled share of the training samples, stopping at ``stop_step``.
+    -> (step, summed loss, samples seen, the last learning rate)."""
+    train_set = samples.train_set
+    order = torch.randperm(len(train_set), generator=generator)[dist.rank :: dist.world]
+    copies = torch.randint(0, train_set.copies, (len(train_set),), generator=generator)
+    epoch_loss, epoch_n = 0.0, 0
+    for start in range(0, len(order), cfg.batch_size):
         if step >= stop_step:
             break
-        model.train()  # a resumed network comes back from load_checkpoint in eval mode
-        order = torch.randperm(len(train_set), generator=generator)[dist.rank :: dist.world]
-        copies = torch.randint(0, train_set.copies, (len(train_set),), generator=generator)
-        epoch_loss, epoch_n = 0.0, 0
-        t_epoch = time.perf_counter()
-        for start in range(0, len(order), cfg.batch_size):
-            if step >= stop_step:
-                break
-            idx = order[start : start + cfg.batch_size]
-            batch = _batch(train_set, idx, train_text, copies[idx], dist.device)
-            lr = cosine_lr(step, total_steps, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=amp):
-                outputs = model(batch.x, batch.text, batch.state)
-            loss, _ = network.loss(
-                {k: v.float() for k, v in outputs.items()}, batch.target, batch.valid, batch.environment_state
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-            optimizer.step()
-            step += 1
-            epoch_loss += float(loss.detach()) * len(idx)
-            epoch_n += len(idx)
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", lr=f"{lr:.2e}")
-        elapsed = time.perf_counter() - t_epoch
-        train_time += elapsed
-        train_samples += epoch_n
-        train_loss = dist.mean(epoch_loss / max(epoch_n, 1))
-        val_loss, val_l1 = (math.nan, math.nan)
-        if val_set is not None and val_text is not None:
-            val_loss, val_l1 = evaluate_loss(
-                network, step_module, val_set, text_table=val_text, normalizer=normalizer, device=dist.device
-            )
-        row = {
-            "epoch": epoch + 1, "step": step, "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
-            "val_l1": val_l1, "train_samples_per_s": epoch_n * dist.world / max(elapsed, 1e-9),
-            "elapsed_s": train_time,
-        }  # fmt: skip
-        history.append(row)
-        score = val_loss if math.isfinite(val_loss) else train_loss
-        improved = score < best_val
-        best_val = min(best_val, score)
-        if dist.main:
-            info = {**info_base, "epoch": epoch + 1, "step": step, "val_loss": val_loss, "val_l1": val_l1,
-                    "train_loss": train_loss}  # fmt: skip
-            ckpt = Checkpoint(network=network, normalizer=normalizer, manifest=manifest, info=info)
-            save_checkpoint(ckpt, output / LAST_DIR)
-            if improved:
-                save_checkpoint(ckpt, output / BEST_DIR)
-            _save_train_state(
-                state_dir, optimizer,
-                {"step": step, "epoch": epoch + 1, "best_val": best_val, "history": history,
-                 "train_episodes": info_base["train_episodes"]},
-                generator,
-            )  # fmt: skip
-            _write_metrics(output, history)
-        dist.barrier()
-    bar.close()
-    samples_per_s = train_samples * dist.world / max(train_time, 1e-9)
-    if dist.main:
-        summary = {
-            "kind": config.kind.value, "epochs": epoch + 1 if history else start_epoch, "steps": step,
-            "best_val_loss": best_val, "train_samples_per_s": samples_per_s,
-            "encode_frames_per_s": encode_fps, "encode_s": encode_s, "train_s": train_time,
-            "train_frames": n_frames, "device": str(dist.device), "world_size": dist.world,
-            "threads": torch.get_num_threads(), "bf16": amp,
-        }  # fmt: skip
-        write_json_atomic(output / SUMMARY_FILE, summary)
-        plot_loss_curve(output, history)
-    return TrainResult(
-        output=output, best=output / BEST_DIR, last=output / LAST_DIR,
-        epochs_done=int(history[-1]["epoch"]) if history else start_epoch, steps=step, best_val_loss=best_val,
-        history=history, train_samples_per_s=samples_per_s, encode_frames_per_s=encode_fps,
-    )  # fmt: skip
+        idx = order[start : start + cfg.batch_size]
+        batch = _batch(train_set, idx, samples.train_text, copies[idx], dist.device)
+        lr = cosine_lr(step, total_steps, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=amp):
+            outputs = ddp(batch.x, batch.text, batch.state)
+        loss, _ = network.loss(
+            {k: v.float() for k, v in outputs.items()}, batch.target, batch.valid, batch.environment_state
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+        optimizer.step()
+        step += 1
+        epoch_loss += float(loss.detach()) * len(idx)
+        epoch_n += len(idx)
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(loss.detach()):.4f}", lr=f"{lr:.2e}")
+    return step, epoch_loss, epoch_n, lr
 
 
 TINY_MODEL = {
@@ -611,6 +754,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # progress lines on stderr, as before
     cfg = parse_args(argv)
     result = train(cfg)
     if int(os.environ.get("RANK", "0")) != 0:

@@ -35,13 +35,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from vla_common.robots import PANDA_ARM_JOINTS
 from vla_policy.shipped import default_checkpoint
 
 from vla_bringup.scoring import EpisodeRecord, markdown_table, summarize
+
+if TYPE_CHECKING:
+    from vla_bringup.demo_observer import DemoObserver
 
 FAMILIES = ("pick", "stack", "push", "place", "stack_two")
 INTERVENTION_COUNTERS = (
@@ -138,109 +140,6 @@ class Stack:
         return int(self.proc.returncode)
 
 
-def _make_observer() -> Any:
-    """The observer node (built lazily so importing this module needs no rclpy)."""
-    from diagnostic_msgs.msg import DiagnosticStatus
-    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
-    from rcl_interfaces.srv import SetParameters
-    from rclpy.node import Node
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-    from rosgraph_msgs.msg import Clock
-    from sensor_msgs.msg import JointState
-    from std_msgs.msg import Bool, Header
-    from std_srvs.srv import SetBool, Trigger
-
-    latched = QoSProfile(
-        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
-    )
-
-    class Observer(Node):
-        def __init__(self) -> None:
-            super().__init__("vla_demo")
-            self.lock = threading.Lock()
-            self.sim_time = 0.0
-            self.success = False
-            self.success_sim_time: float | None = None
-            self.recording: EpisodeRecord | None = None
-            self.episode_start_sim = 0.0
-            self.counters: dict[str, int] = {}
-            self.heartbeats = 0
-            self.pending: dict[tuple[float, ...], float] = {}  # commander command -> wall receive time
-            self.latencies_ms: list[float] = []
-            self.joint_states = 0
-            self.create_subscription(Clock, "/clock", self.on_clock, 10)
-            self.create_subscription(Bool, "/sim/success", self.on_success, latched)
-            self.create_subscription(JointState, "/joint_commands", self.on_safe_command, 50)
-            self.create_subscription(JointState, "/policy/joint_commands", self.on_commander, 50)
-            self.create_subscription(DiagnosticStatus, "/safety/state", self.on_safety_state, latched)
-            self.create_subscription(Header, "/policy/heartbeat", self.on_heartbeat, qos_profile_sensor_data)
-            self.create_subscription(
-                JointState, "/joint_states", self.on_joint_states, qos_profile_sensor_data
-            )
-            self.set_params = self.create_client(SetParameters, "/sim_node/set_parameters")
-            self.reset_sim = self.create_client(Trigger, "/sim_node/reset")
-            self.reset_safety = self.create_client(Trigger, "/safety/reset")
-            self.enable_policy = self.create_client(SetBool, "/policy_node/enable")
-            self.record_start = self.create_client(Trigger, "/collector_node/start")
-            self.record_stop = self.create_client(SetBool, "/collector_node/stop")
-            self._param_types = (Parameter, ParameterType, ParameterValue)
-
-        # --- callbacks -------------------------------------------------------------------------------
-        def on_clock(self, msg: Any) -> None:
-            self.sim_time = msg.clock.sec + msg.clock.nanosec * 1e-9
-
-        def on_joint_states(self, _msg: Any) -> None:
-            self.joint_states += 1
-
-        def on_heartbeat(self, _msg: Any) -> None:
-            self.heartbeats += 1
-
-        def on_success(self, msg: Any) -> None:
-            with self.lock:
-                if msg.data and self.recording is not None and not self.success:
-                    self.success, self.success_sim_time = True, self.sim_time
-
-        def on_commander(self, msg: Any) -> None:
-            key = tuple(round(p, 6) for p in msg.position)
-            with self.lock:
-                self.pending[key] = time.monotonic()
-                if len(self.pending) > 200:
-                    self.pending.pop(next(iter(self.pending)))
-
-        def on_safe_command(self, msg: Any) -> None:
-            now = time.monotonic()
-            key = tuple(round(p, 6) for p in msg.position)
-            with self.lock:
-                sent = self.pending.pop(key, None)
-                if sent is not None:  # passed unmodified: the latency of the safety path
-                    self.latencies_ms.append((now - sent) * 1e3)
-                if self.recording is not None:
-                    index = {n: i for i, n in enumerate(msg.name)}
-                    if all(j in index for j in PANDA_ARM_JOINTS):
-                        self.recording.command_times.append(self.sim_time)
-                        self.recording.commands.append([msg.position[index[j]] for j in PANDA_ARM_JOINTS])
-
-        def on_safety_state(self, msg: Any) -> None:
-            values = {kv.key: kv.value for kv in msg.values}
-            with self.lock:
-                self.counters = {k: int(v) for k, v in values.items() if v.isdigit()}
-
-        # --- service helpers ---------------------------------------------------------------------------
-        def set_task(self, family: str, seed: int) -> None:
-            parameter, ptype, pvalue = self._param_types
-            request = SetParameters.Request()
-            request.parameters = [
-                parameter(name="task", value=pvalue(type=ptype.PARAMETER_STRING, string_value=family)),
-                parameter(name="seed", value=pvalue(type=ptype.PARAMETER_INTEGER, integer_value=seed)),
-            ]
-            result = call(self.set_params, request)
-            failed = [r.reason for r in result.results if not r.successful]
-            if failed:
-                raise RuntimeError(f"sim_node refused the task parameters: {failed}")
-
-    return Observer()
-
-
 def call(client: Any, request: Any, timeout_s: float = 30.0) -> Any:
     """A service call from the main thread while the executor spins in another."""
     if not client.wait_for_service(timeout_sec=timeout_s):
@@ -264,7 +163,7 @@ def wait_until(predicate: Any, timeout_s: float, what: str, stack: Stack) -> Non
         time.sleep(0.05)
 
 
-def _set_enabled(obs: Any, enabled: bool) -> None:
+def _set_enabled(obs: DemoObserver, enabled: bool) -> None:
     """Pause or resume the policy (``policy_node``'s ``~/enable``; pausing clears its action queue)."""
     from std_srvs.srv import SetBool
 
@@ -273,7 +172,7 @@ def _set_enabled(obs: Any, enabled: bool) -> None:
         raise RuntimeError(f"policy_node refused ~/enable {enabled}: {reply.message}")
 
 
-def run_episode(obs: Any, stack: Stack, family: str, seed: int, config: DemoConfig) -> EpisodeRecord:
+def run_episode(obs: DemoObserver, stack: Stack, family: str, seed: int, config: DemoConfig) -> EpisodeRecord:
     from std_srvs.srv import SetBool, Trigger
     from vla_sim.tasks import FAMILIES as TASK_FAMILIES
     from vla_sim.tasks import TaskFamily
@@ -348,7 +247,9 @@ def run(config: DemoConfig) -> dict[str, Any]:
     config.out_dir.mkdir(parents=True, exist_ok=True)
     stack = Stack(vla_up_argv(config), config.out_dir / "stack.log")
     rclpy.init()
-    obs = _make_observer()
+    from vla_bringup.demo_observer import DemoObserver
+
+    obs = DemoObserver()
     executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(obs)
     spinner = threading.Thread(target=executor.spin, daemon=True)

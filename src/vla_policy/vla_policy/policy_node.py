@@ -29,7 +29,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Header, String
 from std_srvs.srv import SetBool
 from vla_common.features import STATE_KEY, image_key
-from vla_common.manifest import ManifestError
+from vla_common.manifest import EmbodimentManifest, ManifestError
 from vla_common.node import declare_parameters, run_node
 from vla_common.policy import ActionChunk
 from vla_perception.codec import CodecError, image_to_rgb8
@@ -127,44 +127,59 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
 }
 
 
+def config_from_parameters(p: dict[str, Any]) -> PolicyNodeConfig:
+    """The node's configuration from its declared ROS parameters (``PARAMETERS``)."""
+    return PolicyNodeConfig(
+        backend=p["backend"],
+        checkpoint=p["checkpoint"],
+        device=p["device"],
+        hf_chunk_size=p["hf_chunk_size"],
+        inference_threads=p["inference_threads"],
+        inference_process=p["inference_process"],
+        remote_uri=p["remote_uri"],
+        remote_token_file=p["remote_token_file"],
+        remote_timeout_s=p["remote_timeout_s"],
+        remote_image_encoding=p["remote_image_encoding"],
+        control_rate_hz=p["control_rate_hz"],
+        heartbeat_rate_hz=p["heartbeat_rate_hz"],
+        diagnostics_rate_hz=p["diagnostics_rate_hz"],
+        max_image_age_s=p["max_image_age_s"],
+        max_state_age_s=p["max_state_age_s"],
+        refill_below_s=p["refill_below_s"],
+        cameras=cameras_from_lists(p["camera_names"], p["camera_topics"]),
+        robot_profile=p["robot_profile"],
+        urdf_path=p["urdf_path"],
+        executor=ExecutorConfig(
+            blend=p["blend"],
+            interpolation=p["interpolation"],
+            ensemble_decay=p["ensemble_decay"],
+            crossfade_s=p["crossfade_s"],
+            max_chunk_age_s=p["max_chunk_age_s"],
+            tail_hold_s=p["tail_hold_s"],
+        ),
+        ood_distance_threshold=p["ood_distance_threshold"],
+    )
+
+
 class PolicyNode(Node):
     def __init__(self) -> None:
         super().__init__("policy_node")
         p = declare_parameters(self, PARAMETERS)
-        self.config = PolicyNodeConfig(
-            backend=p["backend"],
-            checkpoint=p["checkpoint"],
-            device=p["device"],
-            hf_chunk_size=p["hf_chunk_size"],
-            inference_threads=p["inference_threads"],
-            inference_process=p["inference_process"],
-            remote_uri=p["remote_uri"],
-            remote_token_file=p["remote_token_file"],
-            remote_timeout_s=p["remote_timeout_s"],
-            remote_image_encoding=p["remote_image_encoding"],
-            control_rate_hz=p["control_rate_hz"],
-            heartbeat_rate_hz=p["heartbeat_rate_hz"],
-            diagnostics_rate_hz=p["diagnostics_rate_hz"],
-            max_image_age_s=p["max_image_age_s"],
-            max_state_age_s=p["max_state_age_s"],
-            refill_below_s=p["refill_below_s"],
-            cameras=cameras_from_lists(p["camera_names"], p["camera_topics"]),
-            robot_profile=p["robot_profile"],
-            urdf_path=p["urdf_path"],
-            executor=ExecutorConfig(
-                blend=p["blend"],
-                interpolation=p["interpolation"],
-                ensemble_decay=p["ensemble_decay"],
-                crossfade_s=p["crossfade_s"],
-                max_chunk_age_s=p["max_chunk_age_s"],
-                tail_hold_s=p["tail_hold_s"],
-            ),
-            ood_distance_threshold=p["ood_distance_threshold"],
-        )
-        cfg = self.config
+        self.config = config_from_parameters(p)
         self.fatal: Future = Future()
         self._stop = threading.Event()
         self._instruction = ""
+        self._init_instruction_check()
+        manifest, bounds = self._load_and_check()
+        self._init_state(manifest, bounds, start_enabled=bool(p["start_enabled"]))
+        self._wire()
+        self._worker = threading.Thread(target=self._inference_loop, name="policy-inference", daemon=True)
+        self._worker.start()
+
+    # --- setup -----------------------------------------------------------------------------------------
+
+    def _init_instruction_check(self) -> None:
+        cfg = self.config
         # Out-of-distribution instructions: the native backend's checkpoint lists what it was trained on. The
         # text encoder (MiniLM: torch and transformers, seconds) loads in a thread of its own. With an inference
         # process it starts now, so it loads while that process starts rather than while the node commands;
@@ -183,6 +198,11 @@ class PolicyNode(Node):
             )
         elif cfg.inference_process:
             self._start_ood_worker()
+
+    def _load_and_check(self) -> tuple[EmbodimentManifest, tuple[list[float], list[float]]]:
+        """Load the backend and check its manifest against the safety limits and the cameras (the joints are
+        checked when the first /joint_states arrives). -> (manifest, the action's position bounds)."""
+        cfg = self.config
         try:
             self.loaded = self._load_backend()
         except BaseException:
@@ -207,7 +227,12 @@ class PolicyNode(Node):
         self.get_logger().info(
             f"loaded {self.loaded.description}; waiting for /joint_states to check the embodiment"
         )
+        return manifest, bounds
 
+    def _init_state(
+        self, manifest: EmbodimentManifest, bounds: tuple[list[float], list[float]], *, start_enabled: bool
+    ) -> None:
+        cfg = self.config
         self.queue = ActionQueue(manifest.action_names, cfg.executor, bounds)  # clips targets into the limits
         self.timing = ControlTiming(cfg.control_period_s)
         self.inference_latency = RollingStats(200)
@@ -218,7 +243,7 @@ class PolicyNode(Node):
         self._image_topics: dict[str, str] = {}  # camera name -> its image topic as subscribed (remapped)
         self._joint_state: LatestFrame[JointState] = LatestFrame()
         self._started = False
-        self._enabled = bool(p["start_enabled"])
+        self._enabled = start_enabled
         self._reset_pending = True
         # Node time of the latest instruction or resume: inputs older than that are not acted on.
         self._instruction_since = -math.inf
@@ -232,6 +257,9 @@ class PolicyNode(Node):
         self._safety_status = ""  # "" until a safety monitor has been heard from
         self._safety_message = ""
 
+    def _wire(self) -> None:
+        """Subscriptions, publishers, the ~/enable service and the timers."""
+        cfg = self.config
         for camera in cfg.cameras:
             image_sub = self.create_subscription(
                 Image,
@@ -262,10 +290,6 @@ class PolicyNode(Node):
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(1.0 / cfg.heartbeat_rate_hz, self._on_heartbeat, clock=steady)
         self.create_timer(1.0 / cfg.diagnostics_rate_hz, self._on_diagnostics, clock=steady)
-        self._worker = threading.Thread(target=self._inference_loop, name="policy-inference", daemon=True)
-        self._worker.start()
-
-    # --- setup -----------------------------------------------------------------------------------------
 
     def _load_backend(self) -> LoadedPolicy:
         cfg = self.config

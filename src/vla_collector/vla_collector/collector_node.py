@@ -75,10 +75,10 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     ),
     "action_joint_names": ([""], "action joints, in order (from /joint_commands); [''] = joint_names"),
     "cameras": (["front"], "camera names (dataset keys observation.images.<name>)"),
-    "camera_topics": (["/camera/image_raw"], "one sensor_msgs/Image topic per camera, same order"),
-    "state_topic": ("/joint_states", "sensor_msgs/JointState observation topic"),
-    "action_topic": ("/joint_commands", "sensor_msgs/JointState: the action actually sent to the robot"),
-    "instruction_topic": ("/task_instruction", "std_msgs/String language instruction ('' = do not record)"),
+    "camera_topics": (["camera/image_raw"], "one sensor_msgs/Image topic per camera, same order"),
+    "state_topic": ("joint_states", "sensor_msgs/JointState observation topic"),
+    "action_topic": ("joint_commands", "sensor_msgs/JointState: the action actually sent to the robot"),
+    "instruction_topic": ("task_instruction", "std_msgs/String language instruction ('' = do not record)"),
     "record_camera_info": (True, "also record <camera>/camera_info beside each .../image_raw (raw bag only)"),
     "default_task": ("", "task text when no instruction was published"),
     "episode_on_instruction": (False, "start/stop episodes when the instruction changes"),
@@ -90,9 +90,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
         "object_poses_topic and scene_topic): auto = when a simulator publishes scene_topic as an episode "
         "starts (an existing dataset keeps what it has) | on | off (real robots; nothing subscribed)",
     ),
-    "object_poses_topic": ("/sim/object_poses", "geometry_msgs/PoseArray of the simulator's objects"),
+    "object_poses_topic": ("sim/object_poses", "geometry_msgs/PoseArray of the simulator's objects"),
     "scene_topic": (
-        "/sim/scene",
+        "sim/scene",
         "std_msgs/String JSON naming those objects and the instruction's referents",
     ),
     "state_max_age_s": (0.0, "latest state older than this at a tick is a drop; 0 = 1.5 frame periods"),
@@ -186,6 +186,21 @@ def config_from_parameters(p: dict[str, Any]) -> CollectorConfig:
     )
 
 
+TOPIC_PARAMETERS = ("state_topic", "action_topic", "instruction_topic", "object_poses_topic", "scene_topic")
+
+
+def expand_topic_parameters(p: dict[str, Any], resolve: Callable[..., str]) -> dict[str, Any]:
+    """The topic parameters as fully qualified names in the node's namespace (``joint_states`` ->
+    ``/joint_states`` in the root namespace, ``/arm2/joint_states`` under ``-r __ns:=/arm2``), before
+    remapping as before: the bag and the dataset keep recording the names they recorded. Empty stays empty."""
+    expanded = dict(p)
+    for key in TOPIC_PARAMETERS:
+        if expanded[key]:
+            expanded[key] = resolve(expanded[key], only_expand=True)
+    expanded["camera_topics"] = [resolve(t, only_expand=True) if t else t for t in expanded["camera_topics"]]
+    return expanded
+
+
 def _offered(info: Any) -> QosProfile:
     q = info.qos_profile
     return QosProfile(
@@ -199,7 +214,7 @@ def _offered(info: Any) -> QosProfile:
 class CollectorNode(Node):
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__("collector_node", **node_kwargs)
-        p = declare_parameters(self, PARAMETERS)
+        p = expand_topic_parameters(declare_parameters(self, PARAMETERS), self.resolve_topic_name)
         self.config = config_from_parameters(p)
         # Refreshed on the executor thread (diagnostics timer, ~/start); the worker only reads it.
         self._scene_published = False

@@ -46,8 +46,9 @@ def wait_until(predicate, timeout=10.0):
 
 
 def test_camera_topics_convention():
-    assert camera_topics("front") == ("/camera/image_raw", "/camera/camera_info")
-    assert camera_topics("wrist") == ("/wrist_camera/image_raw", "/wrist_camera/camera_info")
+    # relative: /camera/image_raw in the root namespace (the default graph), /arm2/... in /arm2
+    assert camera_topics("front") == ("camera/image_raw", "camera/camera_info")
+    assert camera_topics("wrist") == ("wrist_camera/image_raw", "wrist_camera/camera_info")
 
 
 def test_config_defaults_and_frame_id():

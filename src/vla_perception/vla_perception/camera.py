@@ -34,9 +34,10 @@ _CAMERA_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 def camera_topics(camera_name: str) -> tuple[str, str]:
     """(image topic, camera_info topic) of a named camera: the workspace convention, one place.
 
-    ``front`` is /camera/image_raw and /camera/camera_info; any other name N is /N_camera/image_raw ...
+    ``front`` is camera/image_raw and camera/camera_info; any other name N is N_camera/image_raw ... Relative
+    names: /camera/image_raw in the root namespace, /arm2/camera/image_raw under ``-r __ns:=/arm2``.
     """
-    prefix = "/camera" if camera_name == "front" else f"/{camera_name}_camera"
+    prefix = "camera" if camera_name == "front" else f"{camera_name}_camera"
     return f"{prefix}/image_raw", f"{prefix}/camera_info"
 
 

@@ -104,7 +104,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "max_state_age_s": (0.25, "hold when the newest /joint_states is older than this (stamp age, ROS time)"),
     "refill_below_s": (0.6, "start the next inference once the queue reaches less than this far ahead"),
     "camera_names": (["front"], "cameras the model sees (observation.images.<name>), as in its manifest"),
-    "camera_topics": (["/camera/image_raw"], "sensor_msgs/Image topic of each camera, same order"),
+    "camera_topics": (["camera/image_raw"], "sensor_msgs/Image topic of each camera, same order"),
     "robot_profile": ("panda", "vla_safety robot profile whose joint limits the manifest is checked against"),
     "urdf_path": ("", "URDF whose joint limits are merged with the profile (most restrictive wins)"),
     "blend": ("crossfade", "chunk blending: crossfade | temporal_ensemble | latest"),
@@ -277,12 +277,12 @@ class PolicyNode(Node):
                     qos_profile_sensor_data,
                     raw=True,
                 )
-        self.create_subscription(JointState, "/joint_states", self._on_joint_state, qos_profile_sensor_data)
-        self.create_subscription(String, "/task_instruction", self._on_instruction, LATCHED_QOS)
+        self.create_subscription(JointState, "joint_states", self._on_joint_state, qos_profile_sensor_data)
+        self.create_subscription(String, "task_instruction", self._on_instruction, LATCHED_QOS)
         # Feedback from the safety monitor: commanding means nothing if every command is being refused.
-        self.create_subscription(DiagnosticStatus, "/safety/state", self._on_safety_state, LATCHED_QOS)
-        self._command_pub = self.create_publisher(JointState, "/policy/joint_commands", 10)
-        self._heartbeat_pub = self.create_publisher(Header, "/policy/heartbeat", 10)
+        self.create_subscription(DiagnosticStatus, "safety/state", self._on_safety_state, LATCHED_QOS)
+        self._command_pub = self.create_publisher(JointState, "policy/joint_commands", 10)
+        self._heartbeat_pub = self.create_publisher(Header, "policy/heartbeat", 10)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_service(SetBool, "~/enable", self._on_enable)
         self.create_timer(cfg.control_period_s, self._on_control_tick)  # ROS time: follows /clock in sim

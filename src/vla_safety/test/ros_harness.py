@@ -22,7 +22,9 @@ HOME = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785, 0.02]
 
 
 class FakeRobot(Node):
-    def __init__(self, heartbeat: bool = True) -> None:
+    """``prefix``: the arm's namespace ("" = the default graph's absolute names; "/arm2": /arm2/joint_states...)."""
+
+    def __init__(self, heartbeat: bool = True, prefix: str = "") -> None:
         super().__init__("fake_robot_and_policy")
         self.pose = list(HOME)
         self.outputs: list[tuple[float, list[float]]] = []
@@ -30,14 +32,14 @@ class FakeRobot(Node):
         self.lock = threading.Lock()
         self.heartbeat_on = heartbeat
         self.state_on = True
-        self.js_pub = self.create_publisher(JointState, "/joint_states", 10)
-        self.cmd_pub = self.create_publisher(JointState, "/policy/joint_commands", 10)
-        self.hb_pub = self.create_publisher(Header, "/policy/heartbeat", 10)
-        self.estop_pub = self.create_publisher(Bool, "/safety/estop", 10)
-        self.create_subscription(JointState, "/joint_commands", self.on_output, 50)
-        self.create_subscription(DiagnosticStatus, "/safety/state", self.on_state, LATCHED_QOS)
-        self.estop_cli = self.create_client(Trigger, "/safety/estop")
-        self.reset_cli = self.create_client(Trigger, "/safety/reset")
+        self.js_pub = self.create_publisher(JointState, f"{prefix}/joint_states", 10)
+        self.cmd_pub = self.create_publisher(JointState, f"{prefix}/policy/joint_commands", 10)
+        self.hb_pub = self.create_publisher(Header, f"{prefix}/policy/heartbeat", 10)
+        self.estop_pub = self.create_publisher(Bool, f"{prefix}/safety/estop", 10)
+        self.create_subscription(JointState, f"{prefix}/joint_commands", self.on_output, 50)
+        self.create_subscription(DiagnosticStatus, f"{prefix}/safety/state", self.on_state, LATCHED_QOS)
+        self.estop_cli = self.create_client(Trigger, f"{prefix}/safety/estop")
+        self.reset_cli = self.create_client(Trigger, f"{prefix}/safety/reset")
         self.create_timer(0.01, self.publish_state)
         self.create_timer(0.05, self.publish_heartbeat)
 
@@ -108,11 +110,13 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> float:
 class Running:
     """Safety node + fake robot spinning in one background executor thread."""
 
-    def __init__(self, heartbeat: bool = True, **params: object) -> None:
+    def __init__(self, heartbeat: bool = True, namespace: str = "", **params: object) -> None:
+        """``namespace``: both nodes in it, the monitor started as with ``-r __ns:=<namespace>``."""
         defaults: dict[str, object] = {"rate": 50.0, "diagnostics_period": 0.5}
         overrides = [Parameter(k, value=v) for k, v in {**defaults, **params}.items()]
-        self.safety = SafetyNode(parameter_overrides=overrides)
-        self.robot = FakeRobot(heartbeat=heartbeat)
+        cli_args = ["--ros-args", "-r", f"__ns:={namespace}"] if namespace else None
+        self.safety = SafetyNode(parameter_overrides=overrides, cli_args=cli_args)
+        self.robot = FakeRobot(heartbeat=heartbeat, prefix=namespace)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.safety)
         self.executor.add_node(self.robot)

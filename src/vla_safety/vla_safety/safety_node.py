@@ -89,7 +89,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "publish_while_holding": (True, "Keep publishing the hold command at `rate` after deceleration ends"),
     "auto_arm": (True, "Arm on the first valid /joint_states; if false, only /safety/reset arms"),
     "output_adapter": ("joint_state", "joint_state | float64_multi_array | joint_trajectory"),
-    "output_topic": ("/joint_commands", "Where the safe command goes"),
+    "output_topic": ("joint_commands", "Where the safe command goes"),
     "trajectory_time_from_start": (0.1, "s: time_from_start of the single point (joint_trajectory adapter)"),
     "rate": (50.0, "Hz: watchdog and hold-output rate"),
     "diagnostics_period": (1.0, "s between /diagnostics messages"),
@@ -128,21 +128,21 @@ class SafetyNode(Node):
 
         self.out_pub = self.create_publisher(self.output_config.message_type, self.output_config.topic, 10)
         self.state_pub = self.create_publisher(
-            DiagnosticStatus, "/safety/state", LATCHED_QOS, event_callbacks=NO_PUB_EVENTS
+            DiagnosticStatus, "safety/state", LATCHED_QOS, event_callbacks=NO_PUB_EVENTS
         )
         self.diag_pub = self.create_publisher(
             DiagnosticArray, "/diagnostics", 10, event_callbacks=NO_PUB_EVENTS
         )
-        self.create_subscription(JointState, "/policy/joint_commands", self.on_command, COMMAND_QOS)
+        self.create_subscription(JointState, "policy/joint_commands", self.on_command, COMMAND_QOS)
         self.create_subscription(
-            JointState, "/joint_states", self.on_joint_states, STATE_QOS, event_callbacks=NO_SUB_EVENTS
+            JointState, "joint_states", self.on_joint_states, STATE_QOS, event_callbacks=NO_SUB_EVENTS
         )
         self.create_subscription(
-            Header, "/policy/heartbeat", self.on_heartbeat, STATE_QOS, event_callbacks=NO_SUB_EVENTS
+            Header, "policy/heartbeat", self.on_heartbeat, STATE_QOS, event_callbacks=NO_SUB_EVENTS
         )
-        self.create_subscription(Bool, "/safety/estop", self.on_estop_topic, 10)
-        self.create_service(Trigger, "/safety/estop", self.on_estop_service)
-        self.create_service(Trigger, "/safety/reset", self.on_reset_service)
+        self.create_subscription(Bool, "safety/estop", self.on_estop_topic, 10)
+        self.create_service(Trigger, "safety/estop", self.on_estop_service)
+        self.create_service(Trigger, "safety/reset", self.on_reset_service)
         self.create_timer(1.0 / float(p["rate"]), self.on_tick)
         self.create_timer(float(p["diagnostics_period"]), self.on_diagnostics)
         self.publish_state(self.monitor.last_decision, force=True)

@@ -61,12 +61,12 @@ class ExpertNode(Node):
                 raise ValueError(f"task {self.fixed_task!r} matches no task template")
         self.status = DriverStatus.NO_TASK
         self.sent = 0
-        self.command_pub = self.create_publisher(JointState, "/joint_commands", 10)
+        self.command_pub = self.create_publisher(JointState, "joint_commands", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(JointState, "/joint_states", self._on_joint_states, qos_profile_sensor_data)
-        self.create_subscription(PoseArray, "/sim/object_poses", self._on_poses, qos_profile_sensor_data)
-        self.create_subscription(String, "/sim/scene", self._on_scene, LATCHED)
-        self.create_subscription(String, "/task_instruction", self._on_instruction, LATCHED)
+        self.create_subscription(JointState, "joint_states", self._on_joint_states, qos_profile_sensor_data)
+        self.create_subscription(PoseArray, "sim/object_poses", self._on_poses, qos_profile_sensor_data)
+        self.create_subscription(String, "sim/scene", self._on_scene, LATCHED)
+        self.create_subscription(String, "task_instruction", self._on_instruction, LATCHED)
         self.create_timer(1.0 / rate, self._on_tick)
         self.create_timer(1.0, self._publish_diagnostics)
 

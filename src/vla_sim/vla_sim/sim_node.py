@@ -102,7 +102,7 @@ LATCHED = QoSProfile(
     depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
 )
 COMMANDS_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
-CAMERA_TOPICS = {"front": "/camera", "wrist": "/wrist_camera"}
+CAMERA_TOPICS = {"front": "camera", "wrist": "wrist_camera"}
 
 
 def camera_info(camera: CameraConfig, stamp: Time, frame_id: str) -> CameraInfo:
@@ -153,7 +153,7 @@ class SimNode(Node):
         self.measured_rtf = 0.0
         self.lag_resets = 0
 
-        self.js_pub = self.create_publisher(JointState, "/joint_states", 10)
+        self.js_pub = self.create_publisher(JointState, "joint_states", 10)
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.camera_pubs = {
             c.name: (
@@ -164,18 +164,18 @@ class SimNode(Node):
             )
             for c in self.runner.cameras
         }
-        self.instruction_pub = self.create_publisher(String, "/task_instruction", LATCHED)
-        self.success_pub = self.create_publisher(Bool, "/sim/success", LATCHED)
-        self.scene_pub = self.create_publisher(String, "/sim/scene", LATCHED)
-        self.poses_pub = self.create_publisher(PoseArray, "/sim/object_poses", 10)
+        self.instruction_pub = self.create_publisher(String, "task_instruction", LATCHED)
+        self.success_pub = self.create_publisher(Bool, "sim/success", LATCHED)
+        self.scene_pub = self.create_publisher(String, "sim/scene", LATCHED)
+        self.poses_pub = self.create_publisher(PoseArray, "sim/object_poses", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(JointState, "/joint_commands", self._on_joint_command, COMMANDS_QOS)
+        self.create_subscription(JointState, "joint_commands", self._on_joint_command, COMMANDS_QOS)
         self.create_subscription(
-            Float64MultiArray, "/forward_position_controller/commands", self._on_array_command, COMMANDS_QOS
+            Float64MultiArray, "forward_position_controller/commands", self._on_array_command, COMMANDS_QOS
         )
         self.create_subscription(
             JointTrajectory,
-            "/joint_trajectory_controller/joint_trajectory",
+            "joint_trajectory_controller/joint_trajectory",
             self._on_trajectory,
             COMMANDS_QOS,
         )

@@ -7,7 +7,8 @@ message (the policy's remote wire format uses them; no other module of ours enco
 used as they are (native byte order); pass ``copy=True`` for an independent, writable array.
 Single-channel encodings give HxW arrays (as cv_bridge does), multi-channel ones HxWxC.
 
-This module imports sensor_msgs message classes but never rclpy.
+This module never imports rclpy; it imports sensor_msgs only where it builds a message, so the bytes functions
+(and the policy's wire format, and vla-serve) load no ROS message package.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from __future__ import annotations
 import array
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-from builtin_interfaces.msg import Time
-from sensor_msgs.msg import CompressedImage, Image
+
+if TYPE_CHECKING:
+    from builtin_interfaces.msg import Time
+    from sensor_msgs.msg import CompressedImage, Image
 
 
 class CodecError(ValueError):
@@ -151,6 +154,8 @@ def numpy_to_image(
     an array in non-native byte order is written as such and flagged by ``is_bigendian``.
     """
     pixels = _check_array(pixels, encoding)
+    from sensor_msgs.msg import Image  # here, so the bytes functions need no ROS message package
+
     msg = Image()
     if stamp is not None:
         msg.header.stamp = stamp
@@ -276,6 +281,8 @@ def numpy_to_compressed(
     ``quality`` is the JPEG quality (1-100) or, for png, ignored (OpenCV's default compression level).
     """
     encoded, stored = _encode(pixels, encoding, compression, quality)
+    from sensor_msgs.msg import CompressedImage
+
     msg = CompressedImage()
     if stamp is not None:
         msg.header.stamp = stamp

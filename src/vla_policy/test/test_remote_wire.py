@@ -134,3 +134,18 @@ def test_error_reply_raises():
 def test_non_rgb_images_are_refused_on_encode():
     with pytest.raises(WireError, match="HxWx3 uint8"):
         encode(observation_message({"observation.images.front": np.zeros((4, 4), np.float32)}, 1))
+
+
+def test_the_wire_format_and_vla_serve_load_no_ros_package():
+    """vla-serve may run on a machine without ROS: the codec builds messages only where it is asked to."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, vla_policy.backends.wire, vla_policy.serve\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'rclpy', 'sensor_msgs', 'builtin_interfaces'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -54,6 +54,21 @@ def test_expert_episodes_record_the_envs_environment_state(tmp_path):
     )
 
 
+def test_settle_steps_record_the_release_after_the_success(tmp_path):
+    """Place succeeds the instant the fingers open; --settle-steps keeps recording the release and the retreat."""
+    cut, settled = tmp_path / "cut", tmp_path / "settled"
+    for out, extra in ((cut, []), (settled, ["--settle-steps", "5"])):
+        assert main(["expert", str(out), "--families", "place", "--episodes", "1", "--image-size", "32",
+                     "--cameras", "front", "--no-progress", "--seed", "2", *extra]) == 0  # fmt: skip
+    a, b = LeRobotV3Dataset(cut).episode(0), LeRobotV3Dataset(settled).episode(0)
+    assert len(b) == len(a) + 5 and np.array_equal(b.action[: len(a)], a.action)
+    opening = b.action[:, 7]  # the finger command (m)
+    assert (opening[len(a) - 1 :] > 0.025).sum() >= 5  # one frame of opening before, six now
+    assert (opening[len(a) - 1 :] > 0.025).all() and (opening[: len(a) - 1] < 0.025).sum() > 10
+    with pytest.raises(SystemExit):
+        main(["expert", str(tmp_path / "x"), "--settle-steps", "-1"])
+
+
 def test_appending_to_a_dataset_without_environment_state_keeps_it_without(tmp_path):
     from vla_collector.lerobot import LeRobotV3Writer
     from vla_policy.dagger import dataset_spec

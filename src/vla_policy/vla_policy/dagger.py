@@ -87,6 +87,7 @@ def rollout_dataset(
     split: str = "train",
     progress: bool = True,
     max_steps: int = 0,
+    settle_steps: int = 0,
 ) -> list[RoundStats]:
     """Roll out ``episodes`` per family and append them to the dataset at ``output`` (created if new).
 
@@ -98,6 +99,9 @@ def rollout_dataset(
     ``max_steps`` (0: the task's time limit) ends an episode early. A DAgger round wants it: a policy that is
     stuck fills the rest of a 15 s episode with the expert's re-grasp labels, which then outweigh the
     approach and grasp states that the round is meant to correct (measured: 84 % of an uncapped pick round).
+    ``settle_steps``: the episode goes on this many steps after its first success, the expert still labelling.
+    Place and stack succeed the instant the fingers open, so an episode cut there shows the release in one
+    frame of ~60; the steps after it (open, rise) are what teaches a policy to let go.
     """
     from vla_sim.experts import make_expert
 
@@ -127,8 +131,9 @@ def rollout_dataset(
     bar = tqdm(total=len(families) * episodes, unit="ep", desc=str(output.name), disable=not progress)
     for f_index, family in enumerate(families):
         env = vla_sim.make_env(
-            family, cameras=tuple(cameras), image_size=image_size, control_hz=fps, split=split
-        )
+            family, cameras=tuple(cameras), image_size=image_size, control_hz=fps, split=split,
+            terminate_on_success=False,  # the loop below ends the episode, settle_steps after the success
+        )  # fmt: skip
         expert = make_expert(env)
         s = RoundStats(family)
         stats.append(s)
@@ -139,7 +144,7 @@ def rollout_dataset(
                     driver.reset()
                 states, actions, images = [], [], {c: [] for c in cameras}
                 environment_states = []
-                success, done = False, False
+                success, done, settled = False, False, 0
                 while not done:
                     label = expert.act_env()
                     states.append(obs["observation.state"].copy())
@@ -154,8 +159,14 @@ def rollout_dataset(
                     else:
                         action = driver.act({**obs, "task": info["task"]}, info["sim_time"])
                     obs, _, terminated, truncated, info = env.step(np.asarray(action, np.float32))
+                    settled += int(success)  # steps taken after the first success
                     success = success or bool(info["success"])
-                    done = terminated or truncated or (max_steps > 0 and len(states) >= max_steps)
+                    done = (
+                        terminated
+                        or truncated
+                        or (success and settled >= settle_steps)
+                        or (max_steps > 0 and len(states) >= max_steps)
+                    )
                 writer.write_episode(
                     np.array(states),
                     np.array(actions),
@@ -217,6 +228,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="end each episode after this many steps (0: the task's limit)",
     )
     for sp in (expert, collect):
+        sp.add_argument(
+            "--settle-steps",
+            type=int,
+            default=0,
+            help="steps recorded after an episode's first success (the release and retreat of place/stack)",
+        )
         sp.add_argument("--families", nargs="+", default=["pick", "push", "place", "stack"])
         sp.add_argument("--episodes", type=int, default=100, help="episodes per family")
         sp.add_argument("--seed", type=int, default=0, help="scene seeds: seed + 100000*family_index + k")
@@ -227,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--episodes must be positive")
     if getattr(args, "max_steps", 0) < 0:
         p.error("--max-steps must be >= 0")
+    if args.settle_steps < 0:
+        p.error("--settle-steps must be >= 0")
     if args.command == "collect" and not 0.0 <= args.beta <= 1.0:
         p.error("--beta must be within [0, 1]")
     output = Path(args.output)
@@ -245,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             execute_steps=getattr(args, "execute_steps", 5),
             progress=not args.no_progress,
             max_steps=getattr(args, "max_steps", 0),
+            settle_steps=args.settle_steps,
         )
     except (ValueError, OSError) as e:
         print(f"vla-dagger: {e}", file=sys.stderr)

@@ -135,6 +135,8 @@ def test_bad_arguments_are_refused(tmp_path, capsys):
         main(["collect", "ckpt", str(tmp_path / "x"), "--beta", "2"])
     assert main(["collect", str(tmp_path / "missing"), str(tmp_path / "x"), "--no-progress"]) == 2
     assert "vla-dagger:" in capsys.readouterr().err
+    assert main(["expert", str(tmp_path / "y"), "--release-height", "-0.01", "--no-progress"]) == 2
+    assert "release_height" in capsys.readouterr().err and not (tmp_path / "y").exists()
 
 
 def test_ctrl_c_keeps_the_episodes_written_and_their_record(tmp_path, monkeypatch, caplog):

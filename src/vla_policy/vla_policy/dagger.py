@@ -88,6 +88,7 @@ def rollout_dataset(
     progress: bool = True,
     max_steps: int = 0,
     settle_steps: int = 0,
+    release_height: float | None = None,
 ) -> list[RoundStats]:
     """Roll out ``episodes`` per family and append them to the dataset at ``output`` (created if new).
 
@@ -102,8 +103,9 @@ def rollout_dataset(
     ``settle_steps``: the episode goes on this many steps after its first success, the expert still labelling.
     Place and stack succeed the instant the fingers open, so an episode cut there shows the release in one
     frame of ~60; the steps after it (open, rise) are what teaches a policy to let go.
+    ``release_height``: the expert's (m above where the block would rest; None: its default, 4 mm).
     """
-    from vla_sim.experts import make_expert
+    from vla_sim.experts import ExpertConfig, make_expert
 
     import vla_sim
 
@@ -124,6 +126,10 @@ def rollout_dataset(
         # The policy drives as policy_node does: through its action executor, re-planning as it does.
         refill = refill_for_execute_steps(execute_steps, policy.horizon, policy.dt)
         driver = ChunkDriver(policy, policy.manifest.action_names, refill_below_s=refill)
+    # Checked before the dataset is created: a bad setting leaves nothing behind.
+    expert_config = (
+        None if release_height is None else ExpertConfig(control_hz=fps, release_height=release_height)
+    )
     spec = dataset_spec(cameras, image_size, fps, environment_state=_has_environment_state(output))
     writer = LeRobotV3Writer.open_or_create(output, spec)
     rng = np.random.default_rng(seed)
@@ -134,7 +140,7 @@ def rollout_dataset(
             family, cameras=tuple(cameras), image_size=image_size, control_hz=fps, split=split,
             terminate_on_success=False,  # the loop below ends the episode, settle_steps after the success
         )  # fmt: skip
-        expert = make_expert(env)
+        expert = make_expert(env, expert_config)
         s = RoundStats(family)
         stats.append(s)
         try:
@@ -234,6 +240,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             default=0,
             help="steps recorded after an episode's first success (the release and retreat of place/stack)",
         )
+        sp.add_argument(
+            "--release-height",
+            type=float,
+            default=None,
+            help="m above the block's resting place at which the expert opens (place/stack; default 0.004)",
+        )
         sp.add_argument("--families", nargs="+", default=["pick", "push", "place", "stack"])
         sp.add_argument("--episodes", type=int, default=100, help="episodes per family")
         sp.add_argument("--seed", type=int, default=0, help="scene seeds: seed + 100000*family_index + k")
@@ -265,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.no_progress,
             max_steps=getattr(args, "max_steps", 0),
             settle_steps=args.settle_steps,
+            release_height=args.release_height,
         )
     except (ValueError, OSError) as e:
         print(f"vla-dagger: {e}", file=sys.stderr)

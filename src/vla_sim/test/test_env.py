@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from vla_common.features import ENVIRONMENT_STATE_KEY
-from vla_sim.experts import make_expert
+from vla_sim.experts import ExpertConfig, make_expert
 from vla_sim.scene import BOWL_FLOOR, TABLE_HEIGHT, sample_layout
 from vla_sim.tasks import DIRECTIONS, PUSH_DISTANCE, TaskFamily, sample_task
 
@@ -160,6 +160,28 @@ def test_expert_reaches_success(family):
     assert not held[0]
     # Every family but push grasps the named block; push never holds it.
     assert any(held) == (family is not TaskFamily.PUSH)
+
+
+def test_expert_release_height_drops_the_block_from_above_its_place():
+    """A higher release (the fingers open 3 cm above where the block would rest) still places it."""
+    environment = make_env("place", cameras=())
+    expert = make_expert(environment, ExpertConfig(release_height=0.03))
+    obs, info = environment.reset(seed=4)
+    released_above = None  # m between the block and where it comes to rest, when the fingers open
+    while True:
+        action = expert.act_env()
+        if released_above is None and action[7] > 0.025 and info["target_held"]:
+            target_z, goal_z = obs[ENVIRONMENT_STATE_KEY][[2, 5]]
+            released_above = target_z - (goal_z + 0.02)  # a 4 cm block rests 2 cm above its goal's floor
+        obs, _, terminated, truncated, info = environment.step(action)
+        if terminated or truncated:
+            break
+    expert.close()
+    environment.close()
+    assert info["success"]
+    assert released_above is not None and released_above > 0.015
+    with pytest.raises(ValueError, match="release_height"):
+        ExpertConfig(release_height=-0.01)
 
 
 def test_expert_replans_from_a_perturbed_state():

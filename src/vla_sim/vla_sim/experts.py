@@ -63,12 +63,16 @@ class ExpertConfig:
     # demonstration never asks for more than a safety monitor allows (its first command starts at the
     # current pose) and recorded actions stay smooth.
     joint_speed_fraction: float = 0.5
+    # m above where the block would rest at which place and stack open the fingers (the block drops the rest).
+    release_height: float = 0.004
 
     def __post_init__(self) -> None:
         if self.control_hz <= 0 or self.max_speed <= 0 or self.safe_height <= BLOCK_SIZE:
             raise ValueError("control_hz and max_speed must be positive, safe_height above a block")
         if not 0 < self.joint_speed_fraction <= 1:
             raise ValueError("joint_speed_fraction must be in (0, 1]")
+        if not 0 <= self.release_height < self.safe_height - BLOCK_SIZE:
+            raise ValueError("release_height must be >= 0 and below safe_height less a block")
 
     @property
     def max_step(self) -> float:
@@ -215,7 +219,7 @@ class ScriptedExpert:
         safe_z = world.table_height + cfg.safe_height + max(0.0, goal[2] - world.rest_z())
         if held_block(grasp_point, opening, world) == block:
             self._regrasp = False
-            place = goal + np.array([0.0, 0.0, 0.004 if release else 0.0])
+            place = goal + np.array([0.0, 0.0, cfg.release_height if release else 0.0])
             waypoint, above = self._move_via_safe_height(grasp_point, place, safe_z, cfg.align_tolerance)
             if release and above and np.linalg.norm(place - grasp_point) < cfg.reach_tolerance:
                 return grasp_point, yaw, robot.FINGER_OPEN

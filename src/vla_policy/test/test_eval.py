@@ -253,6 +253,8 @@ def test_closed_loop_plays_chunks_through_the_nodes_executor(random_policy_dir, 
                  "--max-steps", "7", "--execute-steps", "3", "--blend", blend]) == 0  # fmt: skip
     rows = list(csv.DictReader((tmp_path / "closed_loop.csv").open()))
     assert [(r["family"], r["split"]) for r in rows] == [("pick", "train")]
+    episode = next(csv.DictReader((tmp_path / "closed_loop_episodes.csv").open()))
+    assert episode["steps"] == "7" and episode["grasped"] == "False" and episode["goal_cm"] == "nan"
     # One inference per 3 actions played, each stamped with the sim time it was asked at.
     assert len(played) == 7 and len(chunks) == 3
     np.testing.assert_allclose([c.stamp for c in chunks], [0.0, 0.3, 0.6], atol=1e-9)

@@ -31,7 +31,7 @@ import csv
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -82,9 +82,8 @@ class EpisodeOutcome:
     steps: int
     limited: float = float("nan")  # share of commands the safety monitor limited (nan: ran without it)
     grasped: bool = False  # the named block was in the gripper at some step
-    goal_cm: float = float(
-        "nan"
-    )  # closest the named block came to its goal in xy (nan: pick, whose goal is itself)
+    # The closest the named block came to its goal in xy (nan: pick, whose goal is the block itself).
+    goal_cm: float = float("nan")
 
 
 def policy_label(path: str | Path, policy: NativePolicy) -> str:
@@ -493,6 +492,7 @@ def write_closed_loop(outcomes: Sequence[EpisodeOutcome], output: Path) -> str:
         writer.writerows(summary)
     with (output / "closed_loop_episodes.csv").open("w", newline="") as f:
         writer = csv.writer(f)
+        # One row per episode: EpisodeOutcome's fields in order (label is the policy, limited the monitor's share).
         writer.writerow(
             [
                 "policy",
@@ -506,22 +506,7 @@ def write_closed_loop(outcomes: Sequence[EpisodeOutcome], output: Path) -> str:
                 "goal_cm",
             ]
         )
-        writer.writerows(
-            [
-                [
-                    o.label,
-                    o.family,
-                    o.split,
-                    o.instruction,
-                    o.success,
-                    o.steps,
-                    o.limited,
-                    o.grasped,
-                    o.goal_cm,
-                ]
-                for o in outcomes
-            ]
-        )
+        writer.writerows(astuple(o) for o in outcomes)
     import matplotlib
 
     matplotlib.use("Agg")

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 from vla_collector.lerobot import DatasetSpec, LeRobotV3Writer, VideoCodecConfig
-from vla_common.features import ENVIRONMENT_STATE_KEY
+from vla_common.features import ENVIRONMENT_STATE_KEY, STATE_KEY, image_key
 from vla_common.manifest import CameraSpec
 
 LOG = logging.getLogger("vla_dagger")
@@ -153,23 +153,22 @@ def rollout_dataset(
                 success, done, settled = False, False, 0
                 while not done:
                     label = expert.act_env()
-                    states.append(obs["observation.state"].copy())
+                    states.append(obs[STATE_KEY].copy())
                     environment_states.append(obs[ENVIRONMENT_STATE_KEY].copy())
                     actions.append(label)
                     for c in cameras:
-                        images[c].append(obs[f"observation.images.{c}"])
+                        images[c].append(obs[image_key(c)])
                     if driver is None or rng.random() < beta:
                         action = label
                         if driver is not None:
                             driver.queue.clear()  # the policy re-plans from the state the expert left
                     else:
                         action = driver.act({**obs, "task": info["task"]}, info["sim_time"])
-                    obs, _, terminated, truncated, info = env.step(np.asarray(action, np.float32))
+                    obs, _, _, truncated, info = env.step(np.asarray(action, np.float32))
                     settled += int(success)  # steps taken after the first success
                     success = success or bool(info["success"])
                     done = (
-                        terminated
-                        or truncated
+                        truncated
                         or (success and settled >= settle_steps)
                         or (max_steps > 0 and len(states) >= max_steps)
                     )

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 from vla_collector.lerobot import EpisodeArrays, LeRobotV3Dataset
-from vla_common.features import ENVIRONMENT_STATE_KEY
+from vla_common.features import ENVIRONMENT_STATE_KEY, STATE_KEY, image_key
 from vla_safety.limits import position_bounds
 
 from vla_policy.data import action_chunks, chunk_valid, open_datasets
@@ -121,8 +121,8 @@ def _episode_inputs(
     inputs = [
         policy.prepare(
             {
-                **{f"observation.images.{cam}": images[cam][t] for cam in images},
-                "observation.state": ep.state[t],
+                **{image_key(cam): images[cam][t] for cam in images},
+                STATE_KEY: ep.state[t],
                 "task": ep.tasks[t],
             }
         )
@@ -368,7 +368,7 @@ def closed_loop(
                     while not done:
                         action = driver.act({**obs, "task": info["task"]}, info["sim_time"])
                         if gate is not None:
-                            action = gate.filter(action, obs["observation.state"], info["sim_time"])
+                            action = gate.filter(action, obs[STATE_KEY], info["sim_time"])
                         obs, _, terminated, truncated, info = env.step(action.astype(np.float32))
                         steps += 1
                         success = success or bool(info["success"])

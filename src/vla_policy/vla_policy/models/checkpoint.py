@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
-from vla_common.atomic import write_json_atomic
+from safetensors.torch import load_file, save
+from vla_common.atomic import write_bytes_atomic, write_json_atomic
 from vla_common.manifest import CHECKPOINT_MANIFEST_PATH, EmbodimentManifest, ManifestError, stats_hash
 
 from vla_policy.models.config import ModelConfig
@@ -53,16 +53,14 @@ class Checkpoint:
 
 
 def save_checkpoint(checkpoint: Checkpoint, directory: str | os.PathLike[str]) -> Path:
-    """Write a complete checkpoint; weights go to a temp file first so a crash leaves the old one intact."""
+    """Write a complete checkpoint; every file is written atomically, so a crash leaves the old one intact."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     norm = checkpoint.normalizer.to_dict()
     if checkpoint.manifest.normalization_hash != stats_hash(norm):
         raise CheckpointError("the manifest's normalization statistics are not the model's")
     state = {k: v.detach().cpu().contiguous() for k, v in checkpoint.network.state_dict().items()}
-    tmp = out / f".{WEIGHTS_FILE}.tmp"
-    save_file(state, str(tmp), metadata={"format": CHECKPOINT_FORMAT})
-    os.replace(tmp, out / WEIGHTS_FILE)
+    write_bytes_atomic(out / WEIGHTS_FILE, save(state, metadata={"format": CHECKPOINT_FORMAT}))
     write_json_atomic(
         out / CONFIG_FILE,
         {"format": CHECKPOINT_FORMAT, "model": checkpoint.config.to_dict(), "info": checkpoint.info},

@@ -82,7 +82,7 @@ def test_validate_catches_corruption(converted, tmp_path):
     info = json.loads((bad / "meta/info.json").read_text())
     info["total_frames"] = 99
     (bad / "meta/info.json").write_text(json.dumps(info))
-    (bad / "videos/observation.images.front/chunk-000/file-001.mp4").unlink()
+    LeRobotV3Dataset(bad).video_path(1, "front")[0].unlink()  # the mp4 holding episode 1 (shared with 0)
     problems = validate_dataset(bad)
     assert any("total_frames 99" in p for p in problems)
     assert any("episode 1 camera front" in p and "missing" in p for p in problems)

@@ -1,6 +1,9 @@
 """LeRobotDataset v3.0: reading LeRobot's own fixture, and writing the same layout ourselves."""
 
+import copy
 import json
+import re
+import shutil
 from pathlib import Path
 
 import av
@@ -10,6 +13,7 @@ import pytest
 from vla_collector.lerobot import (
     DatasetError,
     DatasetSpec,
+    DatasetWarning,
     ImageStatsAccumulator,
     LeRobotV3Dataset,
     LeRobotV3Writer,
@@ -244,6 +248,169 @@ def test_h264_option_and_manifest_with_units(tmp_path):
     assert ds.features["observation.images.front"]["info"]["video.codec"] == "h264"
     np.testing.assert_allclose(ds.frames(0, "front")[:, 5, 5, 0], 8 * np.arange(9), atol=2)
     assert ds.manifest.joint_units == ("rad", "m") and ds.manifest.fps == 15
+
+
+# x264 writes its settings into the stream (an SEI); subme is one that tells these presets apart.
+X264_SUBME = {"veryfast": b"subme=2", "ultrafast": b"subme=0", "medium": b"subme=7"}
+
+
+def _h264_dataset(root: Path, preset=None) -> LeRobotV3Writer:
+    spec = DatasetSpec(
+        fps=10,
+        robot_type="panda",
+        state_names=("a", "b"),
+        action_names=("a", "b"),
+        cameras=(CameraSpec("front", 32, 32),),
+        video=VideoCodecConfig(codec="libx264", preset=preset),
+    )
+    return LeRobotV3Writer.create(root, spec)
+
+
+def _write_small(writer: LeRobotV3Writer, n: int = 6) -> None:
+    frames = np.stack([np.full((32, 32, 3), 20 * i, np.uint8) for i in range(n)])
+    writer.write_episode(np.zeros((n, 2), np.float32), np.zeros((n, 2), np.float32), {"front": frames}, "t")
+
+
+def _front_info(root: Path) -> dict:
+    return json.loads((root / "meta/info.json").read_text())["features"]["observation.images.front"]["info"]
+
+
+def _video_bytes(root: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted((root / "videos").rglob("*.mp4")))
+
+
+@pytest.mark.parametrize("preset", [None, "ultrafast"])
+def test_h264_records_the_preset_it_encodes_with_and_reads_it_back(tmp_path, preset):
+    root = tmp_path / "ds"
+    writer = _h264_dataset(root, preset)
+    _write_small(writer)
+    used = preset or "veryfast"  # our x264 default
+    assert _front_info(root)["video.preset"] == used  # a name LeRobot can re-encode with, not SVT-AV1's 12
+    assert X264_SUBME[used] in _video_bytes(root)  # and the stream says it was encoded with it
+    reopened = LeRobotV3Writer.open(root)  # the round trip: the spec read back is the one written
+    assert reopened.spec.video == writer.spec.video and reopened.spec.video.preset == used
+    _write_small(reopened)
+    assert _front_info(root)["video.preset"] == used
+    ds = LeRobotV3Dataset(root)
+    np.testing.assert_allclose(ds.frames(1, "front")[:, 4, 4, 0], 20 * np.arange(6), atol=3)
+
+
+def test_h264_datasets_with_a_null_preset_as_lerobot_writes_them_open_and_append(tmp_path):
+    root = tmp_path / "ds"
+    _write_small(_h264_dataset(root))
+    info = json.loads((root / "meta/info.json").read_text())
+    info["features"]["observation.images.front"]["info"]["video.preset"] = None  # LeRobot 0.6.1's h264
+    (root / "meta/info.json").write_text(json.dumps(info))
+    writer = LeRobotV3Writer.open(root)
+    assert writer.spec.video.preset == "medium"  # null = x264's own default, which LeRobot encoded with
+    assert X264_SUBME["medium"] not in _video_bytes(root)
+    _write_small(writer)
+    assert X264_SUBME["medium"] in _video_bytes(root)  # the appended episode was encoded with it
+    assert _front_info(root)["video.preset"] == "medium"
+    # Another preset, other h264 parameter sets: the episode starts a new mp4 (the streams cannot share one)
+    # while its rows join the data file.
+    rows = pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    assert [(r["data/file_index"], r["videos/observation.images.front/file_index"]) for r in rows] == [
+        (0, 0),
+        (0, 1),
+    ]
+    ds = LeRobotV3Dataset(root)
+    np.testing.assert_allclose(ds.frames(1, "front")[:, 4, 4, 0], 20 * np.arange(6), atol=3)
+
+
+@needs_fixture
+def test_from_info_reads_null_int_and_string_presets():
+    info = json.loads((FIXTURE / "meta/info.json").read_text())
+
+    def video(codec: str, preset, **more) -> VideoCodecConfig:
+        changed = copy.deepcopy(info)
+        for feat in changed["features"].values():
+            if feat["dtype"] == "video":
+                feat["info"].update({"video.codec": codec, "video.preset": preset, **more})
+        return DatasetSpec.from_info(changed).video
+
+    assert video("av1", 12) == VideoCodecConfig()  # the fixture as LeRobot wrote it
+    assert video("h264", None) == VideoCodecConfig(codec="libx264", preset="medium")  # LeRobot's own h264
+    assert video("h264", "veryfast").preset == "veryfast"
+    assert video("h264", "slow").preset == "slow"
+    assert video("h264", 12).preset == "veryfast"  # what this writer recorded before: it encoded veryfast
+    assert video("av1", None).preset == 12
+    assert video("av1", 8).preset == 8 and video("av1", "8").preset == 8
+    assert video("h264", None, **{"video.g": None, "video.crf": None}) == VideoCodecConfig(
+        codec="libx264", preset="medium"
+    )  # other settings LeRobot leaves null read as our defaults
+    with pytest.raises(DatasetError, match="x264 preset"):
+        video("h264", "warp")
+    with pytest.raises(DatasetError, match="SVT-AV1 preset"):
+        video("av1", "veryfast")
+    with pytest.raises(DatasetError, match="x264 preset"):
+        VideoCodecConfig(codec="libx264", preset=12)
+    assert VideoCodecConfig().encoder_options()["preset"] == "12"
+    assert VideoCodecConfig(codec="libx264").encoder_options()["preset"] == "veryfast"
+
+
+@needs_fixture
+def test_a_newer_lerobots_info_json_opens_with_a_warning_naming_the_unknown_fields(tmp_path):
+    root = tmp_path / "ds"
+    shutil.copytree(FIXTURE, root)
+    info = json.loads((root / "meta/info.json").read_text())
+    info["storage_backend"] = {"kind": "parquet"}
+    info["total_audio_files"] = 0
+    info["features"]["observation.audio.mic"] = {"dtype": "audio", "shape": [1], "names": None}
+    (root / "meta/info.json").write_text(json.dumps(info))
+    with pytest.warns(
+        DatasetWarning, match=r"storage_backend, total_audio_files, features\.observation\.audio"
+    ):
+        ds = LeRobotV3Dataset(root)
+    assert ds.unknown_fields == ("storage_backend", "total_audio_files", "features.observation.audio.mic")
+    assert ds.num_episodes == 3 and ds.tasks == [
+        "pick up the red block",
+        "put the red block on the blue block",
+    ]
+    np.testing.assert_allclose(ds.frames(2, "front")[:, 0, 0, 2], 40 + 15 * np.arange(14), atol=3)
+    np.testing.assert_allclose(ds.episode(1).action, ds.episode(1).state + 0.01, atol=1e-6)
+    # Appending: a feature we do not write is refused, naming it ...
+    with pytest.raises(DatasetError, match=r"does not write the features \['observation\.audio\.mic'\]"):
+        LeRobotV3Writer.open(root)
+    # ... unknown top-level fields are kept as they are, with the warning.
+    del info["features"]["observation.audio.mic"]
+    (root / "meta/info.json").write_text(json.dumps(info))
+    with pytest.warns(DatasetWarning, match="storage_backend, total_audio_files; kept"):
+        writer = LeRobotV3Writer.open(root)
+    n = 4
+    writer.write_episode(
+        np.zeros((n, 8), np.float32),
+        np.zeros((n, 8), np.float32),
+        {"front": np.zeros((n, 64, 64, 3), np.uint8), "wrist": np.zeros((n, 48, 64, 3), np.uint8)},
+        "stack",
+    )
+    written = json.loads((root / "meta/info.json").read_text())
+    assert written["storage_backend"] == {"kind": "parquet"} and written["total_audio_files"] == 0
+    assert written["total_episodes"] == 4
+    with pytest.warns(DatasetWarning, match="storage_backend"):
+        assert LeRobotV3Dataset(root).num_episodes == 4
+
+
+def test_a_codebase_version_other_than_v3_is_refused_naming_it(tmp_path):
+    root = tmp_path / "ds"
+    _write_small(_h264_dataset(root))
+    info_path = root / "meta/info.json"
+    info = json.loads(info_path.read_text())
+    for version in ("v2.1", "v4.0", "3.0", None):
+        info_path.write_text(json.dumps({**info, "codebase_version": version}))
+        for open_it in (LeRobotV3Dataset, LeRobotV3Writer.open):
+            with pytest.raises(
+                DatasetError, match=rf"codebase_version {re.escape(repr(version))} is not supported"
+            ):
+                open_it(root)
+    info_path.write_text(json.dumps({**info, "codebase_version": "v2.1"}))
+    with pytest.raises(DatasetError, match=r"v2\.1 -> v3\.0 converter"):
+        LeRobotV3Dataset(root)
+    # A later v3.x reads (the format is the same major version); appending to it is left to its own writer.
+    info_path.write_text(json.dumps({**info, "codebase_version": "v3.1"}))
+    assert LeRobotV3Dataset(root).num_episodes == 1
+    with pytest.raises(DatasetError, match=r"'v3\.1': this writer appends to v3\.0 datasets only"):
+        LeRobotV3Writer.open(root)
 
 
 def test_statistics_helpers():

@@ -1,4 +1,4 @@
-"""LeRobotDataset v3.0: a writer and a reader, with pyarrow and PyAV (no LeRobot, no torch).
+"""LeRobotDataset v3.0: a writer and a reader (of v3.x), with pyarrow and PyAV (no LeRobot, no torch).
 
 The layout is exactly the one LeRobot 0.6.1 writes (checked against ``shared/fixtures/lerobot_v3_reference``)::
 
@@ -10,9 +10,11 @@ The layout is exactly the one LeRobot 0.6.1 writes (checked against ``shared/fix
     data/chunk-XXX/file-YYY.parquet     observation.state, action (fixed_size_list<float>), timestamp, ...
     videos/<video_key>/chunk-XXX/file-YYY.mp4
 
-Each episode gets its own data file and its own mp4 per camera (LeRobot packs several episodes per file up to
-a size limit; one per episode is equally valid v3.0, since ``meta/episodes`` names every episode's files and
-time range, and it makes appending crash-safe without rewriting earlier episodes).
+Episodes are packed as LeRobot packs them: an episode joins the data file (and, per camera, the mp4) of the
+episode before it until that file would reach ``DatasetSpec.data_files_size_in_mb`` (100 MiB) or
+``video_files_size_in_mb`` (200 MiB), then the next file starts (``chunks_size`` files per chunk, 1000).
+``meta/episodes`` names every episode's files and its [from_timestamp, to_timestamp) in each mp4. The reader
+reads any packing, one episode per file included (what this writer wrote before it packed).
 
 Reading (what training uses)::
 
@@ -47,32 +49,47 @@ like ``observation.state`` (a fixed-size list column, names in info.json, stats)
 feature is absent, and a dataset without it reads with ``environment_state`` None.
 
 Crash safety: an episode is staged under ``.staging/`` and becomes part of the dataset only when
-``meta/episodes`` (the commit point) is atomically replaced; ``info.json``, ``stats.json``, ``tasks.parquet`` and
-the manifest are derived from it and rewritten atomically (temp + fsync + rename). Opening a root for
-writing repairs whatever a crash left behind (staging files, data or video files no episode names, stale
-totals). A full disk raises :class:`DatasetWriteError` and leaves the committed dataset untouched.
+``meta/episodes`` (the commit point) is atomically replaced; ``info.json``, ``stats.json`` and the manifest
+are derived from it and rewritten atomically (temp + fsync + rename). A file that committed episodes live in
+is never written into: appending writes its new version whole beside it and renames it over the old one,
+under an undo log (``.staging/commit.json`` and hard links to the old versions) that puts the old versions
+back if the commit does not happen (details: :mod:`vla_collector.lerobot.writer`). Opening a root for
+writing repairs whatever a crash left behind (an interrupted commit, staging files, data or video files no
+episode names, stale totals): a SIGKILL loses no completed episode. A full disk raises
+:class:`DatasetWriteError` and leaves the dataset byte for byte as it was.
+
+Video presets: ``VideoCodecConfig.preset`` is an int for SVT-AV1 (12) and a name for x264 ("veryfast"), and
+info.json records the one used, so LeRobot can re-encode with it; a null preset (LeRobot's own h264 datasets)
+reads as the encoder's default.
+
+Bad input: an info.json with fields this package does not know (a newer LeRobot) opens with a
+:class:`DatasetWarning` naming them (the writer keeps them when it appends); a codebase_version other than
+v3.x is refused with a :class:`DatasetError` naming it.
 
 Modules, split along LeRobot's ``datasets/`` (import the names from this package, the one public path):
 
-    errors        DatasetError, DatasetWriteError
+    errors        DatasetError, DatasetWriteError, DatasetWarning
     metadata      the layout (paths, CODEBASE_VERSION), DatasetSpec, VideoCodecConfig, the parquet schemas,
                   read_tasks
     statistics    vector_stats, ImageStatsAccumulator, aggregate_stats (STAT_NAMES, QUANTILES)
     reader        LeRobotV3Dataset, EpisodeInfo, EpisodeArrays
-    video         the mp4 encoder of one camera stream (a worker thread per camera)
-    writer        LeRobotV3Writer, EpisodeRecorder, EpisodeSummary: staging, commit, repair
+    video         the mp4 encoder of one camera stream (a worker thread per camera); append_video (remux)
+    writer        LeRobotV3Writer, EpisodeRecorder, EpisodeSummary: staging, packing, commit, repair
 
 Pure Python: no rclpy.
 """
 
-from vla_collector.lerobot.errors import DatasetError, DatasetWriteError
+from vla_collector.lerobot.errors import DatasetError, DatasetWarning, DatasetWriteError
 from vla_collector.lerobot.metadata import (
     CODEBASE_VERSION,
     CODEC_NAMES,
     DATA_PATH,
     DEFAULT_CHUNKS_SIZE,
+    DEFAULT_DATA_FILES_SIZE_IN_MB,
+    DEFAULT_VIDEO_FILES_SIZE_IN_MB,
     EPISODES_PATH,
     VIDEO_PATH,
+    X264_PRESETS,
     DatasetSpec,
     VideoCodecConfig,
     read_tasks,
@@ -92,12 +109,16 @@ __all__ = [
     "CODEC_NAMES",
     "DATA_PATH",
     "DEFAULT_CHUNKS_SIZE",
+    "DEFAULT_DATA_FILES_SIZE_IN_MB",
+    "DEFAULT_VIDEO_FILES_SIZE_IN_MB",
     "EPISODES_PATH",
     "QUANTILES",
     "STAT_NAMES",
     "VIDEO_PATH",
+    "X264_PRESETS",
     "DatasetError",
     "DatasetSpec",
+    "DatasetWarning",
     "DatasetWriteError",
     "EpisodeArrays",
     "EpisodeInfo",

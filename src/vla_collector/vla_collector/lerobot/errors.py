@@ -19,3 +19,7 @@ def disk_error(e: OSError, what: str) -> DatasetWriteError:
             f"disk full while {what}: the episode was not added, the dataset is unchanged"
         )
     return DatasetWriteError(f"{what} failed: {e}")
+
+
+class DatasetWarning(UserWarning):
+    """A dataset opens, but holds something this package does not know (e.g. fields of a newer LeRobot)."""

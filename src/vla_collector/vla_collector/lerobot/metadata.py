@@ -5,6 +5,8 @@ parquet schemas of ``data/`` and ``meta/episodes``, and ``meta/tasks.parquet``.
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,15 +17,115 @@ import pyarrow.parquet as pq
 from vla_common.features import ACTION_KEY, ENVIRONMENT_STATE_KEY, IMAGE_PREFIX, STATE_KEY
 from vla_common.manifest import ActionType, CameraSpec, EmbodimentManifest
 
-from vla_collector.lerobot.errors import DatasetError
+from vla_collector.lerobot.errors import DatasetError, DatasetWarning
 from vla_collector.lerobot.statistics import STAT_NAMES
 
 CODEBASE_VERSION = "v3.0"
 DEFAULT_CHUNKS_SIZE = 1000
+# LeRobot's packing limits: a data or video file takes episodes until the next one would reach this size
+# (in MiB: LeRobot divides byte counts by 1024**2 and calls it MB).
+DEFAULT_DATA_FILES_SIZE_IN_MB = 100
+DEFAULT_VIDEO_FILES_SIZE_IN_MB = 200
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 EPISODES_PATH = Path("meta/episodes/chunk-000/file-000.parquet")
 INDEX_FEATURES = ("timestamp", "frame_index", "episode_index", "index", "task_index")
+# The top-level fields of info.json that LeRobot 0.6.1 writes (and this package reads or rewrites).
+INFO_FIELDS = (
+    "codebase_version",
+    "fps",
+    "features",
+    "total_episodes",
+    "total_frames",
+    "total_tasks",
+    "chunks_size",
+    "data_files_size_in_mb",
+    "video_files_size_in_mb",
+    "data_path",
+    "video_path",
+    "robot_type",
+    "splits",
+)
+FEATURE_DTYPES = ("video", "image", "float32", "float64", "int64", "int32", "int16", "int8", "bool", "string")
+_V3 = re.compile(r"v3(\.\d+)*")
+
+# x264's preset names (an int is an SVT-AV1 preset; x264 refuses one: "x264 invalid preset '12'").
+X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+)
+# Our preset when none is given: LeRobot's 12 for SVT-AV1 (it fills in the same); for x264 "veryfast" (LeRobot
+# leaves it null, i.e. x264's own default "medium", which is slower than a 2-core recorder can afford).
+DEFAULT_PRESETS: dict[str, int | str] = {"libsvtav1": 12, "libx264": "veryfast"}
+# What a null preset in info.json means: the encoder's own default (LeRobot passes no preset option then).
+ENCODER_DEFAULT_PRESETS: dict[str, int | str] = {"libsvtav1": 12, "libx264": "medium"}
+
+
+def check_codebase_version(info: Mapping[str, Any], where: Path | str) -> str:
+    """The dataset's codebase_version if it is v3.x; a clear DatasetError naming it otherwise."""
+    version = info.get("codebase_version")
+    if not isinstance(version, str) or not _V3.fullmatch(version):
+        hint = (
+            " (a v2.x dataset: convert it with LeRobot's v2.1 -> v3.0 converter first)"
+            if isinstance(version, str) and version.startswith("v2")
+            else ""
+        )
+        raise DatasetError(
+            f"{where}: codebase_version {version!r} is not supported: this package reads LeRobotDataset v3.x"
+            f" ({CODEBASE_VERSION}){hint}"
+        )
+    return version
+
+
+def unknown_info_fields(info: Mapping[str, Any]) -> list[str]:
+    """info.json's fields this package does not know: top-level keys, and features of an unknown dtype
+    (as ``features.<key>``), e.g. from a newer LeRobot."""
+    unknown = [k for k in info if k not in INFO_FIELDS]
+    features = info.get("features")
+    if isinstance(features, Mapping):
+        unknown += [
+            f"features.{k}"
+            for k, f in features.items()
+            if not isinstance(f, Mapping) or f.get("dtype") not in FEATURE_DTYPES
+        ]
+    return unknown
+
+
+def warn_unknown_info_fields(info: Mapping[str, Any], where: Path | str, action: str) -> list[str]:
+    """Warn (:class:`DatasetWarning`) naming the fields :func:`unknown_info_fields` finds; return them."""
+    unknown = unknown_info_fields(info)
+    if unknown:
+        warnings.warn(
+            f"{where}: info.json has fields this package does not know (a newer LeRobot?): "
+            f"{', '.join(unknown)}; {action}",
+            DatasetWarning,
+            stacklevel=3,
+        )
+    return unknown
+
+
+def _preset(codec: str, value: Any) -> int | str:
+    """A preset as info.json or a parameter gives it (None, int, or a string), checked for ``codec``."""
+    if value is None or value == "":
+        return DEFAULT_PRESETS[codec]
+    if isinstance(value, bool):
+        raise DatasetError(f"video preset {value!r} is not a preset")
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+        value = int(value)
+    if codec == "libsvtav1":
+        if not isinstance(value, int) or not -2 <= value <= 13:
+            raise DatasetError(f"SVT-AV1 preset must be an integer -2..13 (higher = faster), got {value!r}")
+    elif value not in X264_PRESETS:
+        raise DatasetError(f"x264 preset must be one of {list(X264_PRESETS)}, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -34,7 +136,9 @@ class VideoCodecConfig:
     pix_fmt: str = "yuv420p"
     g: int = 2
     crf: int = 30
-    preset: int = 12
+    # SVT-AV1: an int (-2..13, higher = faster); x264: a name (X264_PRESETS). None: DEFAULT_PRESETS[codec].
+    # info.json records the preset actually used, in this form (LeRobot re-encodes with it).
+    preset: int | str | None = None
     fast_decode: int = 0
 
     def __post_init__(self) -> None:
@@ -42,8 +146,9 @@ class VideoCodecConfig:
             raise DatasetError(f"video codec {self.codec!r} not supported (one of {sorted(CODEC_NAMES)})")
         if self.pix_fmt not in ("yuv420p", "yuv444p"):
             raise DatasetError(f"pix_fmt {self.pix_fmt!r} not supported (yuv420p or yuv444p)")
-        if self.g < 1 or not 0 <= self.crf <= 63 or self.preset < 0:
-            raise DatasetError(f"bad video settings g={self.g} crf={self.crf} preset={self.preset}")
+        if self.g < 1 or not 0 <= self.crf <= 63:
+            raise DatasetError(f"bad video settings g={self.g} crf={self.crf}")
+        object.__setattr__(self, "preset", _preset(self.codec, self.preset))
 
     @property
     def codec_name(self) -> str:
@@ -58,7 +163,7 @@ class VideoCodecConfig:
             if params:
                 options["svtav1-params"] = ":".join(params)
         elif self.codec == "libx264":
-            options["preset"] = "veryfast"
+            options["preset"] = str(self.preset)
         return options
 
 
@@ -80,6 +185,9 @@ class DatasetSpec:
     chunks_size: int = DEFAULT_CHUNKS_SIZE
     # Names of observation.environment_state (privileged simulator state); empty: no such feature.
     environment_state_names: tuple[str, ...] = ()
+    # Packing: episodes share a data file (a video file, per camera) until it would reach this many MiB.
+    data_files_size_in_mb: float = DEFAULT_DATA_FILES_SIZE_IN_MB
+    video_files_size_in_mb: float = DEFAULT_VIDEO_FILES_SIZE_IN_MB
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state_names", tuple(self.state_names))
@@ -96,6 +204,10 @@ class DatasetSpec:
             raise DatasetError("state_names and action_names must not be empty")
         if self.chunks_size <= 0:
             raise DatasetError("chunks_size must be positive")
+        for name in ("data_files_size_in_mb", "video_files_size_in_mb"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise DatasetError(f"{name} must be a positive number of MiB, got {value!r}")
         for cam in self.cameras:
             if cam.channels != 3:
                 raise DatasetError(f"camera {cam.name!r}: only 3-channel rgb video is supported")
@@ -173,14 +285,16 @@ class DatasetSpec:
                 h, w, c = feat["shape"]
                 cameras.append(CameraSpec(key[len(IMAGE_PREFIX) :], int(h), int(w), int(c)))
                 vi = feat.get("info") or {}
-                codec = {v: k for k, v in CODEC_NAMES.items()}.get(vi.get("video.codec", "av1"), "libsvtav1")
+                codec = {v: k for k, v in CODEC_NAMES.items()}.get(
+                    vi.get("video.codec") or "av1", "libsvtav1"
+                )
                 video = VideoCodecConfig(
                     codec=codec,
-                    pix_fmt=vi.get("video.pix_fmt", "yuv420p"),
-                    g=int(vi.get("video.g", 2)),
-                    crf=int(vi.get("video.crf", 30)),
-                    preset=int(vi.get("video.preset", 12)),
-                    fast_decode=int(vi.get("video.fast_decode", 0)),
+                    pix_fmt=vi.get("video.pix_fmt") or "yuv420p",
+                    g=int(_or(vi.get("video.g"), 2)),
+                    crf=int(_or(vi.get("video.crf"), 30)),
+                    preset=_recorded_preset(codec, vi.get("video.preset")),
+                    fast_decode=int(_or(vi.get("video.fast_decode"), 0)),
                 )
         return cls(
             fps=int(info["fps"]),
@@ -189,13 +303,31 @@ class DatasetSpec:
             action_names=tuple(features[ACTION_KEY]["names"]),
             cameras=tuple(cameras),
             video=video,
-            chunks_size=int(info.get("chunks_size", DEFAULT_CHUNKS_SIZE)),
+            chunks_size=int(info.get("chunks_size") or DEFAULT_CHUNKS_SIZE),
             environment_state_names=feature_names(features.get(ENVIRONMENT_STATE_KEY)),
+            data_files_size_in_mb=_or(info.get("data_files_size_in_mb"), DEFAULT_DATA_FILES_SIZE_IN_MB),
+            video_files_size_in_mb=_or(info.get("video_files_size_in_mb"), DEFAULT_VIDEO_FILES_SIZE_IN_MB),
         )
 
     def vector_keys(self) -> tuple[str, ...]:
         """The float32 vector features, in column order."""
         return (STATE_KEY, *((ENVIRONMENT_STATE_KEY,) if self.environment_state_names else ()), ACTION_KEY)
+
+
+def _or(value: Any, default: Any) -> Any:
+    """info.json's value, or the default where it is absent or null (LeRobot writes null for unset ones)."""
+    return default if value is None else value
+
+
+def _recorded_preset(codec: str, value: Any) -> int | str:
+    """The preset info.json records, as the encoder used it: null is the encoder's own default (LeRobot
+    passes no preset then); an integer for x264 is what this writer recorded before it recorded names
+    (it encoded with "veryfast" and wrote SVT-AV1's 12)."""
+    if value is None:
+        return ENCODER_DEFAULT_PRESETS[codec]
+    if codec == "libx264" and isinstance(value, int) and not isinstance(value, bool):
+        return DEFAULT_PRESETS[codec]
+    return _preset(codec, value)
 
 
 def feature_names(feature: Mapping[str, Any] | None) -> tuple[str, ...]:

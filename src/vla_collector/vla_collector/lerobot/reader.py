@@ -1,4 +1,11 @@
-"""Reading a LeRobotDataset v3.0 root, ours or LeRobot's: metadata, episodes' columns, decoded frames."""
+"""Reading a LeRobotDataset v3.x root, ours or LeRobot's: metadata, episodes' columns, decoded frames.
+
+Any packing reads the same way: ``meta/episodes`` names each episode's data file (whose rows are picked by
+``episode_index``) and, per camera, its mp4 and [from_timestamp, to_timestamp) in it; one file per episode
+(this writer's layout before it packed) is the case of one episode per file. Fields of info.json that this
+package does not know (a newer LeRobot's) are named in a :class:`DatasetWarning` and ignored; a
+codebase_version other than v3.x is refused, naming it.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +24,13 @@ from vla_common.features import ACTION_KEY, ENVIRONMENT_STATE_KEY, IMAGE_PREFIX,
 from vla_common.manifest import EmbodimentManifest
 
 from vla_collector.lerobot.errors import DatasetError
-from vla_collector.lerobot.metadata import CODEBASE_VERSION, DatasetSpec, feature_names, read_tasks
+from vla_collector.lerobot.metadata import (
+    DatasetSpec,
+    check_codebase_version,
+    feature_names,
+    read_tasks,
+    warn_unknown_info_fields,
+)
 
 
 @dataclass(frozen=True)
@@ -60,12 +73,16 @@ class LeRobotV3Dataset:
             raise DatasetError(f"{self.root} is not a LeRobot dataset: {info_path} is missing") from None
         except json.JSONDecodeError as e:
             raise DatasetError(f"{info_path} is not valid JSON: {e}") from None
-        version = self.info.get("codebase_version")
-        if version != CODEBASE_VERSION:
-            raise DatasetError(f"{self.root}: codebase_version {version!r} is not {CODEBASE_VERSION}")
+        if not isinstance(self.info, dict):
+            raise DatasetError(f"{info_path} is not a JSON object")
+        check_codebase_version(self.info, self.root)
         for key in ("fps", "features", "data_path"):
             if key not in self.info:
                 raise DatasetError(f"{info_path} lacks {key!r}")
+        # A newer LeRobot's additions: read what we know, name the rest.
+        self.unknown_fields: tuple[str, ...] = tuple(
+            warn_unknown_info_fields(self.info, info_path, "ignored while reading")
+        )
         self.features: dict[str, Any] = self.info["features"]
         self.fps: int = int(self.info["fps"])
         self.tasks: list[str] = read_tasks(self.root)

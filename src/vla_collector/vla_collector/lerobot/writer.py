@@ -1,5 +1,28 @@
-"""Writing a LeRobotDataset v3.0: create or append, one episode at a time, crash-safe (see the package
-docstring), with the atomic write of ``vla_common.atomic``.
+"""Writing a LeRobotDataset v3.0: create or append, one episode at a time, crash-safe, with the atomic write
+of ``vla_common.atomic``.
+
+Packing, as LeRobot does it: an episode's rows go into the data file of the episode before it unless that
+file would reach ``data_files_size_in_mb`` (then into the next file: file-NNN + 1 within chunk-NNN, a new
+chunk after ``chunks_size`` files); each camera's mp4 likewise with ``video_files_size_in_mb``, the episode
+at [from_timestamp, to_timestamp) = [frames before it in the file, + its length] / fps.
+
+Crash safety. Appending to a file means writing a new version of it, and nothing is ever written into a file
+that committed episodes live in. A commit goes:
+
+1. Each new file version is written whole under a temporary name beside its target and fsynced (the data
+   file: old rows + the episode's; an mp4: the old packets + the episode's, remuxed; ``tasks.parquet``);
+   a file the episode starts is its staged file as it is. A failure here (a full disk) removes them.
+2. An undo log (``.staging/commit.json``: the episode count before, each target) is written atomically;
+   each existing target gets a hard link ``.<name>.undo`` to its current version, then the new version is
+   renamed over it. Every committed episode stays readable at every instant: a target holds its old
+   version or a new one that extends it without moving anything.
+3. ``meta/episodes`` is replaced atomically: the commit point. Then the undo links and the log go.
+
+An error before the commit point puts every target back (rename the undo link over it; remove files the
+episode started), so a failed commit leaves the dataset byte for byte as it was. After a SIGKILL or power cut,
+opening the root for writing reads the log: committed (more episodes than it says) -> drop the undo links;
+not -> restore them. No completed episode is lost either way. Without hard links (some file systems) the
+undo copy is a full copy. The cost is LeRobot's own: appending rewrites the file (up to the size limit).
 """
 
 from __future__ import annotations
@@ -8,6 +31,7 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +48,18 @@ from vla_common.manifest import CameraSpec
 from vla_collector.lerobot.errors import DatasetError, DatasetWriteError, disk_error
 from vla_collector.lerobot.metadata import (
     CODEBASE_VERSION,
+    CODEC_NAMES,
     DATA_PATH,
     EPISODES_PATH,
     INDEX_FEATURES,
+    INFO_FIELDS,
     VIDEO_PATH,
     DatasetSpec,
+    check_codebase_version,
     data_schema,
     episode_schema,
     read_tasks,
+    warn_unknown_info_fields,
 )
 from vla_collector.lerobot.statistics import (
     STAT_NAMES,
@@ -40,9 +68,11 @@ from vla_collector.lerobot.statistics import (
     stats_to_json,
     vector_stats,
 )
-from vla_collector.lerobot.video import VideoEncoder
+from vla_collector.lerobot.video import VideoEncoder, append_video
 
 STAGING_DIR = ".staging"
+JOURNAL = "commit.json"  # the undo log of the commit in progress, in STAGING_DIR
+MIB = 1024 * 1024  # LeRobot's "MB"
 
 
 # --- file helpers (the atomic write itself: vla_common.atomic) ------------------------------------------
@@ -57,6 +87,169 @@ def _table_bytes(table: pa.Table) -> bytes:
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
+
+
+def next_file(chunk: int, file: int, chunks_size: int) -> tuple[int, int]:
+    """The (chunk, file) after this one: file-NNN + 1, or file 0 of the next chunk after chunks_size files."""
+    return (chunk + 1, 0) if file >= chunks_size - 1 else (chunk, file + 1)
+
+
+class _Swap:
+    """The files one commit writes, swapped in under an undo log (see the module docstring)."""
+
+    def __init__(self, root: Path, episodes_before: int) -> None:
+        self.root = root
+        self.episodes_before = episodes_before
+        self._planned: list[tuple[Path, Path]] = []  # (target, new version)
+        self._temps: list[Path] = []
+        self._done: list[tuple[Path, Path | None]] = []  # (target, undo link; None: the episode made it)
+
+    @property
+    def journal(self) -> Path:
+        return self.root / STAGING_DIR / JOURNAL
+
+    def temp(self, target: Path) -> Path:
+        """A new temporary file beside ``target`` (removed unless swapped in)."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        self._temps.append(Path(name))
+        return Path(name)
+
+    def discard(self, temp: Path) -> None:
+        temp.unlink(missing_ok=True)
+        self._temps.remove(temp)
+
+    def plan(self, target: Path, version: Path) -> None:
+        """``version`` (a whole file on the same file system) becomes ``target``."""
+        self._planned.append((target, version))
+
+    def swap(self) -> None:
+        for _, version in self._planned:
+            _fsync_file(version)
+        entries = [(t, _undo_path(t) if t.exists() else None) for t, _ in self._planned]
+        self.journal.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(
+            self.journal,
+            {
+                "episodes_before": self.episodes_before,
+                "files": [
+                    {"target": _rel(self.root, t), "undo": None if u is None else _rel(self.root, u)}
+                    for t, u in entries
+                ],
+            },
+        )
+        for (target, version), (_, undo) in zip(self._planned, entries, strict=True):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if undo is not None:
+                undo.unlink(missing_ok=True)
+                try:
+                    os.link(target, undo)
+                except OSError:  # no hard links here: a full copy, renamed into place whole
+                    copy = self.temp(target)
+                    shutil.copy2(target, copy)
+                    _fsync_file(copy)
+                    os.replace(copy, undo)
+                    self._temps.remove(copy)
+            self._done.append((target, undo))
+            os.replace(version, target)
+            if version in self._temps:
+                self._temps.remove(version)
+            fsync_dir(target.parent)
+
+    def rollback(self) -> None:
+        """Put every target back as it was; never raises (the original error is what matters)."""
+        for target, undo in reversed(self._done):
+            with contextlib.suppress(OSError):
+                if undo is not None:
+                    os.replace(undo, target)
+                else:
+                    target.unlink(missing_ok=True)
+                fsync_dir(target.parent)
+        self._done = []
+        self._cleanup()
+
+    def finish(self) -> None:
+        """After the commit point: the undo links and the log are no longer needed."""
+        for _, undo in self._done:
+            if undo is not None:
+                with contextlib.suppress(OSError):
+                    undo.unlink()
+        self._done = []
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        for temp in self._temps:
+            with contextlib.suppress(OSError):
+                temp.unlink(missing_ok=True)
+        self._temps = []
+        with contextlib.suppress(OSError):
+            self.journal.unlink(missing_ok=True)
+
+
+def _undo_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}.undo")
+
+
+def _rel(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def finish_interrupted_commit(root: Path, committed_episodes: int) -> list[Path]:
+    """After a crash during a commit (an undo log in ``.staging``): keep its files if ``meta/episodes`` says
+    it committed, else put back what it replaced and remove what it added. Returns the paths it removed."""
+    journal = root / STAGING_DIR / JOURNAL
+    try:
+        log = json.loads(journal.read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{journal} is unreadable ({e}): cannot tell whether its commit happened") from e
+    committed = committed_episodes > int(log["episodes_before"])
+    removed: list[Path] = []
+    for entry in log["files"]:
+        target = root / entry["target"]
+        undo = root / entry["undo"] if entry["undo"] else None
+        if committed:
+            if undo is not None and undo.exists():
+                undo.unlink()
+                removed.append(undo)
+        elif undo is not None:
+            if undo.exists():  # absent: the crash came before this target was touched
+                os.replace(undo, target)
+                fsync_dir(target.parent)
+        elif target.exists():
+            target.unlink()
+            removed.append(target)
+    journal.unlink()
+    return removed
+
+
+def _tasks_bytes(tasks: Sequence[str]) -> bytes:
+    frame = pd.DataFrame(
+        {"task_index": np.arange(len(tasks), dtype=np.int64)}, index=pd.Index(list(tasks), name="task")
+    )
+    # pandas 3 would store the index as large_string; LeRobot writes string.
+    schema = pa.schema([pa.field("task_index", pa.int64()), pa.field("task", pa.string())])
+    return _table_bytes(pa.Table.from_pandas(frame, schema=schema, preserve_index=True))
+
+
+@dataclass(frozen=True)
+class _Paths:
+    """A file template's path for (chunk, file), and the meta/episodes columns that name them."""
+
+    root: Path
+    template: str
+    chunk_column: str
+    file_column: str
+    video_key: str = ""
+
+    def __call__(self, chunk: int, file: int) -> Path:
+        extra = {"video_key": self.video_key} if self.video_key else {}
+        return self.root / self.template.format(chunk_index=chunk, file_index=file, **extra)
+
+    def indices(self, row: Mapping[str, Any]) -> tuple[int, int]:
+        return int(row[self.chunk_column]), int(row[self.file_column])
 
 
 # --- the writer ----------------------------------------------------------------------------------
@@ -188,6 +381,8 @@ class LeRobotV3Writer:
         self._episodes: list[dict[str, Any]] = []
         self._tasks: list[str] = []
         self._active: EpisodeRecorder | None = None
+        # info.json fields this package does not know (a newer LeRobot's), kept as they are
+        self._extra_info: dict[str, Any] = {}
 
     @classmethod
     def create(cls, root: str | os.PathLike[str], spec: DatasetSpec) -> LeRobotV3Writer:
@@ -210,15 +405,35 @@ class LeRobotV3Writer:
         info_path = path / "meta" / "info.json"
         if not info_path.is_file():
             raise DatasetError(f"{path} holds no dataset (no meta/info.json)")
-        info = json.loads(info_path.read_text())
-        if info.get("codebase_version") != CODEBASE_VERSION:
-            raise DatasetError(f"{path}: can only append to {CODEBASE_VERSION} datasets")
-        writer = cls(path, DatasetSpec.from_info(info))
+        try:
+            info = json.loads(info_path.read_text())
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{info_path} is not valid JSON: {e}") from None
+        version = check_codebase_version(info, path)
+        if version != CODEBASE_VERSION:
+            raise DatasetError(
+                f"{path}: codebase_version {version!r}: this writer appends to {CODEBASE_VERSION} datasets only"
+            )
+        for key, feat in info.get("features", {}).items():
+            codec = (feat.get("info") or {}).get("video.codec") if isinstance(feat, Mapping) else None
+            if (
+                isinstance(feat, Mapping)
+                and feat.get("dtype") == "video"
+                and codec not in CODEC_NAMES.values()
+            ):
+                raise DatasetError(
+                    f"{path}: cannot append to {key}: video codec {codec!r} is not one we encode"
+                )
+        spec = DatasetSpec.from_info(info)
+        unwritable = sorted(set(info.get("features", {})) - set(spec.features()))
+        if unwritable:
+            raise DatasetError(f"{path}: cannot append: this writer does not write the features {unwritable}")
+        writer = cls(path, spec)
+        unknown = warn_unknown_info_fields(info, info_path, "kept as they are while appending")
+        writer._extra_info = {k: info[k] for k in unknown if k in info}
         if (path / EPISODES_PATH).is_file():
             writer._episodes = pq.read_table(path / EPISODES_PATH).to_pylist()
-        if (path / "meta" / "tasks.parquet").is_file():
-            writer._tasks = read_tasks(path)
-        writer.repair()
+        writer.repair()  # also reads the tasks
         return writer
 
     @classmethod
@@ -244,7 +459,9 @@ class LeRobotV3Writer:
 
     def repair(self) -> list[Path]:
         """Remove what a crash left behind (staging, unreferenced files) and rewrite derived metadata."""
-        removed: list[Path] = []
+        removed = finish_interrupted_commit(self.root, len(self._episodes))
+        if (self.root / "meta" / "tasks.parquet").is_file():  # as the log left it (undone: without new tasks)
+            self._tasks = read_tasks(self.root)
         staging = self.root / STAGING_DIR
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -252,6 +469,7 @@ class LeRobotV3Writer:
         referenced = {self.root / self._data_rel(e) for e in self._episodes}
         for e in self._episodes:
             referenced |= {self.root / self._video_rel(e, cam) for cam in self.spec.cameras}
+        # Files no episode names: what a crash left of a commit (temporary versions, a file it started).
         for folder, pattern in (("data", "*.parquet"), ("videos", "*.mp4")):
             for f in (self.root / folder).rglob("*") if (self.root / folder).exists() else []:
                 if f.is_file() and (not f.match(pattern) or f not in referenced):
@@ -329,7 +547,6 @@ class LeRobotV3Writer:
         new_tasks = [t for t in dict.fromkeys(rec._tasks) if t not in self._tasks]
         tasks = self._tasks + new_tasks
         task_ids = {t: i for i, t in enumerate(tasks)}
-        chunk, file = divmod(ep_index, spec.chunks_size)
         timestamps = np.arange(length, dtype=np.float32) / np.float32(spec.fps)
         columns = {
             STATE_KEY: np.stack(rec._states),
@@ -362,64 +579,129 @@ class LeRobotV3Writer:
         for key in (*spec.vector_keys(), *INDEX_FEATURES):
             stats[key] = vector_stats(columns[key])
 
-        row: dict[str, Any] = {
-            "episode_index": ep_index,
-            "tasks": list(dict.fromkeys(rec._tasks)),
-            "length": length,
-            "data/chunk_index": chunk,
-            "data/file_index": file,
-            "dataset_from_index": start,
-            "dataset_to_index": start + length,
-        }
-        for cam in spec.cameras:
-            key = cam.feature_key
-            row[f"videos/{key}/chunk_index"] = chunk
-            row[f"videos/{key}/file_index"] = file
-            row[f"videos/{key}/from_timestamp"] = 0.0
-            row[f"videos/{key}/to_timestamp"] = length / spec.fps
-        for key, feat in stats.items():
-            for stat in STAT_NAMES:
-                row[f"stats/{key}/{stat}"] = np.asarray(feat[stat]).tolist()
-        row["meta/episodes/chunk_index"] = 0
-        row["meta/episodes/file_index"] = 0
-
-        # 1. Move the payload into place (unreferenced until step 2, and removed by repair() after a crash).
-        data_path = self.root / self._data_rel(row)
-        write_bytes_atomic(data_path, _table_bytes(data_table))
-        written = data_path.stat().st_size
-        for cam in spec.cameras:
-            src = rec._staging / f"{cam.name}.mp4"
-            dst = self.root / self._video_rel(row, cam)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            _fsync_file(src)
-            os.replace(src, dst)
-            fsync_dir(dst.parent)
-            written += dst.stat().st_size
-        # 2. Tasks, then the episode table: the commit point.
-        if new_tasks:
-            self._write_tasks(tasks)
-        episodes = [*self._episodes, row]
-        write_bytes_atomic(
-            self.root / EPISODES_PATH,
-            _table_bytes(pa.Table.from_pylist(episodes, schema=episode_schema(spec))),
-        )
+        swap = _Swap(self.root, ep_index)
+        try:
+            # 1. The new versions of the files the episode goes into, whole, under temporary names.
+            payload = _table_bytes(data_table)
+            written = len(payload)
+            chunk, file = self._place_data(data_table, payload, swap)
+            row: dict[str, Any] = {
+                "episode_index": ep_index,
+                "tasks": list(dict.fromkeys(rec._tasks)),
+                "length": length,
+                "data/chunk_index": chunk,
+                "data/file_index": file,
+                "dataset_from_index": start,
+                "dataset_to_index": start + length,
+            }
+            for cam in spec.cameras:
+                key = cam.feature_key
+                staged = rec._staging / f"{cam.name}.mp4"
+                written += staged.stat().st_size
+                chunk, file, before = self._place_video(cam, staged, swap)
+                row[f"videos/{key}/chunk_index"] = chunk
+                row[f"videos/{key}/file_index"] = file
+                # From frame counts, so that one episode's to_timestamp is the next one's from_timestamp.
+                row[f"videos/{key}/from_timestamp"] = before / spec.fps
+                row[f"videos/{key}/to_timestamp"] = (before + length) / spec.fps
+            for key, feat in stats.items():
+                for stat in STAT_NAMES:
+                    row[f"stats/{key}/{stat}"] = np.asarray(feat[stat]).tolist()
+            row["meta/episodes/chunk_index"] = 0
+            row["meta/episodes/file_index"] = 0
+            if new_tasks:
+                target = self.root / "meta" / "tasks.parquet"
+                temp = swap.temp(target)
+                temp.write_bytes(_tasks_bytes(tasks))
+                swap.plan(target, temp)
+            # 2. Swap them in under the undo log.
+            swap.swap()
+            # 3. The episode table: the commit point.
+            episodes = [*self._episodes, row]
+            write_bytes_atomic(
+                self.root / EPISODES_PATH,
+                _table_bytes(pa.Table.from_pylist(episodes, schema=episode_schema(spec))),
+            )
+        except BaseException:
+            swap.rollback()
+            raise
+        swap.finish()
         self._episodes = episodes
         self._tasks = tasks
         shutil.rmtree(rec._staging, ignore_errors=True)
         with contextlib.suppress(OSError):  # only when empty: another recorder may be staging
             rec._staging.parent.rmdir()
-        # 3. Derived metadata (recomputed by repair() if a crash interrupts it).
-        self._write_derived()
+        # 4. Derived metadata (recomputed by repair() if a crash interrupts it).
+        try:
+            self._write_derived()
+        except OSError as e:
+            raise DatasetWriteError(
+                f"episode {ep_index} was added, but rewriting info.json/stats.json failed ({e}); "
+                "opening the dataset for writing redoes it"
+            ) from e
         return EpisodeSummary(ep_index, length, tuple(row["tasks"]), written)
 
+    def _file_after_last(self, path_of: _Paths, last: tuple[int, int]) -> tuple[int, int]:
+        """The next (chunk, file) after ``last`` that no committed episode names."""
+        named = {path_of.indices(e) for e in self._episodes}
+        chunk, file = next_file(*last, self.spec.chunks_size)
+        while (chunk, file) in named:
+            chunk, file = next_file(chunk, file, self.spec.chunks_size)
+        return chunk, file
+
+    def _place_data(self, table: pa.Table, payload: bytes, swap: _Swap) -> tuple[int, int]:
+        """Where the episode's rows go: appended to the last episode's data file while it stays under
+        ``data_files_size_in_mb``, else a new file. Plans the file's new version in ``swap``."""
+        path_of = _Paths(self.root, DATA_PATH, "data/chunk_index", "data/file_index")
+        if not self._episodes:
+            chunk, file = 0, 0
+        else:
+            last = path_of.indices(self._episodes[-1])
+            current = path_of(*last)
+            limit = self.spec.data_files_size_in_mb * MIB
+            if current.is_file() and current.stat().st_size + len(payload) < limit:
+                old = pq.read_table(current)
+                rows = sum(int(e["length"]) for e in self._episodes if path_of.indices(e) == last)
+                # Only a file that holds exactly the committed rows, in our schema, is extended.
+                if old.num_rows == rows and old.schema.equals(table.schema, check_metadata=False):
+                    merged = pa.concat_tables([old.replace_schema_metadata(table.schema.metadata), table])
+                    temp = swap.temp(current)
+                    temp.write_bytes(_table_bytes(merged))
+                    swap.plan(current, temp)
+                    return last
+            chunk, file = self._file_after_last(path_of, last)
+        target = path_of(chunk, file)
+        temp = swap.temp(target)
+        temp.write_bytes(payload)
+        swap.plan(target, temp)
+        return chunk, file
+
+    def _place_video(self, cam: CameraSpec, staged: Path, swap: _Swap) -> tuple[int, int, int]:
+        """Where one camera's episode video goes, and how many frames precede it there: appended to the last
+        episode's file of that camera while it stays under ``video_files_size_in_mb`` and the streams can be
+        joined exactly (:func:`append_video`), else a new file."""
+        key = cam.feature_key
+        path_of = _Paths(self.root, VIDEO_PATH, f"videos/{key}/chunk_index", f"videos/{key}/file_index", key)
+        if not self._episodes:
+            chunk, file = 0, 0
+        else:
+            last_row = self._episodes[-1]
+            last = path_of.indices(last_row)
+            current = path_of(*last)
+            before = round(float(last_row[f"videos/{key}/to_timestamp"]) * self.spec.fps)
+            limit = self.spec.video_files_size_in_mb * MIB
+            if current.is_file() and current.stat().st_size + staged.stat().st_size < limit:
+                temp = swap.temp(current)
+                if append_video(current, before, staged, temp, self.spec.fps):
+                    swap.plan(current, temp)
+                    return (*last, before)
+                swap.discard(temp)
+            chunk, file = self._file_after_last(path_of, last)
+        swap.plan(path_of(chunk, file), staged)
+        return chunk, file, 0
+
     def _write_tasks(self, tasks: Sequence[str]) -> None:
-        frame = pd.DataFrame(
-            {"task_index": np.arange(len(tasks), dtype=np.int64)}, index=pd.Index(list(tasks), name="task")
-        )
-        # pandas 3 would store the index as large_string; LeRobot writes string.
-        schema = pa.schema([pa.field("task_index", pa.int64()), pa.field("task", pa.string())])
-        table = pa.Table.from_pandas(frame, schema=schema, preserve_index=True)
-        write_bytes_atomic(self.root / "meta" / "tasks.parquet", _table_bytes(table))
+        write_bytes_atomic(self.root / "meta" / "tasks.parquet", _tasks_bytes(tasks))
 
     def _write_derived(self) -> None:
         spec = self.spec
@@ -434,12 +716,13 @@ class LeRobotV3Writer:
             "total_frames": self.num_frames,
             "total_tasks": len(self._tasks),
             "chunks_size": spec.chunks_size,
-            "data_files_size_in_mb": 100,
-            "video_files_size_in_mb": 200,
+            "data_files_size_in_mb": spec.data_files_size_in_mb,
+            "video_files_size_in_mb": spec.video_files_size_in_mb,
             "data_path": DATA_PATH,
             "video_path": VIDEO_PATH if spec.cameras else None,
             "robot_type": spec.robot_type,
             "splits": {"train": f"0:{n}"},
+            **{k: v for k, v in self._extra_info.items() if k not in INFO_FIELDS},
         }
         per_episode = []
         for row in self._episodes:

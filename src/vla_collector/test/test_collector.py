@@ -286,6 +286,34 @@ def test_poses_without_a_scene_description_are_rejected_and_named(tmp_path):
     assert "environment" in result.message and "before any scene description" in result.message
 
 
+def test_other_video_settings_than_the_datasets_are_refused_and_named(tmp_path):
+    collector, clock = make(tmp_path, default_task="pick")
+    try:
+        collector.start()
+        play(collector, clock, T0, 1.0)
+        assert collector.stop(success=True).status is EpisodeStatus.WRITTEN
+    finally:
+        collector.close()
+    results = []
+    config = CollectorConfig(
+        dataset_root=tmp_path / "ds",
+        video=VideoCodecConfig(codec="libx264", preset="ultrafast"),
+        default_task="pick",
+    )
+    clock = FakeClock(T0 + 10 * 10**9)
+    collector = Collector(config, clock=clock, log=lambda _m: None, on_result=results.append)
+    try:
+        collector.start()
+        play(collector, clock, clock.ns, 1.0)
+    finally:
+        collector.close()
+    [result] = results
+    assert result.status is EpisodeStatus.ERROR
+    assert "preset='ultrafast'" in result.message and "differ from the dataset's" in result.message
+    assert "preset='veryfast'" in result.message
+    assert LeRobotV3Dataset(tmp_path / "ds").num_episodes == 1
+
+
 def test_a_start_without_any_task_is_refused(tmp_path):
     collector, _ = make(tmp_path)
     try:

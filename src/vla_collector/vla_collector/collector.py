@@ -56,6 +56,8 @@ from vla_collector.episode import (
     decode_string,
 )
 from vla_collector.lerobot import (
+    DEFAULT_DATA_FILES_SIZE_IN_MB,
+    DEFAULT_VIDEO_FILES_SIZE_IN_MB,
     DatasetError,
     DatasetWriteError,
     LeRobotV3Writer,
@@ -114,6 +116,9 @@ class CollectorConfig:
     action_names: tuple[str, ...] = ()
     sampler: SamplerConfig | None = None
     video: VideoCodecConfig = field(default_factory=VideoCodecConfig)
+    # packing limits of a new dataset (MiB per data file / per mp4); an existing dataset keeps its own
+    data_files_size_in_mb: float = DEFAULT_DATA_FILES_SIZE_IN_MB
+    video_files_size_in_mb: float = DEFAULT_VIDEO_FILES_SIZE_IN_MB
     compression: Compression = Compression.LZ4
     default_task: str = ""
     episode_on_instruction: bool = False
@@ -152,6 +157,9 @@ class CollectorConfig:
             raise ValueError("at least one camera is needed")
         if self.queue_size < 10:
             raise ValueError("queue_size must be at least 10")
+        for name in ("data_files_size_in_mb", "video_files_size_in_mb"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not self.queue_max_mb >= 1.0:
             raise ValueError(f"queue_max_mb must be at least 1, got {self.queue_max_mb}")
         if self.episode_on_instruction and not self.topics.instruction:
@@ -177,6 +185,8 @@ class CollectorConfig:
             state_names=self.state_names,
             action_names=self.action_names,
             video=self.video,
+            data_files_size_in_mb=self.data_files_size_in_mb,
+            video_files_size_in_mb=self.video_files_size_in_mb,
         )
 
 

@@ -40,6 +40,7 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseArray
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -108,7 +109,20 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "video_codec": ("libsvtav1", "libsvtav1 (AV1, LeRobot's default) | libx264"),
     "video_crf": (30, "encoder quality (lower = better, bigger)"),
     "video_g": (2, "keyframe interval (LeRobot uses 2 for fast random access)"),
-    "video_preset": (12, "SVT-AV1 speed preset (higher = faster)"),
+    "video_preset": (
+        "",
+        "encoder speed preset, recorded in info.json: SVT-AV1 an integer -2..13 (higher = faster), x264 a name "
+        "(ultrafast .. veryslow); '' = the codec's default (12, veryfast)",
+    ),
+    "data_files_size_in_mb": (
+        100,
+        "a new dataset packs episodes into data/chunk-*/file-*.parquet files of up to this many MiB "
+        "(LeRobot's default 100; an existing dataset keeps its info.json's)",
+    ),
+    "video_files_size_in_mb": (
+        200,
+        "likewise for each camera's videos/*/chunk-*/file-*.mp4 (LeRobot's default 200)",
+    ),
     "mcap_compression": ("lz4", "raw bag chunk compression: lz4 | zstd | none"),
     "queue_size": (5000, "messages buffered for the recorder thread before new ones are counted lost"),
     "queue_max_mb": (
@@ -123,6 +137,10 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     ),
     "diagnostics_period_s": (1.0, "period of /diagnostics reports"),
 }
+
+
+# Parameters that take either type: video_preset is an int for SVT-AV1 (-p video_preset:=8) and a name for x264.
+DYNAMIC_PARAMETERS = ("video_preset",)
 
 
 def _optional(value: float) -> float | None:
@@ -173,8 +191,10 @@ def config_from_parameters(p: dict[str, Any]) -> CollectorConfig:
             codec=p["video_codec"],
             crf=int(p["video_crf"]),
             g=int(p["video_g"]),
-            preset=int(p["video_preset"]),
+            preset=p["video_preset"],
         ),
+        data_files_size_in_mb=p["data_files_size_in_mb"],
+        video_files_size_in_mb=p["video_files_size_in_mb"],
         compression=Compression(p["mcap_compression"]),
         default_task=p["default_task"],
         episode_on_instruction=bool(p["episode_on_instruction"]),
@@ -214,7 +234,15 @@ def _offered(info: Any) -> QosProfile:
 class CollectorNode(Node):
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__("collector_node", **node_kwargs)
-        p = expand_topic_parameters(declare_parameters(self, PARAMETERS), self.resolve_topic_name)
+        static = {name: entry for name, entry in PARAMETERS.items() if name not in DYNAMIC_PARAMETERS}
+        values = declare_parameters(self, static)
+        for name in DYNAMIC_PARAMETERS:
+            default, description = PARAMETERS[name]
+            self.declare_parameter(
+                name, default, ParameterDescriptor(description=description, dynamic_typing=True)
+            )
+            values[name] = self.get_parameter(name).value
+        p = expand_topic_parameters(values, self.resolve_topic_name)
         self.config = config_from_parameters(p)
         # Refreshed on the executor thread (diagnostics timer, ~/start); the worker only reads it.
         self._scene_published = False

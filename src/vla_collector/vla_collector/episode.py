@@ -32,6 +32,8 @@ from vla_collector.environment import (
     pose_positions,
 )
 from vla_collector.lerobot import (
+    DEFAULT_DATA_FILES_SIZE_IN_MB,
+    DEFAULT_VIDEO_FILES_SIZE_IN_MB,
     DatasetError,
     DatasetSpec,
     EpisodeRecorder,
@@ -136,6 +138,9 @@ class DatasetTarget:
     state_names: tuple[str, ...] = PANDA_COMMAND_JOINTS
     action_names: tuple[str, ...] = PANDA_COMMAND_JOINTS
     video: VideoCodecConfig = field(default_factory=VideoCodecConfig)
+    # Packing limits of a new dataset (MiB per data file / per mp4); an existing one keeps its info.json's.
+    data_files_size_in_mb: float = DEFAULT_DATA_FILES_SIZE_IN_MB
+    video_files_size_in_mb: float = DEFAULT_VIDEO_FILES_SIZE_IN_MB
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
@@ -151,6 +156,8 @@ class DatasetTarget:
             cameras=tuple(cameras),
             video=self.video,
             environment_state_names=tuple(environment_state_names),
+            data_files_size_in_mb=self.data_files_size_in_mb,
+            video_files_size_in_mb=self.video_files_size_in_mb,
         )
 
 
@@ -220,6 +227,11 @@ class EpisodeBuilder:
                     raise DatasetError(
                         f"this episode's {ENVIRONMENT_STATE_KEY} names {list(ours) or '(none)'} do not match "
                         f"the dataset's {list(theirs) or '(none)'}"
+                    )
+                if spec.cameras == self.writer.spec.cameras and spec.video != self.writer.spec.video:
+                    raise DatasetError(
+                        f"video settings {spec.video} differ from the dataset's {self.writer.spec.video} "
+                        "(info.json records one per camera): record with the dataset's codec, crf, g and preset"
                     )
                 raise DatasetError(
                     f"camera sizes {[(c.name, c.height, c.width) for c in specs]} do not match the dataset's "

@@ -80,6 +80,11 @@ class PolicyNodeConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "backend", BackendKind(self.backend))
         object.__setattr__(self, "cameras", tuple(self.cameras))
+        if self.backend is BackendKind.LEROBOT:
+            raise ValueError(
+                "a LeRobot policy runs in LeRobot's own venv: serve it with `vla-serve --backend lerobot "
+                "--model <dir>` (scripts/setup-lerobot.sh) and set backend:=remote"
+            )
         if self.backend is not BackendKind.REMOTE and not self.checkpoint:
             raise ValueError(
                 f"the {self.backend.value} backend needs the 'checkpoint' parameter (a model directory)"

@@ -1,6 +1,11 @@
 """``vla-serve``: run a policy on this machine (a GPU box, say) for policy nodes elsewhere, over websocket.
 
     VLA_SERVE_TOKEN=... vla-serve --backend native --model /models/pick_cube [--host 127.0.0.1] [--port 8765]
+    VLA_SERVE_TOKEN=... vla-serve --backend lerobot --model outputs/train/act/checkpoints/last/pretrained_model
+
+``--backend lerobot`` runs a LeRobot-trained policy in the LeRobot venv (``scripts/setup-lerobot.sh``): started
+from another Python without LeRobot, vla-serve hands itself over to that venv's Python (``$VLA_LEROBOT_VENV``,
+default ``.venv-lerobot`` in the workspace) with the same arguments.
 
 Listens on localhost unless ``--host`` says otherwise. Every connection must present
 ``Authorization: Bearer <token>`` in its handshake (token from ``VLA_SERVE_TOKEN`` or ``--token-file``);
@@ -39,6 +44,13 @@ from vla_policy.backends.wire import (
 LOG = logging.getLogger("vla_serve")
 READY_PREFIX = "VLA_SERVE_READY port="  # the line a --child server prints once it listens
 TOKEN_ENV = "VLA_SERVE_TOKEN"
+LEROBOT_VENV_ENV = "VLA_LEROBOT_VENV"
+_HANDED_OVER_ENV = "_VLA_SERVE_HANDED_OVER"
+# What the main venv's environment sets for its own Python and ROS; the LeRobot venv's Python must not see it.
+_FOREIGN_ENV = (
+    "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "_ROS_WHEELS_BOOTSTRAP_COMPLETE",
+    "AMENT_PREFIX_PATH", "COLCON_PREFIX_PATH",
+)  # fmt: skip
 MAX_MESSAGE_BYTES = 64 << 20
 
 
@@ -155,12 +167,55 @@ def read_token(token_file: str | None, env: str = TOKEN_ENV) -> str:
     return os.environ.get(env, "").strip()
 
 
+def lerobot_python() -> Path | None:
+    """The LeRobot venv's Python: ``$VLA_LEROBOT_VENV``, else ``.venv-lerobot`` in a folder above this file
+    (the workspace root, for the source tree and for colcon's install tree alike)."""
+    given = os.environ.get(LEROBOT_VENV_ENV)
+    venvs = [Path(given)] if given else [p / ".venv-lerobot" for p in Path(__file__).resolve().parents]
+    for venv in venvs:
+        if (venv / "bin" / "python").is_file():
+            return venv / "bin" / "python"
+    return None
+
+
+def _hand_over_to_lerobot(argv: list[str]) -> None:
+    """Replace this process by vla-serve in the LeRobot venv (same arguments, stdin/stdout and pid), or raise
+    ``RuntimeError`` saying how to make that venv. Returns only when LeRobot imports here."""
+    import importlib.util
+
+    if importlib.util.find_spec("lerobot") is not None:
+        return
+    python = lerobot_python()
+    if python is None or os.environ.get(_HANDED_OVER_ENV):
+        where = (
+            f"${LEROBOT_VENV_ENV}={os.environ[LEROBOT_VENV_ENV]}"
+            if LEROBOT_VENV_ENV in os.environ
+            else ".venv-lerobot"
+        )
+        raise RuntimeError(
+            f"--backend lerobot needs LeRobot 0.6.1 (Python >= 3.12), which neither this Python "
+            f"({sys.executable}) nor {where} has: run scripts/setup-lerobot.sh"
+        )
+    env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_ENV}
+    env[_HANDED_OVER_ENV] = "1"
+    LOG.info("LeRobot is not in this Python: handing over to %s", python)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(str(python), [str(python), "-m", "vla_policy.serve", *argv], env)
+
+
 def main(argv: list[str] | None = None) -> int:
     from vla_policy.backends import BackendKind, load_local_backend, warm_up
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+
     parser = argparse.ArgumentParser(prog="vla-serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", choices=[k.value for k in BackendKind if k is not BackendKind.REMOTE])
-    parser.add_argument("--model", required=True, help="checkpoint (native) or model directory (huggingface)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="checkpoint (native), model directory (huggingface) or LeRobot pretrained_model directory (lerobot)",
+    )
     parser.add_argument(
         "--host", default="127.0.0.1", help="interface to listen on (default: localhost only)"
     )
@@ -172,6 +227,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--hf-chunk-size", type=int, default=1, help="huggingface: actions per inference")
     parser.add_argument(
+        "--manifest",
+        help="lerobot: our embodiment manifest (a dataset root or embodiment.json; default: the model "
+        "directory's, else that of the dataset lerobot-train used)",
+    )
+    parser.add_argument(
+        "--actions-per-chunk",
+        type=int,
+        default=0,
+        help="lerobot: actions served per inference (0: the policy's n_action_steps)",
+    )
+    parser.add_argument(
         "--child",
         action="store_true",
         help="started by policy_node: report the port on stdout, exit when stdin closes",
@@ -180,7 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[vla-serve] %(levelname)s %(message)s")
     if not args.backend:
         parser.error("--backend is required")
+    if args.backend != BackendKind.LEROBOT.value and (args.manifest or args.actions_per_chunk):
+        parser.error("--manifest and --actions-per-chunk are for --backend lerobot")
+    if args.actions_per_chunk < 0:
+        parser.error("--actions-per-chunk must be >= 0")
     try:
+        if args.backend == BackendKind.LEROBOT.value:
+            _hand_over_to_lerobot(argv)
         token = read_token(args.token_file)
         if not token:
             raise ValueError(f"no auth token: set {TOKEN_ENV} or pass --token-file")
@@ -195,7 +267,12 @@ def main(argv: list[str] | None = None) -> int:
 
             torch.set_num_threads(args.threads)
         loaded = load_local_backend(
-            BackendKind(args.backend), args.model, device=args.device, hf_chunk_size=args.hf_chunk_size
+            BackendKind(args.backend),
+            args.model,
+            device=args.device,
+            hf_chunk_size=args.hf_chunk_size,
+            manifest=args.manifest,
+            actions_per_chunk=args.actions_per_chunk,
         )
         LOG.info("warmed up in %.2f s", warm_up(loaded))
     except (OSError, ValueError, RuntimeError) as e:

@@ -3,6 +3,8 @@
 * ``native``: a checkpoint of our own model, through ``vla_policy.load_policy`` (issue 7).
 * ``huggingface``: a transformers image-text-to-text VLA (OpenVLA-style action tokens) from a local directory.
 * ``remote``: a policy served by ``vla-serve`` on another machine, over websocket.
+* ``lerobot``: a LeRobot-trained policy through LeRobot's own API; only in ``vla-serve`` in the LeRobot venv
+  (``scripts/setup-lerobot.sh``), which the node reaches as ``remote``.
 
 Heavy imports (torch, transformers, websockets) happen inside the loaders, so importing this is cheap.
 """
@@ -35,6 +37,7 @@ class BackendKind(str, enum.Enum):
     NATIVE = "native"
     HUGGINGFACE = "huggingface"
     REMOTE = "remote"
+    LEROBOT = "lerobot"  # vla-serve only, in LeRobot's venv
 
 
 @dataclass(frozen=True)
@@ -45,9 +48,16 @@ class LoadedPolicy:
 
 
 def load_local_backend(
-    kind: BackendKind, model_dir: str, device: str = "cpu", hf_chunk_size: int = 1
+    kind: BackendKind,
+    model_dir: str,
+    device: str = "cpu",
+    hf_chunk_size: int = 1,
+    *,
+    manifest: str | None = None,
+    actions_per_chunk: int = 0,
 ) -> LoadedPolicy:
-    """A policy that runs in this process (native checkpoint or Hugging Face directory)."""
+    """A policy that runs in this process (native checkpoint, Hugging Face or LeRobot directory).
+    ``manifest`` and ``actions_per_chunk``: the LeRobot backend's (see :func:`~vla_policy.backends.lerobot.load_lerobot`)."""
     kind = BackendKind(kind)
     if kind is BackendKind.NATIVE:
         from vla_policy.backends.native import load_native
@@ -58,6 +68,10 @@ def load_local_backend(
 
         policy = HuggingFacePolicy(HFConfig(model_dir=model_dir, device=device, chunk_size=hf_chunk_size))
         return LoadedPolicy(policy, policy.manifest, f"huggingface model {model_dir}")
+    if kind is BackendKind.LEROBOT:
+        from vla_policy.backends.lerobot import load_lerobot
+
+        return load_lerobot(model_dir, device=device, manifest=manifest, actions_per_chunk=actions_per_chunk)
     raise ValueError(f"{kind.value} is not a local backend")
 
 

@@ -565,8 +565,10 @@ def test_node_reports_out_of_distribution_instructions(harness, tmp_path, listed
             # A new instruction clears the queue: the entry says "holding" until its first chunk lands.
             assert harness.spin(
                 20.0,
-                until=lambda: diagnosed("make me a coffee", "instruction_ood", "true")
-                and latest_entry()[0].message.startswith("commanding"),
+                until=lambda: (
+                    diagnosed("make me a coffee", "instruction_ood", "true")
+                    and latest_entry()[0].message.startswith("commanding")
+                ),
             ), latest_entry()
             entry, values = latest_entry()
             assert entry.level == DiagnosticStatus.WARN

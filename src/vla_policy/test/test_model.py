@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -375,6 +376,37 @@ def test_the_localization_loss_alone_trains_the_camera_encoders():
     ]
     assert {n.split(".")[2] for n in moved} == {"0", "1"}  # both cameras' encoders
     assert float(grads["head.regression.weight"].abs().sum()) == 0.0
+
+
+def test_referent_pathway_reads_the_ground_truth_in_training_and_its_own_estimate_at_inference():
+    torch.manual_seed(0)
+    config = tiny_config(localization_dim=6, localization_weight=1.0, referent_input=True, referent_noise=0.0)
+    net = VLANetwork(config, load_pretrained=False)
+    images, text, state = pixels(3, 2, 3, 32, 32), torch.randn(3, 32), torch.randn(3, 8)
+    truth, other = torch.randn(3, 6), torch.randn(3, 6)
+    net.head.shift_pixels = 0
+    with torch.no_grad():
+        net.eval()
+        estimate = net(images, text, state)
+        # Inference: the ground truth, even when given, is not read; the estimate is.
+        torch.testing.assert_close(net(images, text, state, truth)["actions"], estimate["actions"])
+        net.train()
+        net.head.config = replace(config, shift_pixels=0)  # no random shift: only the referents differ
+        a = net(images, text, state, truth)
+        b = net(images, text, state, other)
+        # Training: the MLP reads the ground truth, and the estimate is still output for its loss.
+        assert not torch.allclose(a["actions"], b["actions"])
+        torch.testing.assert_close(a["environment_state"], estimate["environment_state"])
+    # The localization loss trains the estimate; the action loss trains the MLP from the ground truth only.
+    out = net(images, text, state, truth)
+    loss, parts = net.loss(out, torch.randn(3, 4, 8), None, truth)
+    loss.backward()
+    assert set(parts) == {"l1", "localization"}
+    assert float(net.head.localize[0].weight.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="referent_input"):
+        tiny_config(referent_input=True)
+    with pytest.raises(ValueError, match="referent_noise"):
+        tiny_config(localization_dim=6, localization_weight=1.0, referent_input=True, referent_noise=-1.0)
 
 
 def test_localization_statistics_round_trip_through_a_checkpoint(tmp_path):

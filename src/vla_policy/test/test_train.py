@@ -292,6 +292,35 @@ def test_localization_loss_refuses_data_without_environment_state(dataset_root, 
     assert not (tmp_path / "last").exists()  # refused before any training
 
 
+def test_init_from_adds_the_referent_pathway_and_the_widened_network_starts_as_the_checkpoint_acts(
+    environment_root, tmp_path
+):
+    first = train(tiny_cfg(environment_root, tmp_path / "first", epochs=1))
+    referent = dict(TINY_MODEL, horizon=4, localization_weight=1.0, referent_input=True)
+    widened = train(tiny_cfg(environment_root, tmp_path / "widened", epochs=1, lr=1e-12, warmup_steps=0,
+                             init_from=str(first.last), model_overrides=referent))  # fmt: skip
+    start, grown = load_checkpoint(first.last), load_checkpoint(widened.last)
+    assert grown.config.referent_input and grown.config.localization_dim == 6
+    # The environment statistics are this run's (the checkpoint had none), not the defaults.
+    assert not torch.equal(grown.network.environment_std, torch.ones(6))
+    # The first MLP layer kept its columns and reads the new referent inputs with zero weights, so the
+    # widened network's actions are the checkpoint's whatever the estimate says.
+    old_w, new_w = start.network.head.mlp[0].weight, grown.network.head.mlp[0].weight
+    torch.testing.assert_close(new_w[:, : old_w.shape[1]], old_w, atol=1e-6, rtol=1e-5)
+    assert float(new_w[:, old_w.shape[1] :].detach().abs().max()) < 1e-6
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (2, 2, 3, 32, 32)).float()
+    text, state = torch.randn(2, start.config.text_dim), torch.randn(2, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            grown.network(images, text, state)["actions"], start.network(images, text, state)["actions"],
+            atol=1e-5, rtol=1e-4,
+        )  # fmt: skip
+    # Removing a head, or another localization width, is still refused.
+    with pytest.raises(ValueError, match="init-from"):
+        train(tiny_cfg(environment_root, tmp_path / "narrower", epochs=1, init_from=str(widened.last)))
+
+
 # --- precision ---------------------------------------------------------------------------------------
 
 

@@ -186,8 +186,14 @@ class _Step(nn.Module):
         super().__init__()
         self.network = network
 
-    def forward(self, x: torch.Tensor, text: torch.Tensor, state: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.network.head(x, text, state)
+    def forward(
+        self,
+        x: torch.Tensor,
+        text: torch.Tensor,
+        state: torch.Tensor,
+        environment_state: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        return self.network.head_forward(x, text, state, environment_state)
 
 
 @dataclass(frozen=True)
@@ -345,6 +351,8 @@ class _Model:
     network: VLANetwork
     normalizer: Normalizer
     resuming: bool
+    # True where the environment-state statistics are still to be taken from the training samples.
+    new_environment_stats: bool
 
 
 @dataclass(frozen=True)
@@ -539,26 +547,65 @@ def _prepare_model(
         if previous.config != config:
             raise ValueError(f"--resume: {output / LAST_DIR} was trained with another model config")
         network, normalizer = previous.network, previous.normalizer
+        new_stats = False
     elif cfg.init_from:
         start = load_checkpoint(cfg.init_from)
-        may_differ = (*TRAINING_ONLY_FIELDS, "instruction_subspace")  # the span is set from this run's data
-        if replace(start.config, **{k: getattr(config, k) for k in may_differ}) != config:
+        # The span is set from this run's data; the localization head and the referent pathway may be added.
+        may_differ = (*TRAINING_ONLY_FIELDS, "instruction_subspace", *_ADDABLE_HEADS)
+        if replace(start.config, **{k: getattr(config, k) for k in may_differ}) != config or (
+            start.config.localization_dim and start.config.localization_dim != config.localization_dim
+        ):
             raise ValueError(
                 f"--init-from {cfg.init_from}: its model config differs from the one these datasets and "
                 "options give (cameras, image size, horizon or --model overrides other than "
                 f"{', '.join(may_differ)})"
             )
         network = VLANetwork(config, load_pretrained=False)  # this run's training-only settings
-        weights = {
-            k: v for k, v in start.network.state_dict().items() if not k.endswith("instruction_projection")
-        }
-        network.load_state_dict(weights, strict=not config.instruction_subspace)
+        fresh = _load_widened(network, start.network)
+        if fresh:
+            LOG.info("--init-from: new parameters %s start from their initialization", ", ".join(fresh))
         normalizer = start.normalizer
+        new_stats = bool(config.localization_dim and not start.config.localization_dim)
     else:
         network = VLANetwork(config, load_pretrained=True)
         normalizer = compute_normalizer(datasets, train_eps, config)
+        new_stats = bool(config.localization_dim)
         network.set_action_bounds(*normalizer.action_bounds())
-    return _Model(config, network, normalizer, resuming)
+    return _Model(config, network, normalizer, resuming, new_stats)
+
+
+# Model options that --init-from may switch on over a checkpoint without them.
+_ADDABLE_HEADS = ("referent_input", "referent_noise", "localization_dim", "localization_weight")
+
+
+def _load_widened(network: VLANetwork, start: VLANetwork) -> list[str]:
+    """Copy ``start``'s weights into ``network``; returns the parameters left at their initialization.
+
+    A weight whose input grew (the MLP's first layer, when the referent pathway adds inputs after the old
+    ones) keeps its old columns and gets zeros for the new: the widened network starts as ``start`` acts.
+    The instruction projection is not copied: training sets it from this run's instructions.
+    """
+    old = start.state_dict()
+    new = network.state_dict()
+    fresh = []
+    for key, value in new.items():
+        if key.endswith("instruction_projection"):
+            continue
+        if key not in old:
+            if not key.startswith("environment_"):  # statistics, taken from this run's samples
+                fresh.append(key)
+            continue
+        source = old[key]
+        if source.shape == value.shape:
+            value.copy_(source)
+        elif source.dim() == 2 and source.shape[0] == value.shape[0] and source.shape[1] < value.shape[1]:
+            value.zero_()
+            value[:, : source.shape[1]].copy_(source)
+        else:
+            raise ValueError(
+                f"--init-from: {key} has shape {tuple(source.shape)}, this model {tuple(value.shape)}"
+            )
+    return fresh
 
 
 def _prepare_samples(
@@ -597,7 +644,7 @@ def _prepare_samples(
     )  # fmt: skip
     encode_s = time.perf_counter() - t0
     encode_fps = n_frames * (1 + copies) * len(config.camera_names) / max(encode_s, 1e-9)
-    if train_set.environment_state is not None and not (model.resuming or cfg.init_from):
+    if train_set.environment_state is not None and model.new_environment_stats:
         environment = train_set.environment_state
         network.set_environment_stats(environment.mean(dim=0), environment.std(dim=0))
     val_set = (
@@ -659,7 +706,7 @@ def _train_epoch(
         for group in optimizer.param_groups:
             group["lr"] = lr
         with torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=amp):
-            outputs = ddp(batch.x, batch.text, batch.state)
+            outputs = ddp(batch.x, batch.text, batch.state, batch.environment_state)
         loss, _ = network.loss(
             {k: v.float() for k, v in outputs.items()}, batch.target, batch.valid, batch.environment_state
         )

@@ -112,7 +112,10 @@ class NativeVLA(nn.Module):
         self.config = config
         self.encoders = nn.ModuleList([KeypointEncoder(config) for _ in config.camera_names])
         width = config.hidden_dim
-        n_in = len(config.camera_names) * config.keypoints * 2 + config.state_dim + config.text_dim
+        n_keypoints = len(config.camera_names) * config.keypoints * 2
+        n_in = n_keypoints + config.state_dim + config.text_dim
+        if config.referent_input:
+            n_in += config.localization_dim  # last, so that a checkpoint without them can be widened
         layers: list[nn.Module] = []
         for i in range(config.mlp_layers):
             layers += [nn.Linear(n_in if i == 0 else width, width), nn.ReLU()]
@@ -120,8 +123,16 @@ class NativeVLA(nn.Module):
                 layers.append(nn.Dropout(config.dropout))
         self.mlp = nn.Sequential(*layers)
         self.regression = nn.Linear(width, config.horizon * config.action_dim)
-        n_keypoints = len(config.camera_names) * config.keypoints * 2
-        self.localize = nn.Linear(n_keypoints, config.localization_dim) if config.localization_dim else None
+        self.localize: nn.Module | None = None
+        if config.referent_input:
+            # Where a held block is depends on the arm's pose, and which block is meant on the instruction.
+            self.localize = nn.Sequential(
+                nn.Linear(n_keypoints + config.state_dim + config.text_dim, width),
+                nn.ReLU(),
+                nn.Linear(width, config.localization_dim),
+            )
+        elif config.localization_dim:
+            self.localize = nn.Linear(n_keypoints, config.localization_dim)
         self.bins = (
             nn.Linear(width, config.horizon * config.action_dim * config.n_bins)
             if config.discrete_head
@@ -148,8 +159,14 @@ class NativeVLA(nn.Module):
         return torch.cat(per_camera, dim=-1)
 
     def forward(
-        self, images: torch.Tensor, text: torch.Tensor, state: torch.Tensor
+        self,
+        images: torch.Tensor,
+        text: torch.Tensor,
+        state: torch.Tensor,
+        referents: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
+        """``referents``: the normalized ground-truth environment_state [B, E], read in training by the
+        referent pathway in place of the estimate (ignored otherwise)."""
         b = state.shape[0]
         if self.config.state_dropout >= 1.0:
             state = torch.zeros_like(state)  # never trained with a state: the mean pose, always
@@ -163,11 +180,21 @@ class NativeVLA(nn.Module):
             noise = F.normalize(torch.randn_like(text), dim=-1) * self.config.instruction_noise
             text = F.normalize(text + noise, dim=-1)
         keypoints = self.keypoints(images, text)
-        hidden = self.mlp(torch.cat([keypoints, state, text], dim=-1))
-        h, a = self.config.horizon, self.config.action_dim
-        result = {"actions": self.regression(hidden).view(b, h, a)}
-        if self.localize is not None:  # normalized environment_state, read straight off the keypoints
+        features = [keypoints, state, text]
+        result = {}
+        if self.config.referent_input:
+            estimate = self.localize(torch.cat(features, dim=-1))
+            result["environment_state"] = estimate
+            if self.training and referents is not None:
+                noise = torch.randn_like(referents) * self.config.referent_noise
+                features.append(referents.to(estimate.dtype) + noise)
+            else:
+                features.append(estimate)
+        elif self.localize is not None:  # normalized environment_state, read straight off the keypoints
             result["environment_state"] = self.localize(keypoints)
+        hidden = self.mlp(torch.cat(features, dim=-1))
+        h, a = self.config.horizon, self.config.action_dim
+        result["actions"] = self.regression(hidden).view(b, h, a)
         if self.bins is not None:
             result["logits"] = self.bins(hidden).view(b, h, a, self.config.n_bins)
         return result
@@ -248,9 +275,26 @@ class VLANetwork(nn.Module):
         return self.trunk(images.flatten(0, 1)).unflatten(0, (b, n_cam))
 
     def forward(
-        self, images: torch.Tensor, text: torch.Tensor, state: torch.Tensor
+        self,
+        images: torch.Tensor,
+        text: torch.Tensor,
+        state: torch.Tensor,
+        environment_state: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        return self.head(self.encode_images(images), text, state)
+        """``environment_state`` (dataset units): the ground truth the referent pathway reads in training."""
+        return self.head_forward(self.encode_images(images), text, state, environment_state)
+
+    def head_forward(
+        self,
+        features: torch.Tensor,
+        text: torch.Tensor,
+        state: torch.Tensor,
+        environment_state: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The head on encoded images (:meth:`encode_images`), as training calls it on cached features."""
+        if self.config.referent_input and environment_state is not None:
+            return self.head(features, text, state, self.normalize_environment(environment_state))
+        return self.head(features, text, state)
 
     def loss(
         self,

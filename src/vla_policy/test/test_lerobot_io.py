@@ -386,3 +386,26 @@ def test_setup_script_names_python_when_it_finds_no_312(tmp_path):
     )
     assert result.returncode != 0
     assert "no Python >= 3.12 found" in result.stderr and "PYTHON=/path/to/python3.12" in result.stderr
+
+
+def test_setup_script_refuses_a_python_without_ensurepip_naming_the_package(tmp_path):
+    """Debian/Ubuntu's python3.12 without python3.12-venv: venv would leave a Python with no pip."""
+    script = Path(__file__).resolve().parents[3] / "scripts" / "setup-lerobot.sh"
+    fake = tmp_path / "python3.12"  # a 3.12 as the script probes it, whose ensurepip is missing
+    fake.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in\n'
+        "  *ensurepip*) echo \"ModuleNotFoundError: No module named 'ensurepip'\" >&2; exit 1 ;;\n"
+        "  *'version_info[:2]'*) exit 0 ;;\n"
+        "  *'version_info[0]'*) echo 3.12; exit 0 ;;\n"
+        "esac\n"
+        f'exec {sys.executable} "$@"\n'
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    env = {**os.environ, "PYTHON": str(fake), "VLA_LEROBOT_VENV": str(tmp_path / "venv")}
+    result = subprocess.run(
+        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode != 0
+    assert "no ensurepip module" in result.stderr and "apt install python3.12-venv" in result.stderr
+    assert not (tmp_path / "venv").exists()

@@ -119,6 +119,16 @@ def test_a_policy_that_does_not_fit_is_refused_naming_the_mismatch(inputs, outpu
     assert isinstance(info.value, ManifestError)
 
 
+def test_a_policy_reading_several_observations_is_refused():
+    """Diffusion Policy's default n_obs_steps=2: consecutive frames at the manifest's rate, which the node,
+    sending one observation per chunk it asks for, never gives."""
+    with pytest.raises(
+        LeRobotFeatureError, match=r"n_obs_steps=2 consecutive observations, 0\.1 s apart"
+    ) as info:
+        plan_io(manifest(), act_inputs(), ACTION, n_obs_steps=2)
+    assert "train it with --policy.n_obs_steps=1" in str(info.value)
+
+
 def test_units_without_an_si_conversion_are_refused():
     units = ("rad",) * 7 + ("range_m100_100",)
     with pytest.raises(LeRobotFeatureError, match="panda_finger_joint1 is in 'range_m100_100'"):
@@ -227,14 +237,27 @@ def test_policy_wrapper_runs_lerobot_and_resets_it():
         broken.infer(observation())
 
 
+def test_an_observation_without_a_timestamp_is_refused():
+    """Not stamped with the server's clock: under sim time (or another machine's clock) that time is wrong."""
+    policy = LeRobotPolicy(
+        plan_io(manifest(), act_inputs(), ACTION), lambda _b: np.zeros((1, 10, 8)), lambda: None
+    )
+    obs = observation()
+    for missing in ({k: v for k, v in obs.items() if k != "timestamp"}, {**obs, "timestamp": math.nan}):
+        with pytest.raises(ValueError, match="the observation has no timestamp"):
+            policy.infer(missing)
+    assert policy.infer({**obs, "timestamp": 0.0}).stamp == 0.0  # sim time starts at 0
+
+
 # --- the loader's refusals before LeRobot is imported ------------------------------------------------------
 
 
-def lerobot_dir(tmp_path, action_dim=8, with_processors=True, with_manifest=True):
+def lerobot_dir(tmp_path, action_dim=8, with_processors=True, with_manifest=True, kind="act", n_obs_steps=1):
     model = tmp_path / "pretrained_model"
     model.mkdir(parents=True)
     config = {
-        "type": "act",
+        "type": kind,
+        "n_obs_steps": n_obs_steps,
         "input_features": {f.key: {"type": f.type, "shape": list(f.shape)} for f in act_inputs()},
         "output_features": {"action": {"type": "ACTION", "shape": [action_dim]}},
     }
@@ -258,6 +281,8 @@ def test_loader_refuses_what_is_not_a_fitting_lerobot_policy(tmp_path):
         load_lerobot(str(lerobot_dir(tmp_path / "b", with_manifest=False)))
     with pytest.raises(LeRobotFeatureError, match="action has shape \\[7\\]"):
         load_lerobot(str(lerobot_dir(tmp_path / "c", action_dim=7)))
+    with pytest.raises(LeRobotFeatureError, match="n_obs_steps=2"):
+        load_lerobot(str(lerobot_dir(tmp_path / "d", kind="diffusion", n_obs_steps=2)))
 
 
 def test_manifest_is_found_beside_the_policy_or_in_the_dataset_it_was_trained_on(tmp_path):
@@ -338,6 +363,55 @@ def test_vla_serve_hands_over_to_the_lerobot_venv_with_a_clean_environment(tmp_p
     assert seen["argv"][1:] == ["-m", "vla_policy.serve", *args]
     assert seen["env"]["VLA_SERVE_TOKEN"] == "t"
     assert "PYTHONPATH" not in seen["env"] and "LD_LIBRARY_PATH" not in seen["env"]
+
+
+def bare_assert():
+    """A function raising AssertionError with no message, as a model's ``assert`` does outside pytest's
+    rewriting (compiled here, so pytest does not rewrite it)."""
+    namespace = {}
+    source = "def check(*_):\n    n_obs_steps = 8\n    assert n_obs_steps == 2\n"
+    exec(compile(source, "modeling_x.py", "exec"), namespace)
+    return namespace["check"]
+
+
+def test_an_error_without_a_message_is_named_by_the_line_that_raised():
+    from vla_policy.serve import describe_error
+
+    try:
+        bare_assert()()
+    except AssertionError as e:
+        assert describe_error(e) == "AssertionError at modeling_x.py:3: ?"  # no source for the line here
+    assert describe_error(ValueError("bad")) == "ValueError: bad"
+
+
+def test_a_model_assertion_at_warm_up_is_a_refusal_not_a_traceback(monkeypatch, tmp_path, caplog):
+    """As LeRobot's Diffusion Policy asserted on a batch it did not expect: vla-serve exits 2 naming it."""
+    import vla_policy.backends as backends
+    from vla_policy.serve import main
+
+    monkeypatch.setenv("VLA_SERVE_TOKEN", "t")
+    monkeypatch.setattr(backends, "load_local_backend", lambda *_a, **_k: object())
+    monkeypatch.setattr(backends, "warm_up", bare_assert())
+    assert main(["--backend", "native", "--model", str(tmp_path)]) == 2
+    assert "the policy failed its warm-up inference: AssertionError at modeling_x.py:3" in caplog.text
+
+
+def test_a_model_assertion_at_inference_is_an_error_answer_naming_it():
+    from vla_policy.backends.wire import MessageType, encode, observation_message
+    from vla_policy.serve import PolicyServer
+
+    class Asserting:
+        manifest = manifest()
+
+        def infer(self, observation):
+            bare_assert()()
+
+        def reset(self):
+            pass
+
+    answer = PolicyServer(Asserting(), manifest(), "t")._answer(encode(observation_message(observation(), 7)))
+    assert answer.type is MessageType.ERROR and answer.id == 7
+    assert answer.fields["message"] == "AssertionError at modeling_x.py:3: ?"
 
 
 def test_lerobot_only_options_are_refused_for_other_backends(tmp_path):

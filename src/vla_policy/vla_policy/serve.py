@@ -24,9 +24,10 @@ import signal
 import ssl
 import sys
 import threading
+import traceback
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vla_common.manifest import EmbodimentManifest
 from vla_common.policy import Policy
@@ -40,6 +41,9 @@ from vla_policy.backends.wire import (
     encode,
     message_observation,
 )
+
+if TYPE_CHECKING:
+    from vla_policy.backends import LoadedPolicy
 
 LOG = logging.getLogger("vla_serve")
 READY_PREFIX = "VLA_SERVE_READY port="  # the line a --child server prints once it listens
@@ -153,8 +157,20 @@ class PolicyServer:
                 return chunk_message(chunk, request.id)
             return Message(MessageType.ERROR, request.id, {"message": f"unexpected {request.type.value}"})
         except Exception as e:  # the model raised: tell the client, keep serving others
-            LOG.warning("request %d failed: %s: %s", request.id, type(e).__name__, e)
-            return Message(MessageType.ERROR, request.id, {"message": f"{type(e).__name__}: {e}"})
+            LOG.warning("request %d failed: %s", request.id, describe_error(e))
+            return Message(MessageType.ERROR, request.id, {"message": describe_error(e)})
+
+
+def describe_error(error: BaseException) -> str:
+    """``Type: message``; where the message is empty, as a bare ``assert`` in a model leaves it, the line
+    that raised (``AssertionError at modeling_diffusion.py:320: assert n_obs_steps == ...``)."""
+    text = str(error)
+    if not text:
+        frames = traceback.extract_tb(error.__traceback__)
+        if frames:
+            last = frames[-1]
+            return f"{type(error).__name__} at {Path(last.filename).name}:{last.lineno}: {last.line or '?'}"
+    return f"{type(error).__name__}: {text}"
 
 
 def read_token(token_file: str | None, env: str = TOKEN_ENV) -> str:
@@ -205,9 +221,33 @@ def _hand_over_to_lerobot(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vla_policy.backends import BackendKind, load_local_backend, warm_up
-
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[vla-serve] %(levelname)s %(message)s")
+    _check_args(parser, args)
+    try:
+        loaded, token, context = _load(args, argv)
+    except (OSError, ValueError, RuntimeError) as e:
+        LOG.error("%s", e)
+        return 2
+    except AssertionError as e:  # a model's own check failed on the warm-up input: a refusal, not a traceback
+        LOG.error("the policy failed its warm-up inference: %s", describe_error(e))
+        return 2
+    server = PolicyServer(
+        loaded.policy, loaded.manifest, token, host=args.host, port=args.port, ssl_context=context
+    )
+    server.start()
+    scheme = "wss" if context else "ws"
+    LOG.info("serving %s on %s://%s:%d", loaded.description, scheme, args.host, server.port)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and context is None:
+        LOG.warning("listening beyond localhost without TLS: the token travels in clear")
+    _serve_until_stopped(server, child=args.child)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    from vla_policy.backends import BackendKind
 
     parser = argparse.ArgumentParser(prog="vla-serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", choices=[k.value for k in BackendKind if k is not BackendKind.REMOTE])
@@ -242,53 +282,57 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="started by policy_node: report the port on stdout, exit when stdin closes",
     )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[vla-serve] %(levelname)s %(message)s")
+    return parser
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    from vla_policy.backends import BackendKind
+
     if not args.backend:
         parser.error("--backend is required")
     if args.backend != BackendKind.LEROBOT.value and (args.manifest or args.actions_per_chunk):
         parser.error("--manifest and --actions-per-chunk are for --backend lerobot")
     if args.actions_per_chunk < 0:
         parser.error("--actions-per-chunk must be >= 0")
-    try:
-        if args.backend == BackendKind.LEROBOT.value:
-            _hand_over_to_lerobot(argv)
-        token = read_token(args.token_file)
-        if not token:
-            raise ValueError(f"no auth token: set {TOKEN_ENV} or pass --token-file")
-        context = None
-        if args.tls_cert or args.tls_key:
-            if not (args.tls_cert and args.tls_key):
-                raise ValueError("--tls-cert and --tls-key go together")
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(args.tls_cert, args.tls_key)
-        if args.threads:
-            import torch
 
-            torch.set_num_threads(args.threads)
-        loaded = load_local_backend(
-            BackendKind(args.backend),
-            args.model,
-            device=args.device,
-            hf_chunk_size=args.hf_chunk_size,
-            manifest=args.manifest,
-            actions_per_chunk=args.actions_per_chunk,
-        )
-        LOG.info("warmed up in %.2f s", warm_up(loaded))
-    except (OSError, ValueError, RuntimeError) as e:
-        LOG.error("%s", e)
-        return 2
-    server = PolicyServer(
-        loaded.policy, loaded.manifest, token, host=args.host, port=args.port, ssl_context=context
+
+def _load(args: argparse.Namespace, argv: list[str]) -> tuple[LoadedPolicy, str, ssl.SSLContext | None]:
+    """The warmed-up policy, the token and the TLS context; for ``--backend lerobot`` without LeRobot here,
+    this process is first handed over to the LeRobot venv (and this returns there)."""
+    from vla_policy.backends import BackendKind, load_local_backend, warm_up
+
+    if args.backend == BackendKind.LEROBOT.value:
+        _hand_over_to_lerobot(argv)
+    token = read_token(args.token_file)
+    if not token:
+        raise ValueError(f"no auth token: set {TOKEN_ENV} or pass --token-file")
+    context = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise ValueError("--tls-cert and --tls-key go together")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    loaded = load_local_backend(
+        BackendKind(args.backend),
+        args.model,
+        device=args.device,
+        hf_chunk_size=args.hf_chunk_size,
+        manifest=args.manifest,
+        actions_per_chunk=args.actions_per_chunk,
     )
-    server.start()
-    scheme = "wss" if context else "ws"
-    LOG.info("serving %s on %s://%s:%d", loaded.description, scheme, args.host, server.port)
-    if args.host not in ("127.0.0.1", "localhost", "::1") and context is None:
-        LOG.warning("listening beyond localhost without TLS: the token travels in clear")
+    LOG.info("warmed up in %.2f s", warm_up(loaded))
+    return loaded, token, context
+
+
+def _serve_until_stopped(server: PolicyServer, *, child: bool) -> None:
+    """Until SIGINT/SIGTERM, or for a ``--child`` until its parent closes stdin; the ready line first."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        if args.child:
+        if child:
             print(f"{READY_PREFIX}{server.port}", flush=True)
             sys.stdin.read()  # returns when the parent closes the pipe or dies
         else:
@@ -297,7 +341,6 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         server.close()
-    return 0
 
 
 if __name__ == "__main__":

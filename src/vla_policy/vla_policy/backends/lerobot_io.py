@@ -10,11 +10,14 @@ the mismatch, when they do not:
 * ``observation.images.<camera>`` (VISUAL): a camera of the manifest, 3 channels (resized when the camera's
   frames are not the policy's size);
 * ``action`` (ACTION): one value per manifest action name;
-* nothing else the robot cannot give (``observation.environment_state`` is simulator ground truth).
+* nothing else the robot cannot give (``observation.environment_state`` is simulator ground truth);
+* one observation at a time (``n_obs_steps`` 1): the node sends one per chunk it asks for, not a history of
+  consecutive frames (Diffusion Policy's default ``n_obs_steps=2`` is refused: train with 1).
 
 Units: the node speaks SI (``/joint_states``: rad, m). A manifest in other units (``deg``, ``mm``) is the
 policy's: states are converted to them on the way in and actions back to SI on the way out, and the manifest
-served to the node says SI. The instruction goes in as LeRobot's ``task``.
+served to the node says SI. The instruction goes in as LeRobot's ``task``. Chunks carry the observation's
+``timestamp`` (the node's clock, sim time included); an observation without one is refused.
 
 Every chunk is checked before it leaves: a policy that answers NaN or the wrong number of values raises
 (``ValueError``), so the node gets an error instead of a chunk and holds, and the safety monitor with it.
@@ -24,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -159,17 +161,69 @@ def plan_io(
     *,
     rename_map: Mapping[str, str] | None = None,
     actions_per_chunk: int = 0,
+    n_obs_steps: int = 1,
 ) -> LeRobotIO:
     """Check a policy's features against ``manifest`` and plan the mapping; raise :class:`LeRobotFeatureError`
-    naming every mismatch. ``rename_map``: the policy preprocessor's own renaming (our key -> policy key)."""
+    naming every mismatch. ``rename_map``: the policy preprocessor's own renaming (our key -> policy key).
+    ``n_obs_steps``: how many consecutive observations the policy reads (its config's; only 1 is served)."""
     if actions_per_chunk < 0:
         raise ValueError(f"actions_per_chunk must be >= 0, got {actions_per_chunk}")
-    renamed = dict(rename_map or {})
-    ours_for = {renamed.get(key, key): key for key in _our_keys(manifest)}  # policy key -> our key
+    if n_obs_steps != 1:
+        raise LeRobotFeatureError(
+            f"the LeRobot policy reads n_obs_steps={n_obs_steps} consecutive observations, "
+            f"{1.0 / manifest.fps:.3g} s apart, but policy_node sends one observation per chunk it asks for "
+            "(seconds apart, when its queue runs low), so the history the policy was trained on does not exist "
+            "here: refused (train it with --policy.n_obs_steps=1)"
+        )
     problems: list[str] = []
+    state_key, cameras = _plan_inputs(manifest, inputs, rename_map or {}, problems)
+    _check_action(manifest, outputs, problems)
+    if not cameras:
+        problems.append("the policy reads no camera of the manifest")
+    si_units, scales = _si_units(manifest, problems)
+    if problems:
+        raise LeRobotFeatureError(
+            "the LeRobot policy does not fit the embodiment manifest: " + "; ".join(problems)
+        )
+    scale_of = dict(zip(manifest.joint_names, scales, strict=True))
+    unconverted = [n for n in manifest.action_names if n not in scale_of]
+    if unconverted and any(s != 1.0 for s in scales):
+        raise LeRobotFeatureError(
+            f"actions {unconverted} are not joints of the manifest, so their units cannot be converted"
+        )
+    by_name = {c.name: c for c in manifest.cameras}
+    served = dataclasses.replace(
+        manifest,
+        joint_units=tuple(si_units),
+        cameras=tuple(
+            CameraSpec(camera, height, width, by_name[camera].channels)
+            for camera, _, height, width in cameras
+        ),
+        normalization={},  # LeRobot's statistics live in its processor files, in the policy's units
+        normalization_hash="",
+    )
+    return LeRobotIO(
+        manifest=served,
+        state_key=state_key,
+        cameras=tuple(cameras),
+        state_scale=np.array(scales, np.float64),
+        action_scale=np.array([scale_of.get(n, 1.0) for n in manifest.action_names], np.float64),
+        actions_per_chunk=actions_per_chunk,
+    )
+
+
+def _plan_inputs(
+    manifest: EmbodimentManifest,
+    inputs: Sequence[Feature],
+    rename_map: Mapping[str, str],
+    problems: list[str],
+) -> tuple[str | None, list[tuple[str, str, int, int]]]:
+    """The policy's state key and its cameras ``(camera, policy key, height, width)``; what has no source on
+    the robot goes to ``problems``."""
+    ours_for = {rename_map.get(key, key): key for key in _our_keys(manifest)}  # policy key -> our key
+    by_name = {c.name: c for c in manifest.cameras}
     state_key: str | None = None
     cameras: list[tuple[str, str, int, int]] = []
-    by_name = {c.name: c for c in manifest.cameras}
     for feature in inputs:
         ours = ours_for.get(feature.key, feature.key)
         if feature.type == STATE:
@@ -195,13 +249,16 @@ def plan_io(
                 problems.append(f"image input {feature.key} has shape {list(feature.shape)}, not [3, H, W]")
             else:
                 cameras.append((camera, feature.key, feature.shape[1], feature.shape[2]))
-        elif feature.type == LANGUAGE:
-            pass  # made from ``task`` by the policy's own preprocessor (its tokenizer)
-        else:
+        elif feature.type != LANGUAGE:  # language is made from ``task`` by the policy's own preprocessor
             problems.append(
                 f"input {feature.key!r} ({feature.type}) has no source on the robot: policy_node sends "
                 f"{STATE_KEY}, the manifest's cameras and the instruction (train without it)"
             )
+    return state_key, cameras
+
+
+def _check_action(manifest: EmbodimentManifest, outputs: Sequence[Feature], problems: list[str]) -> None:
+    """One ``action`` output, one value per manifest action name."""
     actions = [f for f in outputs if f.type == ACTION]
     if [f.key for f in actions] != [ACTION_KEY]:
         problems.append(
@@ -212,43 +269,18 @@ def plan_io(
             f"{ACTION_KEY} has shape {list(actions[0].shape)}, the manifest has "
             f"{len(manifest.action_names)} action names {list(manifest.action_names)}"
         )
-    if not cameras:
-        problems.append("the policy reads no camera of the manifest")
-    scales, si_units = [], []
+
+
+def _si_units(manifest: EmbodimentManifest, problems: list[str]) -> tuple[list[str], list[float]]:
+    """Per manifest joint: the SI unit the node speaks and the SI value of one of the manifest's units."""
+    si_units, scales = [], []
     for joint, unit in zip(manifest.joint_names, manifest.joint_units, strict=True):
         if unit not in UNITS:
             problems.append(f"joint {joint} is in {unit!r}, which has no conversion to SI ({sorted(UNITS)})")
             continue
         si_units.append(UNITS[unit][0])
         scales.append(UNITS[unit][1])
-    if problems:
-        raise LeRobotFeatureError(
-            "the LeRobot policy does not fit the embodiment manifest: " + "; ".join(problems)
-        )
-    scale_of = dict(zip(manifest.joint_names, scales, strict=True))
-    unconverted = [n for n in manifest.action_names if n not in scale_of]
-    if unconverted and any(s != 1.0 for s in scales):
-        raise LeRobotFeatureError(
-            f"actions {unconverted} are not joints of the manifest, so their units cannot be converted"
-        )
-    served = dataclasses.replace(
-        manifest,
-        joint_units=tuple(si_units),
-        cameras=tuple(
-            CameraSpec(camera, height, width, by_name[camera].channels)
-            for camera, _, height, width in cameras
-        ),
-        normalization={},  # LeRobot's statistics live in its processor files, in the policy's units
-        normalization_hash="",
-    )
-    return LeRobotIO(
-        manifest=served,
-        state_key=state_key,
-        cameras=tuple(cameras),
-        state_scale=np.array(scales, np.float64),
-        action_scale=np.array([scale_of.get(n, 1.0) for n in manifest.action_names], np.float64),
-        actions_per_chunk=actions_per_chunk,
-    )
+    return si_units, scales
 
 
 def _our_keys(manifest: EmbodimentManifest) -> list[str]:
@@ -278,5 +310,11 @@ class LeRobotPolicy:
 
     def infer(self, observation: Observation) -> ActionChunk:
         stamp = observation.get("timestamp")
-        stamp = time.time() if stamp is None else float(stamp)
-        return self.io.chunk(self._run(self.io.inputs(observation)), stamp)
+        if stamp is None or not math.isfinite(float(stamp)):
+            # policy_node always sends when its observation was seen (sim time under use_sim_time); this
+            # server's clock would time the chunk wrongly, so the node would play it at the wrong moment.
+            raise ValueError(
+                f"the observation has no timestamp (got {stamp!r}): the chunk is stamped with when its "
+                "observation was taken, which only the client knows"
+            )
+        return self.io.chunk(self._run(self.io.inputs(observation)), float(stamp))

@@ -70,24 +70,28 @@ class SimStack:
             "-p", f"camera_names:={json.dumps(list(cameras))}",
             "-p", f"camera_topics:={json.dumps([CAMERA_TOPICS[c] for c in cameras])}",
         ]  # fmt: skip
-        self._start("sim_node", "vla_sim.sim_node", sim)
-        self._start("safety_node", "vla_safety.safety_node", safety)
-        self._start("policy_node", "vla_policy.policy_node", policy, {"VLA_REMOTE_TOKEN": token})
-
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("sim_stack_observer", context=self.context)
-        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
         self.policy_commands: list[JointState] = []
         self.safe_commands: list[JointState] = []
         self.heartbeats = 0
         self.safety: dict[str, str] = {}
-        n = self.node
-        n.create_subscription(JointState, "/policy/joint_commands", self.policy_commands.append, 50)
-        n.create_subscription(JointState, "/joint_commands", self.safe_commands.append, 50)
-        n.create_subscription(Header, "/policy/heartbeat", self._beat, qos_profile_sensor_data)
-        n.create_subscription(DiagnosticArray, "/diagnostics", self._diagnostics, 10)
+        self.context = rclpy.Context()
+        try:
+            self._start("sim_node", "vla_sim.sim_node", sim)
+            self._start("safety_node", "vla_safety.safety_node", safety)
+            self._start("policy_node", "vla_policy.policy_node", policy, {"VLA_REMOTE_TOKEN": token})
+            rclpy.init(context=self.context)
+            self.node = rclpy.create_node("sim_stack_observer", context=self.context)
+            self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
+            self.executor.add_node(self.node)
+            n = self.node
+            n.create_subscription(JointState, "/policy/joint_commands", self.policy_commands.append, 50)
+            n.create_subscription(JointState, "/joint_commands", self.safe_commands.append, 50)
+            n.create_subscription(Header, "/policy/heartbeat", self._beat, qos_profile_sensor_data)
+            n.create_subscription(DiagnosticArray, "/diagnostics", self._diagnostics, 10)
+        except BaseException:  # no caller holds this object to close it: stop what was started, then raise
+            self._stop_processes()
+            rclpy.try_shutdown(context=self.context)
+            raise
 
     def _start(
         self, name: str, module: str, params: list[str], env_extra: dict[str, str] | None = None
@@ -129,6 +133,13 @@ class SimStack:
         return "\n".join(f"--- {name} ---\n{self.log(name)[-3000:]}" for name in self.procs)
 
     def close(self) -> None:
+        self._stop_processes()
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+    def _stop_processes(self) -> None:
+        """SIGINT to every node started (as Ctrl-C would), then kill what has not exited 15 s later."""
         for p in self.procs.values():
             if p.poll() is None:
                 p.send_signal(signal.SIGINT)
@@ -138,6 +149,3 @@ class SimStack:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(5)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)

@@ -1,7 +1,8 @@
 """LeRobot's own ACT behind our stack (heavy): a small randomly initialised ACT saved with LeRobot's
 ``save_pretrained`` in the LeRobot venv, served by ``vla-serve --backend lerobot`` (started from this venv,
 which hands it over to the LeRobot one), driven by ``policy_node -p backend:=remote`` in the embedded sim
-behind the safety monitor. Also: the chunk's stamp, a NaN model refused, mismatched features refused at start.
+behind the safety monitor. Also: the chunk's stamp, a NaN model refused, mismatched features refused at start,
+a small Diffusion Policy served (n_obs_steps=1) and one reading two observations refused.
 
 Needs the LeRobot venv (scripts/setup-lerobot.sh: about 2.5 min and 5.5 GB). Without it these tests skip,
 unless VLA_MAKE_LEROBOT_VENV=1 asks them to make it first.
@@ -92,8 +93,12 @@ class Served:
             )
         try:
             self.port = _wait_ready(self.process, 240.0)
-        except RuntimeError as e:
-            raise AssertionError(f"{e}\n{Path(log).read_text()[-3000:]}") from None
+        except BaseException as e:  # no caller holds this object to close it: stop the server, then raise
+            self.process.kill()
+            self.process.wait(10)
+            if isinstance(e, RuntimeError):
+                raise AssertionError(f"{e}\n{Path(log).read_text()[-3000:]}") from None
+            raise
         self.uri = f"ws://127.0.0.1:{self.port}"
 
     def close(self):
@@ -158,6 +163,44 @@ def test_a_lerobot_policy_answering_nan_is_refused_at_start(lerobot, tmp_path):
     result = serve_once(model)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "the LeRobot policy answered NaN or inf (80 values" in result.stderr and "refused" in result.stderr
+
+
+def test_lerobot_diffusion_policy_is_served_a_fresh_chunk_per_observation(lerobot, tmp_path):
+    """LeRobot's Diffusion Policy (n_obs_steps=1): its observation queues filled as its select_action does, so
+    predict_action_chunk reads this observation (it asserted on our batch before); each request a chunk of
+    n_action_steps, stamped, un-normalized by LeRobot within the statistics' [min, max] around the pose."""
+    model = make_act(lerobot, tmp_path / "diffusion", "--policy", "diffusion")
+    served = Served(model, tmp_path / "vla-serve.log")
+    try:
+        assert "LeRobot diffusion policy" in Path(served.log).read_text()
+        client = RemotePolicy(RemoteConfig(uri=served.uri, timeout_s=30.0), TOKEN)
+        for stamp in (10.0, 10.5, 11.0):
+            chunk = client.infer(observation(stamp=stamp))
+            assert chunk.stamp == stamp and chunk.horizon == 8 and chunk.names == tuple(PANDA_COMMAND_JOINTS)
+            assert np.all(np.abs(chunk.actions - np.array(HOME)) <= 0.05 + 1e-5), chunk.actions
+            if stamp == 10.5:
+                client.reset()  # the queues emptied: the next observation fills them again
+        client.close()
+    finally:
+        served.close()
+    assert served.process.returncode == 0, Path(served.log).read_text()[-3000:]
+
+
+def test_a_diffusion_policy_reading_two_observations_is_refused_at_start(lerobot, tmp_path):
+    """Diffusion Policy's default n_obs_steps=2 needs consecutive frames the node does not send: refused from
+    config.json, before LeRobot loads anything, naming what to train with."""
+    model = make_act(lerobot, tmp_path / "diffusion2", "--policy", "diffusion", "--n-obs-steps", "2")
+    result = serve_once(model)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "n_obs_steps=2 consecutive observations" in result.stderr, result.stderr
+    assert "--policy.n_obs_steps=1" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_venv_wrapper_unsets_what_the_hand_over_strips(lerobot):
+    """.venv-lerobot/bin/vla-serve (written by setup-lerobot.sh) and vla-serve's hand-over: one list."""
+    wrapper = Path(lerobot).parent / "vla-serve"
+    unset = [line.split()[1:] for line in wrapper.read_text().splitlines() if line.startswith("unset ")]
+    assert unset == [list(_FOREIGN_ENV)], wrapper.read_text()
 
 
 def serve_once(model):

@@ -187,17 +187,18 @@ def _make_run(policy: Any, preprocessor: Any, postprocessor: Any, device: str) -
 
 
 def _fill_observation_queues(policy: Any, batch: dict[str, Any]) -> dict[str, Any]:
-    """What LeRobot's ``select_action`` does before it predicts, for :data:`QUEUED_POLICIES`: the cameras
-    stacked under ``observation.images``, then each queued observation key appended to the policy's queue
-    (LeRobot's ``populate_queues``, which copies a first observation until the queue is full). Their
-    ``predict_action_chunk`` reads the queues; run on empty ones it takes the batch for a training batch
-    (``[B, n_obs_steps, ...]``) and Diffusion's ``assert n_obs_steps == self.config.n_obs_steps`` fails. With
-    ``n_obs_steps`` 1 (all :func:`plan_io` serves) the queues hold exactly this observation."""
+    """What LeRobot's ``select_action`` does before it predicts, for :data:`QUEUED_POLICIES`: ``action``
+    dropped, the cameras stacked under ``observation.images``, then each queued observation key appended to
+    the policy's queue (LeRobot's ``populate_queues``, which copies a first observation until the queue is
+    full). Their ``predict_action_chunk`` reads the queues; run on empty ones it takes the batch for a training
+    batch (``[B, n_obs_steps, ...]``) and Diffusion's ``assert n_obs_steps == self.config.n_obs_steps`` fails.
+    With ``n_obs_steps`` 1 (all :func:`plan_io` serves) the queues hold exactly this observation."""
     import torch
     from lerobot.policies.utils import populate_queues
-    from lerobot.utils.constants import OBS_IMAGES
+    from lerobot.utils.constants import ACTION, OBS_IMAGES
 
     batch = dict(batch)
+    batch.pop(ACTION, None)  # the preprocessor's batch has an empty one; select_action drops it too
     image_keys = list(policy.config.image_features)
     if image_keys:
         batch[OBS_IMAGES] = torch.stack([batch[key] for key in image_keys], dim=-4)

@@ -384,7 +384,6 @@ def test_referent_pathway_reads_the_ground_truth_in_training_and_its_own_estimat
     net = VLANetwork(config, load_pretrained=False)
     images, text, state = pixels(3, 2, 3, 32, 32), torch.randn(3, 32), torch.randn(3, 8)
     truth, other = torch.randn(3, 6), torch.randn(3, 6)
-    net.head.shift_pixels = 0
     with torch.no_grad():
         net.eval()
         estimate = net(images, text, state)
@@ -397,6 +396,11 @@ def test_referent_pathway_reads_the_ground_truth_in_training_and_its_own_estimat
         # Training: the MLP reads the ground truth, and the estimate is still output for its loss.
         assert not torch.allclose(a["actions"], b["actions"])
         torch.testing.assert_close(a["environment_state"], estimate["environment_state"])
+        # With referent_estimate_fraction 1, training reads the (detached) estimate, as inference does.
+        net.head.config = replace(config, shift_pixels=0, referent_estimate_fraction=1.0)
+        own = net(images, text, state, truth)["actions"]
+        torch.testing.assert_close(own, estimate["actions"])
+        net.head.config = replace(config, shift_pixels=0)
     # The localization loss trains the estimate; the action loss trains the MLP from the ground truth only.
     out = net(images, text, state, truth)
     loss, parts = net.loss(out, torch.randn(3, 4, 8), None, truth)
@@ -407,6 +411,10 @@ def test_referent_pathway_reads_the_ground_truth_in_training_and_its_own_estimat
         tiny_config(referent_input=True)
     with pytest.raises(ValueError, match="referent_noise"):
         tiny_config(localization_dim=6, localization_weight=1.0, referent_input=True, referent_noise=-1.0)
+    with pytest.raises(ValueError, match="referent_estimate_fraction"):
+        tiny_config(
+            localization_dim=6, localization_weight=1.0, referent_input=True, referent_estimate_fraction=2
+        )
 
 
 def test_localization_statistics_round_trip_through_a_checkpoint(tmp_path):

@@ -575,7 +575,7 @@ def _prepare_model(
 
 
 # Model options that --init-from may switch on over a checkpoint without them.
-_ADDABLE_HEADS = ("referent_input", "referent_noise", "localization_dim", "localization_weight")
+_ADDABLE_HEADS = ("referent_input", "localization_dim", "localization_weight")
 
 
 def _load_widened(network: VLANetwork, start: VLANetwork) -> list[str]:

@@ -16,7 +16,9 @@ from typing import Any
 from vla_perception.preprocess import CropMode, InputSpec, OutputDType, json_ready
 
 # Fields that only shape training (augmentation, input dropout): a fine-tuning run may change them.
-TRAINING_ONLY_FIELDS = ("shift_pixels", "state_dropout", "instruction_noise", "referent_noise")
+TRAINING_ONLY_FIELDS = (
+    "shift_pixels", "state_dropout", "instruction_noise", "referent_noise", "referent_estimate_fraction",
+)  # fmt: skip
 
 # EfficientNet-Lite was trained on (x - 127) / 128 of 0..255 pixels.
 LITE_MEAN = (127.0 / 255.0,) * 3
@@ -84,10 +86,13 @@ class ModelConfig:
     localization_weight: float = 0.0
     # The referent pathway: the MLP also reads where the instruction's referents are. In training it reads the
     # ground truth (normalized, plus Gaussian noise of ``referent_noise``), so control is learned from clean
-    # positions at once; at inference, the localization head's estimate from the keypoints, state and
-    # instruction. Needs the localization head (simulator data with observation.environment_state).
+    # positions at once, except for a ``referent_estimate_fraction`` of the samples, which read the estimate
+    # (detached), so that the MLP also learns how far to trust it; at inference, always the localization
+    # head's estimate from the keypoints, state and instruction. Needs the localization head (simulator data
+    # with observation.environment_state).
     referent_input: bool = False
     referent_noise: float = 0.1
+    referent_estimate_fraction: float = 0.0
     # --- textbook baseline
     image_encoder: ImageEncoderKind = ImageEncoderKind.EFFICIENTNET_LITE0
     trunk_blocks: int = 11  # frozen EfficientNet blocks: 11 ends at stride 16 with 112 channels
@@ -124,6 +129,10 @@ class ModelConfig:
             raise ValueError("referent_input needs the localization head (localization_weight > 0)")
         if not (math.isfinite(self.referent_noise) and self.referent_noise >= 0.0):
             raise ValueError(f"referent_noise must be >= 0, got {self.referent_noise}")
+        if not 0.0 <= self.referent_estimate_fraction <= 1.0:
+            raise ValueError(
+                f"referent_estimate_fraction must be in [0, 1], got {self.referent_estimate_fraction}"
+            )
         if self.shift_pixels < 0:
             raise ValueError(f"shift_pixels must be >= 0, got {self.shift_pixels}")
         if not 1 <= self.trunk_blocks <= len(LITE0_BLOCK_CHANNELS):

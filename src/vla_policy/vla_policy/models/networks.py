@@ -187,7 +187,9 @@ class NativeVLA(nn.Module):
             result["environment_state"] = estimate
             if self.training and referents is not None:
                 noise = torch.randn_like(referents) * self.config.referent_noise
-                features.append(referents.to(estimate.dtype) + noise)
+                given = referents.to(estimate.dtype) + noise
+                own = torch.rand(b, 1, device=given.device) < self.config.referent_estimate_fraction
+                features.append(torch.where(own, estimate.detach(), given))
             else:
                 features.append(estimate)
         elif self.localize is not None:  # normalized environment_state, read straight off the keypoints

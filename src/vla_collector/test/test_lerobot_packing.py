@@ -15,6 +15,7 @@ import av
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import vla_collector.lerobot.reader as reader_module
 import vla_collector.lerobot.writer as writer_module
 from vla_collector.lerobot import (
     DATA_PATH,
@@ -292,3 +293,24 @@ def test_sigkill_while_appending_to_shared_files_loses_no_completed_episode(tmp_
     check_episodes(LeRobotV3Dataset(root), (*lengths, 11), (*tasks[: len(lengths)], "stack"))
     assert len({r["data/file_index"] for r in _rows(root)}) == 1  # still one shared file
     assert os.listdir(root / "videos/observation.images.front/chunk-000") == ["file-000.mp4"]
+
+
+@needs_fixture
+def test_reading_a_packed_file_indexes_it_once_in_any_row_order(tmp_path, monkeypatch):
+    import shutil
+
+    root = tmp_path / "ds"
+    shutil.copytree(FIXTURE, root)
+    data = root / DATA_PATH.format(chunk_index=0, file_index=0)
+    table = pq.read_table(data)
+    pq.write_table(table.take(np.random.default_rng(0).permutation(table.num_rows)), data)  # rows mixed up
+    indexed = []
+
+    class Counted(reader_module._DataFile):
+        def __init__(self, table):
+            indexed.append(table.num_rows)
+            super().__init__(table)
+
+    monkeypatch.setattr(reader_module, "_DataFile", Counted)
+    check_episodes(LeRobotV3Dataset(root), (12, 13, 14), FIXTURE_TASKS)
+    assert indexed == [39], "the file's episode_index column is indexed once, not scanned per episode"

@@ -1,7 +1,7 @@
 """Reading a LeRobotDataset v3.x root, ours or LeRobot's: metadata, episodes' columns, decoded frames.
 
 Any packing reads the same way: ``meta/episodes`` names each episode's data file (whose rows are picked by
-``episode_index``) and, per camera, its mp4 and [from_timestamp, to_timestamp) in it; one file per episode
+``episode_index``, through an index of the file built once: :class:`_DataFile`) and, per camera, its mp4 and [from_timestamp, to_timestamp) in it; one file per episode
 (this writer's layout before it packed) is the case of one episode per file. Fields of info.json that this
 package does not know (a newer LeRobot's) are named in a :class:`DatasetWarning` and ignored; a
 codebase_version other than v3.x is refused, naming it.
@@ -97,7 +97,7 @@ class LeRobotV3Dataset:
             )
             for row in self._episodes
         )
-        self._data_cache: dict[tuple[int, int], pa.Table] = {}
+        self._data_cache: dict[tuple[int, int], _DataFile] = {}
 
     # --- metadata ---
 
@@ -178,22 +178,20 @@ class LeRobotV3Dataset:
 
     # --- data ---
 
-    def _data_table(self, chunk: int, file: int) -> pa.Table:
+    def _data_file(self, chunk: int, file: int) -> _DataFile:
         key = (chunk, file)
         if key not in self._data_cache:
             path = self.root / self.info["data_path"].format(chunk_index=chunk, file_index=file)
             if not path.is_file():
                 raise DatasetError(f"data file {path} is missing")
-            self._data_cache[key] = pq.read_table(path)
+            self._data_cache[key] = _DataFile(pq.read_table(path))
             if len(self._data_cache) > 4:
                 self._data_cache.pop(next(iter(self._data_cache)))
         return self._data_cache[key]
 
     def episode(self, episode_index: int) -> EpisodeArrays:
         row = self._episode_row(episode_index)
-        table = self._data_table(int(row["data/chunk_index"]), int(row["data/file_index"]))
-        ep_col = table.column("episode_index").to_numpy()
-        sel = table.filter(pa.array(ep_col == episode_index))
+        sel = self._data_file(int(row["data/chunk_index"]), int(row["data/file_index"])).rows(episode_index)
         if sel.num_rows != row["length"]:
             raise DatasetError(
                 f"episode {episode_index}: {sel.num_rows} rows in its data file, meta/episodes says {row['length']}"
@@ -259,6 +257,26 @@ class LeRobotV3Dataset:
                 f"episode {episode_index} camera {camera}: decoded {len(frames)} frames, expected {length}"
             )
         return np.stack(frames)
+
+
+class _DataFile:
+    """A data file's table, indexed once by ``episode_index`` (filtering the whole file for each episode cost
+    O(episodes x rows) to read a packed file)."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+        episodes = table.column("episode_index").to_numpy()
+        # Stable: an episode's rows keep their order in the file (ours and LeRobot's are grouped and sorted).
+        self._order = np.argsort(episodes, kind="stable")
+        self._episodes = episodes[self._order]
+
+    def rows(self, episode_index: int) -> pa.Table:
+        """The rows of one episode, in file order."""
+        lo, hi = np.searchsorted(self._episodes, [episode_index, episode_index + 1])
+        rows = self._order[lo:hi]
+        if len(rows) and rows[-1] - rows[0] == len(rows) - 1:  # one run (in ours and LeRobot's files)
+            return self.table.slice(int(rows[0]), len(rows))  # no copy (take concatenates the file's chunks)
+        return self.table.take(rows)
 
 
 def _vectors(column: pa.ChunkedArray) -> np.ndarray:

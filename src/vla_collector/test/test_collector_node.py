@@ -150,6 +150,23 @@ def offline_conversion(raw_dir, root):
     return LeRobotV3Dataset(root).episode(0)
 
 
+def test_file_size_parameters_take_fractions_and_whole_numbers(ros, tmp_path):
+    from vla_collector.collector_node import CollectorNode
+
+    context, _, _ = ros
+    params = [
+        rclpy.parameter.Parameter("dataset_root", value=str(tmp_path / "ds")),
+        rclpy.parameter.Parameter("data_files_size_in_mb", value=0.5),  # -p data_files_size_in_mb:=0.5
+        rclpy.parameter.Parameter("video_files_size_in_mb", value=50),  # -p video_files_size_in_mb:=50
+    ]
+    collector = CollectorNode(context=context, parameter_overrides=params)
+    try:
+        assert collector.config.data_files_size_in_mb == 0.5
+        assert collector.config.video_files_size_in_mb == 50.0
+    finally:
+        collector.destroy_node()
+
+
 def test_record_through_topics_and_services(ros, tmp_path):
     from vla_collector.collector_node import CollectorNode
 

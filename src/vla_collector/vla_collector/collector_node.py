@@ -115,12 +115,12 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
         "(ultrafast .. veryslow); '' = the codec's default (12, veryfast)",
     ),
     "data_files_size_in_mb": (
-        100,
+        100.0,
         "a new dataset packs episodes into data/chunk-*/file-*.parquet files of up to this many MiB "
         "(LeRobot's default 100; an existing dataset keeps its info.json's)",
     ),
     "video_files_size_in_mb": (
-        200,
+        200.0,
         "likewise for each camera's videos/*/chunk-*/file-*.mp4 (LeRobot's default 200)",
     ),
     "mcap_compression": ("lz4", "raw bag chunk compression: lz4 | zstd | none"),
@@ -193,8 +193,8 @@ def config_from_parameters(p: dict[str, Any]) -> CollectorConfig:
             g=int(p["video_g"]),
             preset=p["video_preset"],
         ),
-        data_files_size_in_mb=p["data_files_size_in_mb"],
-        video_files_size_in_mb=p["video_files_size_in_mb"],
+        data_files_size_in_mb=float(p["data_files_size_in_mb"]),
+        video_files_size_in_mb=float(p["video_files_size_in_mb"]),
         compression=Compression(p["mcap_compression"]),
         default_task=p["default_task"],
         episode_on_instruction=bool(p["episode_on_instruction"]),
@@ -235,7 +235,7 @@ class CollectorNode(Node):
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__("collector_node", **node_kwargs)
         static = {name: entry for name, entry in PARAMETERS.items() if name not in DYNAMIC_PARAMETERS}
-        values = declare_parameters(self, static)
+        values = declare_parameters(self, static, floats_take_ints=True)  # -p max_gap_s:=1, sizes:=100
         for name in DYNAMIC_PARAMETERS:
             default, description = PARAMETERS[name]
             self.declare_parameter(

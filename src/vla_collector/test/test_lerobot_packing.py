@@ -17,15 +17,18 @@ import pyarrow.parquet as pq
 import pytest
 import vla_collector.lerobot.reader as reader_module
 import vla_collector.lerobot.writer as writer_module
+import vla_common.atomic as atomic_module
 from vla_collector.lerobot import (
     DATA_PATH,
     EPISODES_PATH,
     VIDEO_PATH,
+    DatasetError,
     DatasetSpec,
     DatasetWriteError,
     LeRobotV3Dataset,
     LeRobotV3Writer,
     VideoCodecConfig,
+    read_tasks,
 )
 from vla_common.manifest import CameraSpec
 from vla_common.testing import shared_fixtures
@@ -116,6 +119,7 @@ def test_a_packed_multi_file_dataset_and_lerobots_own_read_the_same(tmp_path):
     )
     for ep, n in enumerate(lengths[:5]):
         write(writer, ep, n, tasks[ep])
+    writer.close()
     writer = LeRobotV3Writer.open(root)  # appending after a reopen packs on where it left off
     assert writer.spec.data_files_size_in_mb == 10 * KIB and writer.spec.chunks_size == 2
     for ep, n in enumerate(lengths[5:], start=5):
@@ -182,6 +186,7 @@ def test_the_old_one_file_per_episode_layout_reads_and_appends(tmp_path):
     writer = LeRobotV3Writer.create(root, spec(data_files_size_in_mb=1e-6, video_files_size_in_mb=1e-6))
     for ep, n in enumerate((12, 13, 14)):
         write(writer, ep, n, FIXTURE_TASKS[ep])
+    writer.close()
     assert [r["data/file_index"] for r in _rows(root)] == [0, 1, 2]
     assert [r["videos/observation.images.wrist/from_timestamp"] for r in _rows(root)] == [0.0] * 3
     info = json.loads((root / "meta/info.json").read_text())
@@ -284,7 +289,8 @@ def test_sigkill_while_appending_to_shared_files_loses_no_completed_episode(tmp_
     # Opening for writing finishes or undoes the interrupted commit.
     writer = LeRobotV3Writer.open(root)
     assert not (root / ".staging").exists()
-    assert not [p for p in root.rglob(".*") if p.is_file()], "no undo link or temporary file is left"
+    leftovers = [p for p in root.rglob(".*") if p.is_file() and p != root / ".lock"]
+    assert not leftovers, "no undo link or temporary file is left"
     if committed:
         assert json.loads((root / "meta/info.json").read_text())["total_episodes"] == 3
     else:
@@ -293,6 +299,168 @@ def test_sigkill_while_appending_to_shared_files_loses_no_completed_episode(tmp_
     check_episodes(LeRobotV3Dataset(root), (*lengths, 11), (*tasks[: len(lengths)], "stack"))
     assert len({r["data/file_index"] for r in _rows(root)}) == 1  # still one shared file
     assert os.listdir(root / "videos/observation.images.front/chunk-000") == ["file-000.mp4"]
+
+
+@pytest.mark.parametrize("error", [OSError(errno.EIO, "Input/output error"), KeyboardInterrupt()])
+def test_an_error_right_after_the_commit_point_keeps_the_episode(tmp_path, monkeypatch, error):
+    # meta/episodes is renamed into place, then its folder's fsync fails (or a Ctrl-C lands there): the
+    # episode is in, so its rows, frames and task must stay (a rollback would leave it listed without them).
+    root = tmp_path / "ds"
+    writer = _two_episode_dataset(root)
+    fsync_dir = atomic_module.fsync_dir
+
+    def fails_after_the_rename(path):
+        if Path(path) == root / EPISODES_PATH.parent:
+            raise error
+        fsync_dir(path)
+
+    monkeypatch.setattr(atomic_module, "fsync_dir", fails_after_the_rename)
+    if isinstance(error, OSError):
+        with pytest.raises(DatasetWriteError, match="episode 2 was added"):
+            write(writer, 2, 14, "a new task")
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            write(writer, 2, 14, "a new task")
+    monkeypatch.undo()
+    lengths, tasks = (12, 13, 14), (*FIXTURE_TASKS[:2], "a new task")
+    check_episodes(LeRobotV3Dataset(root), lengths, tasks)
+    assert not (root / ".staging").exists()
+    assert not [p for p in root.rglob(".*.undo")], "the commit was finished: no undo link is left"
+    write(writer, 3, 11, "stack")  # the writer goes on from the committed episode
+    writer.close()
+    LeRobotV3Writer.open(root).close()  # and a reopen finds nothing to repair or undo
+    check_episodes(LeRobotV3Dataset(root), (*lengths, 11), (*tasks, "stack"))
+    assert json.loads((root / "meta/info.json").read_text())["total_episodes"] == 4
+
+
+def test_a_failed_rollback_keeps_the_undo_log_for_open_to_finish(tmp_path, monkeypatch):
+    root = tmp_path / "ds"
+    writer = _two_episode_dataset(root)
+    before = _snapshot(root)
+    atomic, replace = writer_module.write_bytes_atomic, os.replace
+
+    def disk_full_at_the_commit_point(path, data):
+        if str(path).endswith(str(EPISODES_PATH)):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return atomic(path, data)
+
+    def the_data_file_cannot_be_put_back(src, dst):
+        if Path(src).name == ".file-000.parquet.undo":
+            raise OSError(errno.EIO, "Input/output error")
+        replace(src, dst)
+
+    monkeypatch.setattr(writer_module, "write_bytes_atomic", disk_full_at_the_commit_point)
+    monkeypatch.setattr(writer_module.os, "replace", the_data_file_cannot_be_put_back)
+    with pytest.raises(DatasetWriteError, match=r"putting back data/chunk-000/file-000\.parquet .*undo log"):
+        write(writer, 2, 14, "a new task")
+    monkeypatch.undo()
+    assert (root / ".staging/commit.json").is_file(), "the undo log is kept"
+    with pytest.raises(DatasetError, match="open the dataset again"):
+        write(writer, 2, 14, "a new task")  # its next commit would overwrite the log
+    check_episodes(LeRobotV3Dataset(root), (12, 13), FIXTURE_TASKS[:2])  # readable meanwhile
+    writer.close()
+    writer = LeRobotV3Writer.open(root)  # puts the data file back by the log
+    assert _snapshot(root) == before
+    write(writer, 2, 14, "a new task")
+    check_episodes(LeRobotV3Dataset(root), (12, 13, 14), (*FIXTURE_TASKS[:2], "a new task"))
+
+
+def test_one_writer_per_root(tmp_path, monkeypatch):
+    root = tmp_path / "ds"
+    writer = _two_episode_dataset(root)
+    with pytest.raises(DatasetError, match=f"{root} is open for writing by another writer"):
+        LeRobotV3Writer.open(root)
+    with pytest.raises(DatasetError, match="another writer"):
+        LeRobotV3Writer.open_or_create(root, writer.spec)
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from vla_collector.lerobot import LeRobotV3Writer; LeRobotV3Writer.open({str(root)!r})",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert child.returncode != 0 and "open for writing by another writer" in child.stderr, child.stderr
+    # The danger: a second writer opening while the first commits would "repair" the commit in progress
+    # (undo it by the live undo log) while the first goes on to list the episode.
+    atomic = writer_module.write_bytes_atomic
+    refused = []
+
+    def a_second_writer_at_the_commit_point(path, data):
+        if str(path).endswith(str(EPISODES_PATH)):
+            with pytest.raises(DatasetError, match="another writer"):
+                LeRobotV3Writer.open(root)
+            refused.append(path)
+        return atomic(path, data)
+
+    monkeypatch.setattr(writer_module, "write_bytes_atomic", a_second_writer_at_the_commit_point)
+    write(writer, 2, 14, "a new task")
+    monkeypatch.undo()
+    assert refused
+    check_episodes(LeRobotV3Dataset(root), (12, 13, 14), (*FIXTURE_TASKS[:2], "a new task"))
+    writer.close()
+    with LeRobotV3Writer.open(root) as again:  # closing released the lock
+        write(again, 3, 11, "stack")
+    with pytest.raises(DatasetError, match="closed"):
+        write(again, 4, 11, "stack")
+    LeRobotV3Writer.open(root).close()
+
+
+def _file_of(root: Path, row: dict, camera: str | None = None) -> Path:
+    """The data file (camera None) or the camera's mp4 that an episode's meta/episodes row names."""
+    if camera is None:
+        return root / DATA_PATH.format(chunk_index=row["data/chunk_index"], file_index=row["data/file_index"])
+    key = f"observation.images.{camera}"
+    chunk, file = row[f"videos/{key}/chunk_index"], row[f"videos/{key}/file_index"]
+    return root / VIDEO_PATH.format(video_key=key, chunk_index=chunk, file_index=file)
+
+
+def test_a_file_takes_no_more_episodes_once_it_is_the_size_ratio_times_the_new_one(tmp_path, monkeypatch):
+    # Appending rewrites the file: without this, small episodes filling a 200 MiB mp4 cost O(n^2) writes.
+    ratio = 2
+    monkeypatch.setattr(writer_module, "APPEND_SIZE_RATIO", ratio)
+    root = tmp_path / "ds"
+    writer = LeRobotV3Writer.create(root, spec())  # LeRobot's 100 / 200 MiB limits: far away
+    kinds = (None, *CAMERAS)  # the data file, each camera's mp4
+    images = episode(0, 40)[1]  # frames enough and rows enough to outweigh each file's own metadata
+    states = [episode(i, 40)[0] for i in range(8)]  # random: the rows do not compress into each other
+    before = []  # per episode and kind: the last episode's file and its size before the episode
+    for i, state in enumerate(states):  # the same size each time (almost: parquet's statistics vary)
+        last = _rows(root)[-1] if i else None
+        before.append(
+            {k: (_file_of(root, last, k), _file_of(root, last, k).stat().st_size) for k in kinds}
+            if last
+            else {}
+        )
+        writer.write_episode(state, state + 0.01, images, "t")
+    rows = _rows(root)
+    for kind in kinds:
+        files = [_file_of(root, r, kind) for r in rows]
+        episode_size = before[1][kind][1]  # the first file, holding the first episode alone
+        for i in range(1, len(rows)):
+            last, size = before[i][kind]
+            assert (files[i] == last) == (size <= ratio * episode_size), (kind, i, size, episode_size)
+        per_file = [files.count(f) for f in dict.fromkeys(files)]
+        assert len(per_file) >= 2 and max(per_file) >= 2, (kind, per_file)  # rolled over, and packed
+    ds = LeRobotV3Dataset(root)
+    for i in range(len(rows)):
+        np.testing.assert_array_equal(ds.episode(i).state, states[i])
+        assert len(ds.frames(i, "front")) == len(ds.frames(i, "wrist")) == 40
+
+
+def test_a_commit_without_new_tasks_leaves_tasks_parquet_alone(tmp_path):
+    root = tmp_path / "ds"
+    writer = _two_episode_dataset(root)
+    tasks = root / "meta/tasks.parquet"
+    inode = tasks.stat().st_ino
+    write(writer, 2, 11, FIXTURE_TASKS[0])
+    assert tasks.stat().st_ino == inode, "not rewritten"
+    write(writer, 3, 11, "stack")  # a new task: the commit swaps in the new version, once
+    assert read_tasks(root) == [*FIXTURE_TASKS[:2], "stack"]
+    check_episodes(LeRobotV3Dataset(root), (12, 13, 11, 11), (*FIXTURE_TASKS[:2], FIXTURE_TASKS[0], "stack"))
 
 
 @needs_fixture

@@ -4,6 +4,7 @@ import copy
 import json
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -287,6 +288,7 @@ def test_h264_records_the_preset_it_encodes_with_and_reads_it_back(tmp_path, pre
     used = preset or "veryfast"  # our x264 default
     assert _front_info(root)["video.preset"] == used  # a name LeRobot can re-encode with, not SVT-AV1's 12
     assert X264_SUBME[used] in _video_bytes(root)  # and the stream says it was encoded with it
+    writer.close()  # one writer per root
     reopened = LeRobotV3Writer.open(root)  # the round trip: the spec read back is the one written
     assert reopened.spec.video == writer.spec.video and reopened.spec.video.preset == used
     _write_small(reopened)
@@ -316,6 +318,25 @@ def test_h264_datasets_with_a_null_preset_as_lerobot_writes_them_open_and_append
     ]
     ds = LeRobotV3Dataset(root)
     np.testing.assert_allclose(ds.frames(1, "front")[:, 4, 4, 0], 20 * np.arange(6), atol=3)
+
+
+def test_appending_to_lerobots_h264_needs_its_preset_and_the_refusal_names_it(tmp_path):
+    root = tmp_path / "ds"
+    writer = _h264_dataset(root)
+    _write_small(writer)
+    writer.close()
+    info = json.loads((root / "meta/info.json").read_text())
+    info["features"]["observation.images.front"]["info"]["video.preset"] = None  # LeRobot 0.6.1's h264
+    (root / "meta/info.json").write_text(json.dumps(info))
+    ours = replace(writer.spec, video=VideoCodecConfig(codec="libx264"))  # our default preset, veryfast
+    with pytest.raises(
+        DatasetError, match=r"preset 'medium'.* preset 'veryfast'.*video_codec:=libx264 video_preset:=medium"
+    ):
+        LeRobotV3Writer.open_or_create(root, ours)
+    medium = replace(ours, video=VideoCodecConfig(codec="libx264", preset="medium"))
+    with LeRobotV3Writer.open_or_create(root, medium) as appending:  # the refusal released the lock
+        _write_small(appending)
+    assert LeRobotV3Dataset(root).num_episodes == 2
 
 
 @needs_fixture
@@ -457,6 +478,7 @@ def test_environment_state_round_trips_like_the_other_vector_features(tmp_path):
     episodes = [_episode(5, 0), _episode(7, 1)]
     state, action, images, env = episodes[0]
     writer.write_episode(state, action, images, "pick up the red block", environment_states=env)
+    writer.close()
     # Appending through a reopened writer keeps the feature (the spec is rebuilt from info.json).
     writer = LeRobotV3Writer.open(root)
     assert writer.spec.environment_state_names == ENV_NAMES

@@ -335,11 +335,14 @@ class Collector:
             return CollectorStatus(**asdict(self._status))
 
     def close(self, timeout: float = 300.0) -> EpisodeResult | None:
-        """Stop the worker; an episode still recording is finished as if stopped with success."""
+        """Stop the worker (an episode still recording is finished as if stopped with success), then release
+        the dataset (its writer's lock: another writer may open it)."""
         result = None
         if self._thread.is_alive():
             result = self._call("shutdown", timeout=timeout)
             self._thread.join(timeout)
+        if self._writer is not None and not self._thread.is_alive():
+            self._writer.close()
         return result
 
     def _call(self, command: str, *args: Any, timeout: float) -> Any:
@@ -594,7 +597,6 @@ class Collector:
                 )
             else:
                 summary = ep.builder.commit()
-                self._writer = ep.builder.writer
                 status, index = EpisodeStatus.WRITTEN, summary.episode_index
                 message = f"dataset episode {index}: {report.summary()}"
         except BaseException as e:
@@ -603,6 +605,7 @@ class Collector:
             with self._status_lock:
                 self._status.state = CollectorState.IDLE
             raise CollectorError(result.message) from e
+        self._keep_writer(ep)
         self._episode = None
         result = EpisodeResult(status, message, ep.directory, index, report, time.monotonic() - t0)
         self._write_episode_file(
@@ -625,6 +628,7 @@ class Collector:
             raise CollectorError("no episode is being recorded")
         self._episode = None
         ep.builder.abort()
+        self._keep_writer(ep)
         ep.bag.close()
         self._write_episode_file(ep, EpisodeStatus.DISCARDED, message="discarded by request")
         with self._status_lock:
@@ -633,7 +637,14 @@ class Collector:
         self._log(f"episode {ep.directory.name} discarded (raw bag kept)")
         return EpisodeResult(EpisodeStatus.DISCARDED, "discarded (raw bag kept)", ep.directory)
 
+    def _keep_writer(self, ep: _Episode) -> None:
+        """Hold on to the writer an episode opened (the first one creates the dataset): it holds the dataset's
+        lock until close(), whatever became of the episode."""
+        if self._writer is None:
+            self._writer = ep.builder.writer
+
     def _error_result(self, ep: _Episode, e: BaseException) -> EpisodeResult:
+        self._keep_writer(ep)
         what = (
             "disk full"
             if _is_disk_full(e) or (isinstance(e, DatasetWriteError) and "disk full" in str(e))

@@ -12,7 +12,8 @@ The layout is exactly the one LeRobot 0.6.1 writes (checked against ``shared/fix
 
 Episodes are packed as LeRobot packs them: an episode joins the data file (and, per camera, the mp4) of the
 episode before it until that file would reach ``DatasetSpec.data_files_size_in_mb`` (100 MiB) or
-``video_files_size_in_mb`` (200 MiB), then the next file starts (``chunks_size`` files per chunk, 1000).
+``video_files_size_in_mb`` (200 MiB) or holds ``APPEND_SIZE_RATIO`` (64) times the new episode (appending
+rewrites the file; this keeps the writes linear), then the next file starts (``chunks_size``, 1000, files a chunk).
 ``meta/episodes`` names every episode's files and its [from_timestamp, to_timestamp) in each mp4. The reader
 reads any packing, one episode per file included (what this writer wrote before it packed).
 
@@ -35,7 +36,8 @@ Writing::
 
     spec = DatasetSpec(fps=10, robot_type="panda", state_names=JOINTS, action_names=JOINTS,
                        cameras=(CameraSpec("front", 480, 640),))
-    writer = LeRobotV3Writer.create(root, spec)    # or LeRobotV3Writer.open(root) to append
+    writer = LeRobotV3Writer.create(root, spec)    # or LeRobotV3Writer.open(root) to append; holds <root>/.lock
+                                                   #   (one writer per root) until writer.close() or `with`
     rec = writer.begin_episode()
     rec.add_frame(state, action, {"front": rgb}, task="pick up the red block")   # video encodes as it goes
     summary = rec.finish()                          # or rec.abort()

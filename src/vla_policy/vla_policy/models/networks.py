@@ -165,8 +165,9 @@ class NativeVLA(nn.Module):
         state: torch.Tensor,
         referents: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """``referents``: the normalized ground-truth environment_state [B, E], read in training by the
-        referent pathway in place of the estimate (ignored otherwise)."""
+        """``referents``: the normalized ground-truth environment_state [B, E], which the referent pathway
+        reads in training in place of its estimate, except for ``referent_estimate_fraction`` of the samples
+        (ignored at inference and without the pathway)."""
         b = state.shape[0]
         if self.config.state_dropout >= 1.0:
             state = torch.zeros_like(state)  # never trained with a state: the mean pose, always

@@ -83,6 +83,8 @@ def serve_in_the_sim(tmp_path, model, server_class=PolicyServer, settle_s=2.0):
                 stack.output()
             )
             stack.spin(settle_s)
+            # Discovery of the observer's best-effort subscription can lag on a busy machine: wait for it.
+            stack.spin(20.0, until=lambda: stack.heartbeats > 10)
             assert stack.heartbeats > 10, "the node is alive and says so"
             assert calls[-1], "the sim's instruction reached the policy as its task"
         finally:

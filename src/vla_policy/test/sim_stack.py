@@ -18,6 +18,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
+from vla_common.manifest import ActionType, CameraSpec, EmbodimentManifest
 from vla_common.robots import PANDA_COMMAND_JOINTS
 
 SAFETY_STATUS = "vla_safety: safety_monitor"
@@ -32,6 +33,19 @@ def config_file(package: str, name: str) -> str:
         return os.path.join(get_package_share_directory(package), "config", name)
     except (ImportError, PackageNotFoundError):
         return str(SRC / package / "config" / name)
+
+
+def sim_manifest(cameras: tuple[str, ...] = ("front", "wrist"), size: int = 96) -> EmbodimentManifest:
+    """The stack's embodiment: the sim's 8 commanded joints, ``size`` px cameras, 10 Hz (the shipped model's)."""
+    return EmbodimentManifest(
+        robot_type="panda",
+        joint_names=PANDA_COMMAND_JOINTS,
+        action_names=PANDA_COMMAND_JOINTS,
+        action_type=ActionType.ABSOLUTE_JOINT_POSITION,
+        fps=10.0,
+        cameras=tuple(CameraSpec(c, size, size) for c in cameras),
+        joint_units=tuple("m" if "finger" in j else "rad" for j in PANDA_COMMAND_JOINTS),
+    )
 
 
 class SimStack:

@@ -8,7 +8,6 @@ import math
 
 import numpy as np
 import pytest
-from vla_common.manifest import ActionType, CameraSpec, EmbodimentManifest
 from vla_common.robots import PANDA_COMMAND_JOINTS
 from vla_policy.backends.lerobot_io import Feature, LeRobotPolicy, plan_io
 from vla_policy.backends.wire import Message, MessageType
@@ -16,29 +15,16 @@ from vla_policy.serve import PolicyServer
 
 pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip("rclpy")
-from sim_stack import SimStack  # noqa: E402
+from sim_stack import SimStack, sim_manifest  # noqa: E402
 
 TOKEN = "lerobot-bad-output"
 CAMERAS = ("front", "wrist")
 
 
-def sim_manifest():
-    """The embedded simulator's embodiment: 8 commanded joints, two 96x96 cameras, 10 Hz (the shipped model's)."""
-    return EmbodimentManifest(
-        robot_type="panda",
-        joint_names=PANDA_COMMAND_JOINTS,
-        action_names=PANDA_COMMAND_JOINTS,
-        action_type=ActionType.ABSOLUTE_JOINT_POSITION,
-        fps=10.0,
-        cameras=tuple(CameraSpec(c, 96, 96) for c in CAMERAS),
-        joint_units=tuple("m" if "finger" in j else "rad" for j in PANDA_COMMAND_JOINTS),
-    )
-
-
 def act_io():
     inputs = [Feature(f"observation.images.{c}", "VISUAL", (3, 96, 96)) for c in CAMERAS]
     inputs.append(Feature("observation.state", "STATE", (8,)))
-    return plan_io(sim_manifest(), inputs, [Feature("action", "ACTION", (8,))])
+    return plan_io(sim_manifest(CAMERAS), inputs, [Feature("action", "ACTION", (8,))])
 
 
 class UncheckedServer(PolicyServer):

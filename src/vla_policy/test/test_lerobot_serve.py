@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from vla_common.manifest import ActionType, CameraSpec, EmbodimentManifest
 from vla_common.robots import PANDA_COMMAND_JOINTS
 
 pytestmark = [pytest.mark.heavy, pytest.mark.ros]
 rclpy = pytest.importorskip("rclpy")
-from sim_stack import SimStack  # noqa: E402
+from sim_stack import SimStack, sim_manifest  # noqa: E402
 from vla_policy.backends.isolated import _wait_ready  # noqa: E402
 from vla_policy.backends.remote import RemoteConfig, RemotePolicy  # noqa: E402
 from vla_policy.serve import _FOREIGN_ENV, lerobot_python  # noqa: E402
@@ -48,18 +47,6 @@ def lerobot():
             "(~2.5 min, 5.5 GB), or set VLA_MAKE_LEROBOT_VENV=1 to let this test make it"
         )
     return python
-
-
-def sim_manifest(action_names=PANDA_COMMAND_JOINTS):
-    return EmbodimentManifest(
-        robot_type="panda",
-        joint_names=PANDA_COMMAND_JOINTS,
-        action_names=action_names,
-        action_type=ActionType.ABSOLUTE_JOINT_POSITION,
-        fps=10.0,
-        cameras=tuple(CameraSpec(c, 96, 96) for c in CAMERAS),
-        joint_units=tuple("m" if "finger" in j else "rad" for j in PANDA_COMMAND_JOINTS),
-    )
 
 
 def make_act(python, out, *args):

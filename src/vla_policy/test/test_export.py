@@ -55,6 +55,21 @@ def test_native_export_is_one_graph_from_pixels_that_matches_eager(tmp_path):
     )
 
 
+def test_native_export_with_the_goal_only_referent_pathway_matches_eager(tmp_path):
+    save_checkpoint(
+        native_checkpoint(
+            localization_dim=6, localization_weight=1.0, referent_input=True, referent_slots="goal"
+        ),
+        tmp_path,
+    )
+    report = export_checkpoint(tmp_path, repeats=1)
+    assert report.actions_max_abs_diff < 1e-4
+    eager, onnx = load_policy(tmp_path), load_policy(tmp_path, runtime="onnx")
+    np.testing.assert_allclose(
+        onnx.infer(observation()).actions, eager.infer(observation()).actions, atol=1e-4
+    )
+
+
 def test_baseline_export_is_a_trunk_graph_and_a_head_graph(tmp_path):
     save_checkpoint(tiny_checkpoint(tiny_config(PolicyKind.TEXTBOOK_BASELINE)), tmp_path)
     report = export_checkpoint(tmp_path, repeats=2)

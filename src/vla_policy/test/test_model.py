@@ -417,6 +417,44 @@ def test_referent_pathway_reads_the_ground_truth_in_training_and_its_own_estimat
         )
 
 
+def test_goal_referent_slots_make_the_mlp_blind_to_the_targets_half_of_the_referents():
+    torch.manual_seed(0)
+    config = tiny_config(
+        localization_dim=6, localization_weight=1.0, referent_input=True, referent_noise=0.0,
+        referent_slots="goal", shift_pixels=0,
+    )  # fmt: skip
+    net = VLANetwork(config, load_pretrained=False).train()
+    images, text, state = pixels(3, 2, 3, 32, 32), torch.randn(3, 32), torch.randn(3, 8)
+    truth = torch.randn(3, 6)
+    moved_target, moved_goal = truth.clone(), truth.clone()
+    moved_target[:, :3] += 5.0
+    moved_goal[:, 3:] += 5.0
+    with torch.no_grad():
+        a = net(images, text, state, truth)["actions"]
+        torch.testing.assert_close(net(images, text, state, moved_target)["actions"], a)
+        assert not torch.allclose(net(images, text, state, moved_goal)["actions"], a)
+    with pytest.raises(ValueError, match="referent_slots"):
+        tiny_config(localization_dim=6, localization_weight=1.0, referent_input=True, referent_slots="target")
+
+
+def test_cached_keypoints_give_the_same_outputs_as_the_pixels():
+    torch.manual_seed(0)
+    config = tiny_config(
+        localization_dim=6, localization_weight=1.0, referent_input=True, instruction_subspace=True
+    )
+    net = VLANetwork(config, load_pretrained=False).eval()
+    net.head.set_instruction_span(torch.randn(4, 32))
+    images, text, state = pixels(3, 2, 3, 32, 32), torch.randn(3, 32), torch.randn(3, 8)
+    with torch.no_grad():
+        keypoints = net.head.encode_keypoints(images, text, shift=False)
+        from_pixels = net(images, text, state)
+        from_keypoints = net.head_forward(keypoints, text, state, keypoints_given=True)
+    for key in ("actions", "environment_state"):
+        torch.testing.assert_close(from_keypoints[key], from_pixels[key])
+    # The shifted views differ from the clean one (the augmentation of a frozen-encoder run's cache).
+    assert not torch.allclose(net.head.encode_keypoints(images, text, shift=True), keypoints)
+
+
 def test_localization_statistics_round_trip_through_a_checkpoint(tmp_path):
     ckpt = tiny_checkpoint(tiny_config(localization_dim=6, localization_weight=0.5))
     ckpt.network.set_environment_stats(torch.arange(6.0), torch.linspace(0.1, 0.6, 6))

@@ -292,6 +292,34 @@ def test_localization_loss_refuses_data_without_environment_state(dataset_root, 
     assert not (tmp_path / "last").exists()  # refused before any training
 
 
+def test_freeze_encoders_trains_the_heads_on_cached_keypoints_and_keeps_the_encoders(
+    environment_root, tmp_path
+):
+    referent = dict(TINY_MODEL, horizon=4, localization_weight=1.0, referent_input=True)
+    first = train(tiny_cfg(environment_root, tmp_path / "first", epochs=1, model_overrides=referent))
+    goal_only = dict(referent, referent_slots="goal")
+    frozen = train(tiny_cfg(environment_root, tmp_path / "frozen", epochs=12, init_from=str(first.last),
+                            freeze_encoders=True, augmented_copies=2, model_overrides=goal_only))  # fmt: skip
+    losses = [row["train_loss"] for row in frozen.history]
+    assert losses[-1] < 0.8 * losses[0], losses
+    start = load_file(str(first.last / "model.safetensors"))
+    end = load_file(str(frozen.last / "model.safetensors"))
+    encoders = [k for k in start if k.startswith("head.encoders.")]
+    assert encoders and all(torch.equal(start[k], end[k]) for k in encoders)
+    for name in ("head.mlp.0.weight", "head.regression.weight", "head.localize.0.weight"):
+        assert not torch.equal(start[name], end[name]), name
+    assert load_checkpoint(frozen.last).config.referent_slots == "goal"
+    assert parse_args(
+        [str(environment_root), "--output", "o", "--init-from", "c", "--freeze-encoders"]
+    ).freeze_encoders
+    with pytest.raises(ValueError, match="init-from"):
+        tiny_cfg(environment_root, tmp_path / "x", freeze_encoders=True)
+    with pytest.raises(ValueError, match="native"):
+        tiny_cfg(
+            environment_root, tmp_path / "x", freeze_encoders=True, init_from="c", kind="textbook_baseline"
+        )
+
+
 def test_init_from_adds_the_referent_pathway_and_the_widened_network_starts_as_the_checkpoint_acts(
     environment_root, tmp_path
 ):

@@ -20,6 +20,9 @@ TRAINING_ONLY_FIELDS = (
     "shift_pixels", "state_dropout", "instruction_noise", "referent_noise", "referent_estimate_fraction",
 )  # fmt: skip
 
+# What the referent pathway's MLP reads of observation.environment_state = (target xyz, goal xyz).
+REFERENT_SLOTS = ("all", "goal")
+
 # EfficientNet-Lite was trained on (x - 127) / 128 of 0..255 pixels.
 LITE_MEAN = (127.0 / 255.0,) * 3
 LITE_STD = (128.0 / 255.0,) * 3
@@ -91,6 +94,10 @@ class ModelConfig:
     # head's estimate from the keypoints, state and instruction. Needs the localization head (simulator data
     # with observation.environment_state).
     referent_input: bool = False
+    # Which referents the MLP reads: "all" (target and goal), or "goal" only (the bowl, zone, goal block or
+    # push point: where the grasped block must go). With "goal", the grasp is steered by the keypoints alone,
+    # as in a model without the pathway, and a biased estimate of the target's position cannot pull it off.
+    referent_slots: str = "all"
     referent_noise: float = 0.1
     referent_estimate_fraction: float = 0.0
     # --- textbook baseline
@@ -127,6 +134,10 @@ class ModelConfig:
             raise ValueError("localization_weight > 0 needs localization_dim (the environment_state width)")
         if self.referent_input and not (self.localization_dim and self.localization_weight > 0):
             raise ValueError("referent_input needs the localization head (localization_weight > 0)")
+        if self.referent_slots not in REFERENT_SLOTS:
+            raise ValueError(f"referent_slots must be one of {REFERENT_SLOTS}, got {self.referent_slots!r}")
+        if self.referent_slots != "all" and self.localization_dim % 2:
+            raise ValueError("referent_slots='goal' needs an environment_state of (target, goal) halves")
         if not (math.isfinite(self.referent_noise) and self.referent_noise >= 0.0):
             raise ValueError(f"referent_noise must be >= 0, got {self.referent_noise}")
         if not 0.0 <= self.referent_estimate_fraction <= 1.0:

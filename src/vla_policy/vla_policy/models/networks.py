@@ -140,6 +140,11 @@ class NativeVLA(nn.Module):
         )
         if config.instruction_subspace:  # the identity until training sets the training instructions' span
             self.register_buffer("instruction_projection", torch.eye(config.text_dim))
+        if config.referent_input:  # 1 where the MLP reads a referent coordinate (referent_slots), else 0
+            mask = torch.ones(config.localization_dim)
+            if config.referent_slots == "goal":
+                mask[: config.localization_dim // 2] = 0.0
+            self.register_buffer("referent_mask", mask, persistent=False)
 
     def set_instruction_span(self, embeddings: torch.Tensor) -> int:
         """Project onto the span of these [N, text_dim] embeddings from now on; returns the span's rank."""
@@ -147,6 +152,27 @@ class NativeVLA(nn.Module):
         rank = int((singular > singular[0] * 1e-4).sum())
         self.instruction_projection.copy_(basis[:rank].T @ basis[:rank])
         return rank
+
+    def project_instruction(self, text: torch.Tensor) -> torch.Tensor:
+        """The instruction embedding as the encoders and the MLP read it (onto the training span, if set)."""
+        if not self.config.instruction_subspace:
+            return text
+        with torch.autocast(text.device.type, enabled=False):  # fp32: training sentences pass unchanged
+            return F.normalize(text.float() @ self.instruction_projection, dim=-1)
+
+    @torch.no_grad()
+    def encode_keypoints(self, images: torch.Tensor, text: torch.Tensor, shift: bool) -> torch.Tensor:
+        """What frozen encoders give for [B, n_cam, 3, H, W] pixels and raw instruction embeddings, with the
+        training-time random shift or without it (the clean view): the cache of a frozen-encoder run."""
+        text = self.project_instruction(text)
+        return torch.cat(
+            [
+                encoder(random_shift(images[:, cam].float(), self.config.shift_pixels) if shift
+                        else images[:, cam], text)
+                for cam, encoder in enumerate(self.encoders)
+            ],
+            dim=-1,
+        )  # fmt: skip
 
     def keypoints(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """[B, n_cam * K * 2]: every camera's keypoint coordinates (what the localization probe reads)."""
@@ -160,27 +186,28 @@ class NativeVLA(nn.Module):
 
     def forward(
         self,
-        images: torch.Tensor,
+        images: torch.Tensor | None,
         text: torch.Tensor,
         state: torch.Tensor,
         referents: torch.Tensor | None = None,
+        keypoints: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """``referents``: the normalized ground-truth environment_state [B, E], which the referent pathway
         reads in training in place of its estimate, except for ``referent_estimate_fraction`` of the samples
-        (ignored at inference and without the pathway)."""
+        (ignored at inference and without the pathway). ``keypoints`` [B, n_cam * K * 2]: already encoded
+        (training with frozen encoders caches them; :meth:`encode_keypoints`); ``images`` is then unused."""
         b = state.shape[0]
         if self.config.state_dropout >= 1.0:
             state = torch.zeros_like(state)  # never trained with a state: the mean pose, always
         elif self.training and self.config.state_dropout > 0.0:
             keep = torch.rand(b, 1, device=state.device) >= self.config.state_dropout
             state = state * keep  # normalized 0 is the mean pose
-        if self.config.instruction_subspace:
-            with torch.autocast(text.device.type, enabled=False):  # fp32: training sentences pass unchanged
-                text = F.normalize(text.float() @ self.instruction_projection, dim=-1)
+        text = self.project_instruction(text)
         if self.training and self.config.instruction_noise > 0.0:
             noise = F.normalize(torch.randn_like(text), dim=-1) * self.config.instruction_noise
             text = F.normalize(text + noise, dim=-1)
-        keypoints = self.keypoints(images, text)
+        if keypoints is None:
+            keypoints = self.keypoints(images, text)
         features = [keypoints, state, text]
         result = {}
         if self.config.referent_input:
@@ -190,9 +217,9 @@ class NativeVLA(nn.Module):
                 noise = torch.randn_like(referents) * self.config.referent_noise
                 given = referents.to(estimate.dtype) + noise
                 own = torch.rand(b, 1, device=given.device) < self.config.referent_estimate_fraction
-                features.append(torch.where(own, estimate.detach(), given))
+                features.append(torch.where(own, estimate.detach(), given) * self.referent_mask)
             else:
-                features.append(estimate)
+                features.append(estimate * self.referent_mask)
         elif self.localize is not None:  # normalized environment_state, read straight off the keypoints
             result["environment_state"] = self.localize(keypoints)
         hidden = self.mlp(torch.cat(features, dim=-1))
@@ -293,10 +320,17 @@ class VLANetwork(nn.Module):
         text: torch.Tensor,
         state: torch.Tensor,
         environment_state: torch.Tensor | None = None,
+        keypoints_given: bool = False,
     ) -> dict[str, torch.Tensor]:
-        """The head on encoded images (:meth:`encode_images`), as training calls it on cached features."""
+        """The head on encoded images (:meth:`encode_images`), as training calls it on cached features;
+        ``keypoints_given``: ``features`` are the native VLA's cached keypoints (frozen encoders)."""
+        referents = None
         if self.config.referent_input and environment_state is not None:
-            return self.head(features, text, state, self.normalize_environment(environment_state))
+            referents = self.normalize_environment(environment_state)
+        if keypoints_given:
+            return self.head(None, text, state, referents, keypoints=features)
+        if referents is not None:
+            return self.head(features, text, state, referents)
         return self.head(features, text, state)
 
     def loss(

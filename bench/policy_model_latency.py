@@ -94,11 +94,13 @@ def time_infer(policy, repeats: int) -> dict[str, float]:
     return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90))}
 
 
-def training_cache(net, n: int) -> torch.Tensor:
+def training_cache(net, n: int, frozen_encoders: bool = False) -> torch.Tensor:
     """A training cache shaped as ``build_samples`` makes it for this network (random contents)."""
     cfg = net.config
     g = torch.Generator().manual_seed(0)
     n_cam, hw = len(cfg.camera_names), (cfg.image_height, cfg.image_width)
+    if frozen_encoders:  # vla-train --freeze-encoders: float32 keypoints of the clean view + 2 shifted ones
+        return torch.rand(n, 3, n_cam * cfg.keypoints * 2, generator=g) * 2 - 1
     if net.caches_features:  # baseline: float16 trunk features of the clean view + 2 augmented copies
         with torch.no_grad():
             c, h, w = net.trunk(torch.zeros(1, 3, *hw)).shape[1:]
@@ -107,20 +109,33 @@ def training_cache(net, n: int) -> torch.Tensor:
     return torch.randint(0, 256, (n, 1, n_cam, 3, *hw), generator=g, dtype=torch.uint8)
 
 
-def time_training(policy, steps: int, bf16: bool) -> dict[str, float | int | None]:
+def time_training(
+    policy, steps: int, bf16: bool, frozen_encoders: bool = False
+) -> dict[str, float | int | None]:
     """vla-train's step on cached inputs: gather a batch and cast it to float32, forward the trainable part
-    (autocast to bf16 if asked), loss, backward, gradient clipping, AdamW."""
+    (autocast to bf16 if asked), loss, backward, gradient clipping, AdamW. ``frozen_encoders``: the native
+    VLA as ``vla-train --freeze-encoders`` trains it, its heads on cached keypoints."""
     net = policy.network
     cfg = net.config
-    cache = training_cache(net, CACHED_SAMPLES)
+    cache = training_cache(net, CACHED_SAMPLES, frozen_encoders)
     encode_fps = None
-    if net.caches_features:  # the one-off cache: every view of every frame through the frozen trunk
-        images = torch.randn(16, len(cfg.camera_names), 3, cfg.image_height, cfg.image_width)
+    if frozen_encoders:
+        net.head.encoders.requires_grad_(False)
+    if net.caches_features or frozen_encoders:  # the one-off cache: every view of every frame, encoded
+        images = torch.randint(0, 256, (16, len(cfg.camera_names), 3, cfg.image_height, cfg.image_width))
+        text = torch.nn.functional.normalize(torch.randn(16, cfg.text_dim), dim=-1)
+
+        def encode() -> None:
+            if frozen_encoders:
+                net.head.encode_keypoints(images, text, shift=True)
+            else:
+                net.encode_images(images.float())
+
         with torch.inference_mode():
-            net.encode_images(images)  # warm-up
+            encode()  # warm-up
             t0 = time.perf_counter()
             for _ in range(max(1, steps // 4)):
-                net.encode_images(images)
+                encode()
             encode_fps = 16 * len(cfg.camera_names) * max(1, steps // 4) / (time.perf_counter() - t0)
     net.train()  # the baseline's trunk stays in eval mode (frozen); the native VLA shifts its images
     trainable = [p for p in net.parameters() if p.requires_grad]
@@ -137,7 +152,7 @@ def time_training(policy, steps: int, bf16: bool) -> dict[str, float | int | Non
         copy = torch.randint(0, cache.shape[1], (BATCH,), generator=g)
         x = cache[idx, copy].to(torch.float32)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            outputs = net.head(x, texts[text_index[idx]], state[idx])
+            outputs = net.head_forward(x, texts[text_index[idx]], state[idx], keypoints_given=frozen_encoders)
         loss, _ = net.loss({k: v.float() for k, v in outputs.items()}, target[idx], valid[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -196,22 +211,27 @@ def main() -> None:
                 "onnx_graphs": [Path(g).name for g in (report.encoder_path, report.head_path) if g],
                 **time_training(eager, steps, precision == "bf16"),
             }  # fmt: skip
+            if kind == "native_vla":  # the same checkpoint, its heads trained on cached keypoints
+                results["native_vla_frozen_encoders"] = {
+                    **results[kind], **time_training(eager, steps * 20, precision == "bf16", frozen_encoders=True),
+                }  # fmt: skip
     print(f"CPU {platform.processor() or platform.machine()}, {a.threads} threads, torch {torch.__version__}")
     print(
-        f"{'model':<20}{'eager ms':>10}{'onnx ms':>10}{'speedup':>9}{'train samp/s':>14}{'encode img/s':>14}"
+        f"{'model':<28}{'eager ms':>10}{'onnx ms':>10}{'speedup':>9}{'train samp/s':>14}{'encode img/s':>14}"
         f"{'trainable':>12}{'frozen':>12}  onnx graphs"
     )
     for kind, r in results.items():
         encode = "-" if r["encode_images_per_s"] is None else f"{r['encode_images_per_s']:.0f}"
         print(
-            f"{kind:<20}{r['eager_median_ms']:>10.2f}{r['onnx_median_ms']:>10.2f}"
+            f"{kind:<28}{r['eager_median_ms']:>10.2f}{r['onnx_median_ms']:>10.2f}"
             f"{r['eager_median_ms'] / r['onnx_median_ms']:>8.2f}x{r['train_samples_per_s']:>14.1f}{encode:>14}"
             f"{r['trainable_params']:>12,}{r['frozen_params']:>12,}  {' + '.join(r['onnx_graphs'])}"
         )
     print(
         f"(latency: load_policy(...).infer(obs) batch 1, two {SIZE}x{SIZE} cameras, median over {repeats} calls; "
         f"training: {precision}, batch {BATCH}, {steps} steps, native end to end from uint8 pixels, "
-        "baseline head on cached features)"
+        "native_vla_frozen_encoders its heads on cached keypoints (vla-train --freeze-encoders; encode: its "
+        "one-off keypoint cache), baseline head on cached features)"
     )
     print(
         json.dumps(

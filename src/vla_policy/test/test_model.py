@@ -619,6 +619,33 @@ def test_relative_model_adds_the_state_it_was_given_back(tmp_path):
     np.testing.assert_allclose(b - a, 0.25, atol=1e-6)
 
 
+def test_instruction_nearest_acts_on_the_nearest_training_instruction(tmp_path):
+    trained = ["push the red block left", "stack the blue block on the green block"]
+    ckpt = tiny_checkpoint(tiny_config(instruction_nearest=True))
+    ckpt = replace(ckpt, info={"instructions": trained})
+    save_checkpoint(ckpt, tmp_path / "nearest")
+    policy = load_policy(tmp_path / "nearest")
+    paraphrase = "please push the red block over to the left"
+    assert policy.grounded_instruction(paraphrase) == trained[0]
+    assert policy.grounded_instruction(trained[1]) == trained[1]  # a training sentence is its own nearest
+    np.testing.assert_array_equal(
+        policy.infer(observation(task=paraphrase)).actions, policy.infer(observation(task=trained[0])).actions
+    )
+    # The same weights without the option act on the sentence itself.
+    save_checkpoint(
+        replace(ckpt, network=VLANetwork(tiny_config(), load_pretrained=False)), tmp_path / "plain"
+    )
+    plain = load_policy(tmp_path / "plain")
+    plain.network.load_state_dict(policy.network.state_dict())
+    assert plain.grounded_instruction(paraphrase) == paraphrase
+    assert not np.allclose(
+        plain.infer(observation(task=paraphrase)).actions, plain.infer(observation(task=trained[0])).actions
+    )
+    save_checkpoint(replace(ckpt, info={}), tmp_path / "unlisted")
+    with pytest.raises(ValueError, match="instruction_nearest"):
+        load_policy(tmp_path / "unlisted")
+
+
 def test_instruction_noise_moves_the_instruction_in_training_only():
     torch.manual_seed(0)
     net = VLANetwork(tiny_config(instruction_noise=0.3, shift_pixels=0), load_pretrained=False)

@@ -297,7 +297,7 @@ def test_freeze_encoders_trains_the_heads_on_cached_keypoints_and_keeps_the_enco
 ):
     referent = dict(TINY_MODEL, horizon=4, localization_weight=1.0, referent_input=True)
     first = train(tiny_cfg(environment_root, tmp_path / "first", epochs=1, model_overrides=referent))
-    goal_only = dict(referent, referent_slots="goal")
+    goal_only = dict(referent, referent_slots="goal", instruction_nearest=True)  # both switched on over it
     frozen = train(tiny_cfg(environment_root, tmp_path / "frozen", epochs=12, init_from=str(first.last),
                             freeze_encoders=True, augmented_copies=2, model_overrides=goal_only))  # fmt: skip
     losses = [row["train_loss"] for row in frozen.history]
@@ -308,7 +308,8 @@ def test_freeze_encoders_trains_the_heads_on_cached_keypoints_and_keeps_the_enco
     assert encoders and all(torch.equal(start[k], end[k]) for k in encoders)
     for name in ("head.mlp.0.weight", "head.regression.weight", "head.localize.0.weight"):
         assert not torch.equal(start[name], end[name]), name
-    assert load_checkpoint(frozen.last).config.referent_slots == "goal"
+    config = load_checkpoint(frozen.last).config
+    assert config.referent_slots == "goal" and config.instruction_nearest
     assert parse_args(
         [str(environment_root), "--output", "o", "--init-from", "c", "--freeze-encoders"]
     ).freeze_encoders

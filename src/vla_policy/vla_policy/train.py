@@ -52,6 +52,7 @@ from vla_policy.data import (
 )
 from vla_policy.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from vla_policy.models.config import (
+    INFERENCE_ONLY_FIELDS,
     TRAINING_ONLY_FIELDS,
     ImageEncoderKind,
     ModelConfig,
@@ -565,7 +566,7 @@ def _prepare_model(
     elif cfg.init_from:
         start = load_checkpoint(cfg.init_from)
         # The span is set from this run's data; the localization head and the referent pathway may be added.
-        may_differ = (*TRAINING_ONLY_FIELDS, "instruction_subspace", *_ADDABLE_HEADS)
+        may_differ = (*TRAINING_ONLY_FIELDS, *INFERENCE_ONLY_FIELDS, "instruction_subspace", *_ADDABLE_HEADS)
         if replace(start.config, **{k: getattr(config, k) for k in may_differ}) != config or (
             start.config.localization_dim and start.config.localization_dim != config.localization_dim
         ):

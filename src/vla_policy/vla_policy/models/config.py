@@ -20,6 +20,9 @@ TRAINING_ONLY_FIELDS = (
     "shift_pixels", "state_dropout", "instruction_noise", "referent_noise", "referent_estimate_fraction",
 )  # fmt: skip
 
+# Fields that only shape inference: --init-from may change them over a checkpoint.
+INFERENCE_ONLY_FIELDS = ("instruction_nearest",)
+
 # What the referent pathway's MLP reads of observation.environment_state = (target xyz, goal xyz).
 REFERENT_SLOTS = ("all", "goal")
 
@@ -81,6 +84,12 @@ class ModelConfig:
     # training sets), then renormalize. A paraphrase's off-span part, which no training sample taught the
     # network to ignore, is dropped; the training instructions themselves pass unchanged.
     instruction_subspace: bool = False
+    # Inference: act on the nearest instruction the model was trained on (cosine similarity of the frozen
+    # sentence embeddings; the checkpoint's info["instructions"]) instead of the sentence itself. A
+    # paraphrase then drives the model exactly as its nearest training sentence does; with several families
+    # a paraphrase's own embedding lands where no training sample taught the network anything. Training is
+    # unchanged (its sentences are their own nearest), so it may be switched on over a trained checkpoint.
+    instruction_nearest: bool = False
     n_bins: int = 256
     discrete_loss_weight: float = 0.1
     # Auxiliary localization: a linear head from the keypoints to the dataset's observation.environment_state

@@ -65,6 +65,14 @@ class NativePolicy:
             raise ValueError("the ONNX head exports the regression output only; use runtime=torch for bins")
         self._spec = self.config.input_spec(training=False)
         self._text = InstructionEncoder(self.config)
+        self._nearest: tuple[tuple[str, ...], torch.Tensor] | None = None
+        if self.config.instruction_nearest:
+            from vla_policy.node_core import training_instructions  # node_core reaches back to the backends
+
+            texts = training_instructions(checkpoint.info)
+            if texts is None:
+                raise ValueError("instruction_nearest needs the checkpoint's info['instructions'] (vla-train)")
+            self._nearest = (texts, torch.nn.functional.normalize(self._text(list(texts)).float(), dim=-1))
         self._sessions: tuple[Any, Any] | None = None
         if self.runtime is Runtime.ONNX:
             if checkpoint_dir is None:
@@ -86,6 +94,14 @@ class NativePolicy:
     @property
     def dt(self) -> float:
         return 1.0 / self.manifest.fps
+
+    def grounded_instruction(self, task: str) -> str:
+        """The sentence the model acts on: ``task``, or with ``instruction_nearest`` the nearest training one."""
+        if self._nearest is None:
+            return task
+        texts, table = self._nearest
+        embedding = torch.nn.functional.normalize(self._text([task]).float(), dim=-1)
+        return texts[int((embedding @ table.T).argmax())]
 
     def reset(self) -> None:
         """Stateless between steps: the only cache (instruction embeddings) stays valid across episodes."""
@@ -115,7 +131,7 @@ class NativePolicy:
         if not isinstance(task, str):
             raise ObservationError("observation lacks the instruction 'task' (a string)")
         image_tensor = torch.from_numpy(np.stack(images))[None]
-        text = self._text([task])
+        text = self._text([self.grounded_instruction(task)])
         norm_state = self.normalizer.normalize_state(torch.from_numpy(state))[None]
         return image_tensor, text, norm_state
 

@@ -71,7 +71,9 @@ class NativePolicy:
 
             texts = training_instructions(checkpoint.info)
             if texts is None:
-                raise ValueError("instruction_nearest needs the checkpoint's info['instructions'] (vla-train)")
+                raise ValueError(
+                    "instruction_nearest needs the checkpoint's info['instructions'] (vla-train)"
+                )
             self._nearest = (texts, torch.nn.functional.normalize(self._text(list(texts)).float(), dim=-1))
         self._sessions: tuple[Any, Any] | None = None
         if self.runtime is Runtime.ONNX:

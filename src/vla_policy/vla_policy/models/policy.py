@@ -74,7 +74,10 @@ class NativePolicy:
                 raise ValueError(
                     "instruction_nearest needs the checkpoint's info['instructions'] (vla-train)"
                 )
-            self._nearest = (texts, torch.nn.functional.normalize(self._text(list(texts)).float(), dim=-1))
+            # One sentence at a time, as a sentence arriving at run time is embedded (a batch pads, which moves
+            # the floats): a training sentence then drives the model bit for bit as it does without the option.
+            table = torch.cat([self._text([t]) for t in texts]).float()
+            self._nearest = (texts, torch.nn.functional.normalize(table, dim=-1))
         self._sessions: tuple[Any, Any] | None = None
         if self.runtime is Runtime.ONNX:
             if checkpoint_dir is None:

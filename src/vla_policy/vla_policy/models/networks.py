@@ -164,22 +164,16 @@ class NativeVLA(nn.Module):
     def encode_keypoints(self, images: torch.Tensor, text: torch.Tensor, shift: bool) -> torch.Tensor:
         """What frozen encoders give for [B, n_cam, 3, H, W] pixels and raw instruction embeddings, with the
         training-time random shift or without it (the clean view): the cache of a frozen-encoder run."""
-        text = self.project_instruction(text)
-        return torch.cat(
-            [
-                encoder(random_shift(images[:, cam].float(), self.config.shift_pixels) if shift
-                        else images[:, cam], text)
-                for cam, encoder in enumerate(self.encoders)
-            ],
-            dim=-1,
-        )  # fmt: skip
+        return self.keypoints(images, self.project_instruction(text), shift=shift)
 
-    def keypoints(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """[B, n_cam * K * 2]: every camera's keypoint coordinates (what the localization probe reads)."""
+    def keypoints(self, images: torch.Tensor, text: torch.Tensor, shift: bool | None = None) -> torch.Tensor:
+        """[B, n_cam * K * 2]: every camera's keypoint coordinates (what the localization probe reads);
+        the random shift when ``shift`` is true (None: in training only)."""
+        shift = self.training if shift is None else shift
         per_camera = []
         for cam, encoder in enumerate(self.encoders):
             x = images[:, cam]
-            if self.training:
+            if shift:
                 x = random_shift(x.float(), self.config.shift_pixels)
             per_camera.append(encoder(x, text))
         return torch.cat(per_camera, dim=-1)

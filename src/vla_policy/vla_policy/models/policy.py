@@ -28,6 +28,7 @@ from vla_perception.preprocess import preprocess
 from vla_policy.models.checkpoint import ENCODER_ONNX, HEAD_ONNX, Checkpoint, load_checkpoint
 from vla_policy.models.config import ModelConfig
 from vla_policy.models.encoders import InstructionEncoder
+from vla_policy.node_core import nearest_instruction, training_instructions
 
 
 class Runtime(str, enum.Enum):
@@ -65,10 +66,8 @@ class NativePolicy:
             raise ValueError("the ONNX head exports the regression output only; use runtime=torch for bins")
         self._spec = self.config.input_spec(training=False)
         self._text = InstructionEncoder(self.config)
-        self._nearest: tuple[tuple[str, ...], torch.Tensor] | None = None
+        self._nearest: tuple[tuple[str, ...], np.ndarray] | None = None
         if self.config.instruction_nearest:
-            from vla_policy.node_core import training_instructions  # node_core reaches back to the backends
-
             texts = training_instructions(checkpoint.info)
             if texts is None:
                 raise ValueError(
@@ -76,8 +75,7 @@ class NativePolicy:
                 )
             # One sentence at a time, as a sentence arriving at run time is embedded (a batch pads, which moves
             # the floats): a training sentence then drives the model bit for bit as it does without the option.
-            table = torch.cat([self._text([t]) for t in texts]).float()
-            self._nearest = (texts, torch.nn.functional.normalize(table, dim=-1))
+            self._nearest = (texts, torch.cat([self._text([t]) for t in texts]).numpy())
         self._sessions: tuple[Any, Any] | None = None
         if self.runtime is Runtime.ONNX:
             if checkpoint_dir is None:
@@ -105,8 +103,8 @@ class NativePolicy:
         if self._nearest is None:
             return task
         texts, table = self._nearest
-        embedding = torch.nn.functional.normalize(self._text([task]).float(), dim=-1)
-        return texts[int((embedding @ table.T).argmax())]
+        _, index = nearest_instruction(self._text([task])[0].numpy(), table)  # the OOD check's own measure
+        return texts[index]
 
     def reset(self) -> None:
         """Stateless between steps: the only cache (instruction embeddings) stays valid across episodes."""

@@ -552,6 +552,7 @@ def test_node_reports_out_of_distribution_instructions(harness, tmp_path, listed
             assert entry.level == DiagnosticStatus.OK and entry.message == "commanding"
             assert float(values["instruction_distance"]) == pytest.approx(0.0, abs=1e-3)
             assert values["ood_threshold"] == "0.500"  # the checkpoint's
+            assert values["model_instruction"] == "push the red block left"  # no instruction_nearest
         else:
             assert harness.spin(
                 20.0, until=lambda: diagnosed("push the red block left", "instruction_ood", "unknown")

@@ -303,9 +303,10 @@ def test_instruction_check_diagnostic_values_and_log_line():
         "instruction_distance": "0.812",
         "ood_threshold": "0.450",
         "nearest_training_instruction": "pick up the red block",
+        "model_instruction": "dance",
     }
     assert "'dance' is out of distribution" in ood.log_line() and "0.812" in ood.log_line()
-    assert "commanding anyway" in ood.log_line()
+    assert "commanding anyway, expect the model to do something other than asked" in ood.log_line()
     ok = InstructionCheck("lift it", OODStatus.IN_DISTRIBUTION, 0.1, 0.45, "lift the red block")
     assert ok.diagnostic_values()["instruction_ood"] == "false"
     assert ok.diagnostic_values()["instruction_distance"] == "0.100"
@@ -316,7 +317,26 @@ def test_instruction_check_diagnostic_values_and_log_line():
         and values["instruction_check"] == "unchecked: the remote backend"
     )
     assert values["instruction_distance"] == "nan" and values["ood_threshold"] == "nan"
-    assert InstructionCheck("lift it", OODStatus.PENDING).diagnostic_values()["instruction_ood"] == "unknown"
+    pending = InstructionCheck("lift it", OODStatus.PENDING).diagnostic_values()
+    assert pending["instruction_ood"] == "unknown" and pending["model_instruction"] == "unknown"
+
+
+def test_detector_of_a_model_acting_on_the_nearest_training_instruction_says_so():
+    """With instruction_nearest the model is given the nearest training sentence: the verdicts name it as the
+    model's instruction, in or out of distribution, and the log says the robot is commanded as that sentence."""
+    encoder = FakeEncoder()
+    trained = ("pick up the red block", "push the red block left")
+    detector = InstructionOODDetector(trained, encoder, 0.45, acts_on_nearest=True)
+    assert encoder.embedded == list(trained)  # one at a time, in order
+    near = detector.check("lift the red cube")
+    assert near.diagnostic_values()["model_instruction"] == "pick up the red block"
+    assert near.log_line().endswith("; the model acts on that training instruction")
+    far = detector.check("make me a coffee")
+    assert far.ood and far.diagnostic_values()["model_instruction"] == far.nearest
+    assert f"commanding anyway, as {far.nearest!r}" in far.log_line()
+    plain = InstructionOODDetector(trained, encoder, 0.45).check("lift the red cube")
+    assert plain.diagnostic_values()["model_instruction"] == "lift the red cube"
+    assert "acts on" not in plain.log_line()
 
 
 OOD = InstructionCheck("dance", OODStatus.OUT_OF_DISTRIBUTION, 0.81, 0.45, "pick up the red block")

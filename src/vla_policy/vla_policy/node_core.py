@@ -233,6 +233,7 @@ class InstructionCheck:
     threshold: float = math.nan
     nearest: str = ""
     reason: str = ""  # why UNCHECKED
+    acts_on_nearest: bool = False  # the model acts on ``nearest`` instead (its ``instruction_nearest``)
 
     @property
     def ood(self) -> bool:
@@ -251,12 +252,17 @@ class InstructionCheck:
             return (
                 f"instruction {self.instruction!r} is out of distribution: cosine distance {self.distance:.3f} "
                 f"to the nearest training instruction {self.nearest!r} is above {self.threshold:.3f}; "
-                "commanding anyway, expect the model to do something other than asked"
+                + (
+                    f"commanding anyway, as {self.nearest!r} (the model acts on the nearest training instruction)"
+                    if self.acts_on_nearest
+                    else "commanding anyway, expect the model to do something other than asked"
+                )
             )
         if self.status is OODStatus.IN_DISTRIBUTION:
             return (
                 f"instruction {self.instruction!r} is in distribution: cosine distance {self.distance:.3f} "
                 f"to {self.nearest!r} (threshold {self.threshold:.3f})"
+                + ("; the model acts on that training instruction" if self.acts_on_nearest else "")
             )
         if self.status is OODStatus.UNCHECKED:
             return f"instruction {self.instruction!r}: no out-of-distribution check ({self.reason})"
@@ -274,6 +280,10 @@ class InstructionCheck:
             "instruction_distance": f"{self.distance:.3f}" if checked else "nan",
             "ood_threshold": "nan" if math.isnan(self.threshold) else f"{self.threshold:.3f}",
             "nearest_training_instruction": self.nearest,
+            # The sentence the model is given: with instruction_nearest, the nearest training one.
+            "model_instruction": (self.nearest if self.acts_on_nearest else self.instruction)
+            if checked
+            else "unknown",
         }
 
 
@@ -329,7 +339,10 @@ class InstructionOODDetector:
     """Flags instructions far from every training instruction in the model's own embedding space.
 
     ``embed`` maps texts to [n, d] embeddings (the model's instruction encoder); the training instructions are
-    embedded once here, a new instruction once on its first check (verdicts are cached per text).
+    embedded once here, one at a time as the policy's ``instruction_nearest`` table is (a padded batch moves the
+    floats, which could flip a near tie), a new instruction once on its first check (verdicts are cached per
+    text). ``acts_on_nearest``: the model acts on the nearest training instruction (its ``instruction_nearest``),
+    which the verdicts then say.
     """
 
     def __init__(
@@ -337,6 +350,7 @@ class InstructionOODDetector:
         instructions: Sequence[str],
         embed: Callable[[Sequence[str]], np.ndarray],
         threshold: float,
+        acts_on_nearest: bool = False,
     ) -> None:
         if not instructions:
             raise ValueError("no training instructions to compare with")
@@ -344,8 +358,11 @@ class InstructionOODDetector:
             raise ValueError(f"the OOD threshold must be a cosine distance in [0, 2], got {threshold}")
         self.instructions = tuple(instructions)
         self.threshold = float(threshold)
+        self.acts_on_nearest = acts_on_nearest
         self._embed = embed
-        self._references = np.asarray(embed(self.instructions), dtype=np.float64)
+        self._references = np.concatenate(
+            [np.atleast_2d(np.asarray(embed([text]), dtype=np.float64)) for text in self.instructions]
+        )
         if self._references.shape[0] != len(self.instructions):
             raise ValueError(
                 f"{len(self.instructions)} instructions gave {self._references.shape[0]} embeddings"
@@ -359,7 +376,10 @@ class InstructionOODDetector:
         if cached is None:
             distance, index = nearest_instruction(np.asarray(self._embed([instruction]))[0], self._references)
             status = OODStatus.OUT_OF_DISTRIBUTION if distance > self.threshold else OODStatus.IN_DISTRIBUTION
-            cached = InstructionCheck(instruction, status, distance, self.threshold, self.instructions[index])
+            cached = InstructionCheck(
+                instruction, status, distance, self.threshold, self.instructions[index],
+                acts_on_nearest=self.acts_on_nearest,
+            )  # fmt: skip
             self._cache[instruction] = cached
         return cached
 

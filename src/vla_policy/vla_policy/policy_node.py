@@ -513,12 +513,20 @@ class PolicyNode(Node):
                     torch.set_num_threads(cfg.inference_threads)
                 encoder = InstructionEncoder(model_config)
                 self._ood_detector = InstructionOODDetector(
-                    instructions, lambda texts: encoder(list(texts)).numpy(), threshold
+                    instructions,
+                    lambda texts: encoder(list(texts)).numpy(),
+                    threshold,
+                    acts_on_nearest=model_config.instruction_nearest,
                 )
                 self.get_logger().info(
                     f"out-of-distribution instruction check: {len(instructions)} training instructions, "
                     f"{model_config.text_encoder.value} encoder, cosine distance threshold {threshold:.3f} "
                     f"({source}); ready in {time.monotonic() - started:.1f} s"
+                    + (
+                        "; the model acts on the nearest training instruction (instruction_nearest)"
+                        if model_config.instruction_nearest
+                        else ""
+                    )
                 )
         except Exception as e:  # advisory: the robot is commanded either way
             self._ood_unchecked = f"the check could not start: {type(e).__name__}: {e}"

@@ -387,8 +387,11 @@ def test_referent_pathway_reads_the_ground_truth_in_training_and_its_own_estimat
     with torch.no_grad():
         net.eval()
         estimate = net(images, text, state)
-        # Inference: the ground truth, even when given, is not read; the estimate is.
-        torch.testing.assert_close(net(images, text, state, truth)["actions"], estimate["actions"])
+        # Inference reads the estimate; given referents (the oracle, vla-eval --referents truth) exactly: its
+        # own estimate given back acts as the estimate does, the ground truth otherwise.
+        own_units = estimate["environment_state"] * net.environment_std + net.environment_mean
+        torch.testing.assert_close(net(images, text, state, own_units)["actions"], estimate["actions"])
+        assert not torch.allclose(net(images, text, state, truth)["actions"], estimate["actions"])
         net.train()
         net.head.config = replace(config, shift_pixels=0)  # no random shift: only the referents differ
         a = net(images, text, state, truth)
@@ -644,6 +647,23 @@ def test_instruction_nearest_acts_on_the_nearest_training_instruction(tmp_path):
     save_checkpoint(replace(ckpt, info={}), tmp_path / "unlisted")
     with pytest.raises(ValueError, match="instruction_nearest"):
         load_policy(tmp_path / "unlisted")
+
+
+def test_policy_with_ground_truth_referents_reads_the_observations_environment_state(tmp_path):
+    config = tiny_config(localization_dim=6, localization_weight=1.0, referent_input=True)
+    save_checkpoint(tiny_checkpoint(config), tmp_path / "ref")
+    estimate, oracle = load_policy(tmp_path / "ref"), load_policy(tmp_path / "ref", referents="truth")
+    obs = observation()
+    with pytest.raises(ObservationError, match=r"observation\.environment_state"):
+        oracle.infer(obs)
+    truth = {**obs, "observation.environment_state": np.array([0.5, 0.1, 0.02, 0.4, -0.2, 0.0], np.float32)}
+    moved = {**truth, "observation.environment_state": truth["observation.environment_state"] + 0.1}
+    assert not np.allclose(oracle.infer(truth).actions, oracle.infer(moved).actions)
+    # The estimate ignores the observation's ground truth (a robot has none).
+    np.testing.assert_array_equal(estimate.infer(truth).actions, estimate.infer(moved).actions)
+    save_checkpoint(tiny_checkpoint(tiny_config()), tmp_path / "plain")
+    with pytest.raises(ValueError, match="referent pathway"):
+        load_policy(tmp_path / "plain", referents="truth")
 
 
 def test_instruction_noise_moves_the_instruction_in_training_only():

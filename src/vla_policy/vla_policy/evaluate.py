@@ -43,7 +43,7 @@ from vla_safety.limits import position_bounds
 
 from vla_policy.data import action_chunks, chunk_valid, open_datasets
 from vla_policy.executor import BlendMode, ExecutorConfig, Interpolation
-from vla_policy.models.policy import NativePolicy, load_policy
+from vla_policy.models.policy import NativePolicy, Referents, load_policy
 from vla_policy.rollout import ChunkDriver, SafetyGate, refill_for_execute_steps
 
 ENCODE_BATCH = 64
@@ -88,7 +88,8 @@ class EpisodeOutcome:
 
 def policy_label(path: str | Path, policy: NativePolicy) -> str:
     p = Path(path).resolve()
-    return f"{policy.config.kind.value} ({p.parent.name}/{p.name})"
+    oracle = ", ground-truth referents" if policy.referents is Referents.TRUTH else ""
+    return f"{policy.config.kind.value} ({p.parent.name}/{p.name}{oracle})"
 
 
 def input_names(policy: NativePolicy) -> list[str]:
@@ -587,6 +588,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--runtime", default="torch", choices=["torch", "onnx"])
+    p.add_argument(
+        "--referents", default=Referents.ESTIMATE.value, choices=[r.value for r in Referents],
+        help="closed loop: what the referent pathway reads, its own estimate or the simulator's ground truth (a "
+        "diagnostic: what the estimate's error costs)",
+    )  # fmt: skip
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
@@ -596,7 +602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     output.mkdir(parents=True, exist_ok=True)
     offline, outcomes, probes = [], [], []
     for path in a.checkpoints:
-        policy = load_policy(path, runtime=a.runtime)
+        policy = load_policy(path, runtime=a.runtime, referents=a.referents)
         label = policy_label(path, policy)
         if not a.no_offline:
             info = policy.checkpoint.info

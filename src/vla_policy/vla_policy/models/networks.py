@@ -187,8 +187,9 @@ class NativeVLA(nn.Module):
         keypoints: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """``referents``: the normalized ground-truth environment_state [B, E], which the referent pathway
-        reads in training in place of its estimate, except for ``referent_estimate_fraction`` of the samples
-        (ignored at inference and without the pathway). ``keypoints`` [B, n_cam * K * 2]: already encoded
+        reads in place of its estimate: in training with ``referent_noise`` added and, for
+        ``referent_estimate_fraction`` of the samples, the estimate after all; at inference exactly (an oracle
+        that says what the estimate's error costs, ``vla-eval --referents truth``). Ignored without the pathway. ``keypoints`` [B, n_cam * K * 2]: already encoded
         (training with frozen encoders caches them; :meth:`encode_keypoints`); ``images`` is then unused."""
         b = state.shape[0]
         if self.config.state_dropout >= 1.0:
@@ -207,11 +208,13 @@ class NativeVLA(nn.Module):
         if self.config.referent_input:
             estimate = self.localize(torch.cat(features, dim=-1))
             result["environment_state"] = estimate
-            if self.training and referents is not None:
+            if referents is not None and self.training:
                 noise = torch.randn_like(referents) * self.config.referent_noise
                 given = referents.to(estimate.dtype) + noise
                 own = torch.rand(b, 1, device=given.device) < self.config.referent_estimate_fraction
                 features.append(torch.where(own, estimate.detach(), given) * self.referent_mask)
+            elif referents is not None:
+                features.append(referents.to(estimate.dtype) * self.referent_mask)
             else:
                 features.append(estimate * self.referent_mask)
         elif self.localize is not None:  # normalized environment_state, read straight off the keypoints

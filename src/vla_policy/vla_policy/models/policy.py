@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from vla_common.features import STATE_KEY
+from vla_common.features import ENVIRONMENT_STATE_KEY, STATE_KEY
 from vla_common.manifest import EmbodimentManifest
 from vla_common.policy import ActionChunk, Observation
 from vla_perception.preprocess import preprocess
@@ -41,6 +41,13 @@ class ActionDecoding(str, enum.Enum):
     BINS = "bins"  # argmax of the 256-bin head, decoded to bin centres (needs discrete_head)
 
 
+class Referents(str, enum.Enum):
+    """What the referent pathway's action MLP reads at inference."""
+
+    ESTIMATE = "estimate"  # its own localization from the images (what a robot has)
+    TRUTH = "truth"  # the observation's environment_state (the simulator's ground truth): a diagnostic oracle
+
+
 class ObservationError(ValueError):
     """An observation lacks a key the model needs, or has the wrong shape."""
 
@@ -54,6 +61,7 @@ class NativePolicy:
         runtime: Runtime = Runtime.TORCH,
         decoding: ActionDecoding = ActionDecoding.REGRESSION,
         checkpoint_dir: Path | None = None,
+        referents: Referents = Referents.ESTIMATE,
     ) -> None:
         self.checkpoint = checkpoint
         self.network = checkpoint.network.eval()
@@ -64,6 +72,13 @@ class NativePolicy:
             raise ValueError("decoding=bins needs a model trained with discrete_head")
         if self.runtime is Runtime.ONNX and self.decoding is ActionDecoding.BINS:
             raise ValueError("the ONNX head exports the regression output only; use runtime=torch for bins")
+        self.referents = Referents(referents)
+        if self.referents is Referents.TRUTH and not (
+            self.config.referent_input and self.runtime is Runtime.TORCH
+        ):
+            raise ValueError(
+                "referents=truth needs a model with the referent pathway (referent_input), runtime=torch"
+            )
         self._spec = self.config.input_spec(training=False)
         self._text = InstructionEncoder(self.config)
         self._nearest: tuple[tuple[str, ...], np.ndarray] | None = None
@@ -139,9 +154,14 @@ class NativePolicy:
         return image_tensor, text, norm_state
 
     def predict_normalized(
-        self, images: torch.Tensor, text: torch.Tensor, state: torch.Tensor
+        self,
+        images: torch.Tensor,
+        text: torch.Tensor,
+        state: torch.Tensor,
+        environment_state: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Batched forward pass -> normalized actions [B, H, A]."""
+        """Batched forward pass -> normalized actions [B, H, A]; ``environment_state`` (dataset units, [B, E]):
+        read by the referent pathway instead of its estimate (``Referents.TRUTH``)."""
         if self._sessions is not None:
             encoder, head = self._sessions
             pixels = images.numpy().astype(np.float32)
@@ -153,7 +173,9 @@ class NativePolicy:
             return torch.from_numpy(actions)
         device = self.network.action_low.device
         with torch.inference_mode():
-            outputs = self.network(images.to(device), text.to(device), state.to(device))
+            if environment_state is not None:
+                environment_state = environment_state.to(device)
+            outputs = self.network(images.to(device), text.to(device), state.to(device), environment_state)
             if self.decoding is ActionDecoding.BINS:
                 return self.network.decode_bins(outputs).cpu()
             return outputs["actions"].cpu()
@@ -163,7 +185,14 @@ class NativePolicy:
         stamp = time.time() if stamp is None else float(stamp)
         images, text, state = self.prepare(observation)
         raw_state = np.asarray(observation[STATE_KEY], dtype=np.float64).reshape(-1)
-        actions = self.to_actions(self.predict_normalized(images, text, state)[0], raw_state)
+        truth = None
+        if self.referents is Referents.TRUTH:
+            if ENVIRONMENT_STATE_KEY not in observation:
+                raise ObservationError(f"referents=truth: the observation lacks {ENVIRONMENT_STATE_KEY!r}")
+            truth = torch.as_tensor(np.asarray(observation[ENVIRONMENT_STATE_KEY], dtype=np.float32)).reshape(
+                1, -1
+            )
+        actions = self.to_actions(self.predict_normalized(images, text, state, truth)[0], raw_state)
         return ActionChunk(actions=actions.numpy(), names=self.manifest.action_names, stamp=stamp, dt=self.dt)
 
     def to_actions(self, normalized: torch.Tensor, state: np.ndarray) -> torch.Tensor:
@@ -204,6 +233,7 @@ def load_policy(
     device: str = "cpu",
     runtime: Runtime | str = Runtime.TORCH,
     decoding: ActionDecoding | str = ActionDecoding.REGRESSION,
+    referents: Referents | str = Referents.ESTIMATE,
 ) -> NativePolicy:
     """Load a native VLA or textbook-baseline checkpoint as a ``Policy`` (``reset()``, ``infer(obs)``)."""
     root = Path(checkpoint_dir)
@@ -212,4 +242,10 @@ def load_policy(
     checkpoint = load_checkpoint(root, device="cpu")
     if device != "cpu":
         checkpoint.network.to(device)
-    return NativePolicy(checkpoint, Runtime(runtime), ActionDecoding(decoding), checkpoint_dir=root)
+    return NativePolicy(
+        checkpoint,
+        Runtime(runtime),
+        ActionDecoding(decoding),
+        checkpoint_dir=root,
+        referents=Referents(referents),
+    )

@@ -189,8 +189,9 @@ class NativeVLA(nn.Module):
         """``referents``: the normalized ground-truth environment_state [B, E], which the referent pathway
         reads in place of its estimate: in training with ``referent_noise`` added and, for
         ``referent_estimate_fraction`` of the samples, the estimate after all; at inference exactly (an oracle
-        that says what the estimate's error costs, ``vla-eval --referents truth``). Ignored without the pathway. ``keypoints`` [B, n_cam * K * 2]: already encoded
-        (training with frozen encoders caches them; :meth:`encode_keypoints`); ``images`` is then unused."""
+        that says what the estimate's error costs, ``vla-eval --referents truth``). Ignored without the pathway.
+        ``keypoints`` [B, n_cam * K * 2]: already encoded (training with frozen encoders caches them;
+        :meth:`encode_keypoints`); ``images`` is then unused."""
         b = state.shape[0]
         if self.config.state_dropout >= 1.0:
             state = torch.zeros_like(state)  # never trained with a state: the mean pose, always
@@ -208,15 +209,15 @@ class NativeVLA(nn.Module):
         if self.config.referent_input:
             estimate = self.localize(torch.cat(features, dim=-1))
             result["environment_state"] = estimate
-            if referents is not None and self.training:
+            if referents is None:
+                features.append(estimate * self.referent_mask)
+            elif self.training:
                 noise = torch.randn_like(referents) * self.config.referent_noise
                 given = referents.to(estimate.dtype) + noise
                 own = torch.rand(b, 1, device=given.device) < self.config.referent_estimate_fraction
                 features.append(torch.where(own, estimate.detach(), given) * self.referent_mask)
-            elif referents is not None:
+            else:  # the ground truth given at inference: the oracle run
                 features.append(referents.to(estimate.dtype) * self.referent_mask)
-            else:
-                features.append(estimate * self.referent_mask)
         elif self.localize is not None:  # normalized environment_state, read straight off the keypoints
             result["environment_state"] = self.localize(keypoints)
         hidden = self.mlp(torch.cat(features, dim=-1))

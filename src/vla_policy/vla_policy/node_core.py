@@ -287,6 +287,13 @@ class InstructionCheck:
         }
 
 
+def instruction_table(texts: Sequence[str], embed: Callable[[Sequence[str]], np.ndarray]) -> np.ndarray:
+    """[n, d] embeddings of ``texts``, one sentence at a time, as a sentence arriving at run time is embedded
+    (a padded batch moves the floats, which could flip a near tie): the table the OOD check and the policy's
+    ``instruction_nearest`` both search, so a training sentence is bit for bit its own nearest."""
+    return np.concatenate([np.atleast_2d(np.asarray(embed([text]), dtype=np.float64)) for text in texts])
+
+
 def nearest_instruction(query: np.ndarray, references: np.ndarray) -> tuple[float, int]:
     """Cosine distance of ``query`` [d] to its nearest row of ``references`` [n, d], and that row's index.
 
@@ -339,9 +346,8 @@ class InstructionOODDetector:
     """Flags instructions far from every training instruction in the model's own embedding space.
 
     ``embed`` maps texts to [n, d] embeddings (the model's instruction encoder); the training instructions are
-    embedded once here, one at a time as the policy's ``instruction_nearest`` table is (a padded batch moves the
-    floats, which could flip a near tie), a new instruction once on its first check (verdicts are cached per
-    text). ``acts_on_nearest``: the model acts on the nearest training instruction (its ``instruction_nearest``),
+    embedded once here (:func:`instruction_table`, as the policy's ``instruction_nearest`` table is), a new
+    instruction once on its first check (verdicts are cached per text). ``acts_on_nearest``: the model acts on the nearest training instruction (its ``instruction_nearest``),
     which the verdicts then say.
     """
 
@@ -360,9 +366,7 @@ class InstructionOODDetector:
         self.threshold = float(threshold)
         self.acts_on_nearest = acts_on_nearest
         self._embed = embed
-        self._references = np.concatenate(
-            [np.atleast_2d(np.asarray(embed([text]), dtype=np.float64)) for text in self.instructions]
-        )
+        self._references = instruction_table(self.instructions, embed)
         if self._references.shape[0] != len(self.instructions):
             raise ValueError(
                 f"{len(self.instructions)} instructions gave {self._references.shape[0]} embeddings"

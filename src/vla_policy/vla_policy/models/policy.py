@@ -28,7 +28,7 @@ from vla_perception.preprocess import preprocess
 from vla_policy.models.checkpoint import ENCODER_ONNX, HEAD_ONNX, Checkpoint, load_checkpoint
 from vla_policy.models.config import ModelConfig
 from vla_policy.models.encoders import InstructionEncoder
-from vla_policy.node_core import nearest_instruction, training_instructions
+from vla_policy.node_core import instruction_table, nearest_instruction, training_instructions
 
 
 class Runtime(str, enum.Enum):
@@ -88,9 +88,8 @@ class NativePolicy:
                 raise ValueError(
                     "instruction_nearest needs the checkpoint's info['instructions'] (vla-train)"
                 )
-            # One sentence at a time, as a sentence arriving at run time is embedded (a batch pads, which moves
-            # the floats): a training sentence then drives the model bit for bit as it does without the option.
-            self._nearest = (texts, torch.cat([self._text([t]) for t in texts]).numpy())
+            # The OOD check's table: a training sentence then drives the model bit for bit as without the option.
+            self._nearest = (texts, instruction_table(texts, lambda t: self._text(list(t)).numpy()))
         self._sessions: tuple[Any, Any] | None = None
         if self.runtime is Runtime.ONNX:
             if checkpoint_dir is None:

@@ -124,10 +124,11 @@ def time_training(
     if net.caches_features or frozen_encoders:  # the one-off cache: every view of every frame, encoded
         images = torch.randint(0, 256, (16, len(cfg.camera_names), 3, cfg.image_height, cfg.image_width))
         text = torch.nn.functional.normalize(torch.randn(16, cfg.text_dim), dim=-1)
+        offsets = torch.randint(0, 2 * cfg.shift_pixels + 1, (16, len(cfg.camera_names), 2))  # shifted views
 
         def encode() -> None:
             if frozen_encoders:
-                net.head.encode_keypoints(images, text, shift=True)
+                net.head.encode_keypoints(images, text, offsets)
             else:
                 net.encode_images(images.float())
 

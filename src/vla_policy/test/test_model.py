@@ -29,7 +29,7 @@ from vla_policy.models import (
     load_policy,
     save_checkpoint,
 )
-from vla_policy.models.networks import KeypointEncoder, SpatialSoftmax, random_shift
+from vla_policy.models.networks import KeypointEncoder, SpatialSoftmax, random_shift, shift_images
 from vla_policy.models.policy import ActionDecoding, ObservationError
 from vla_policy.train import TINY_MODEL
 
@@ -250,6 +250,13 @@ def test_random_shift_moves_content_by_at_most_pad_pixels():
     assert offsets == {(dy, dx) for dy in range(-pad, pad + 1) for dx in range(-pad, pad + 1)}
 
 
+def test_shift_images_crops_at_the_given_offsets():
+    images = torch.arange(2 * 1 * 5 * 5, dtype=torch.float32).reshape(2, 1, 5, 5)
+    shifted = shift_images(images, 1, torch.tensor([[1, 1], [2, 0]]))
+    assert torch.equal(shifted[0], images[0])  # offset = pad: no shift
+    assert torch.equal(shifted[1, 0, :4, 1:], images[1, 0, 1:, :4])  # content moved up one, right one
+
+
 def test_random_shift_replicates_the_edge_and_is_the_identity_for_pad_zero():
     torch.manual_seed(1)
     images = (1 + torch.arange(6 * 6, dtype=torch.float32)).view(1, 1, 6, 6).repeat(50, 3, 1, 1)  # no zeros
@@ -449,13 +456,19 @@ def test_cached_keypoints_give_the_same_outputs_as_the_pixels():
     net.head.set_instruction_span(torch.randn(4, 32))
     images, text, state = pixels(3, 2, 3, 32, 32), torch.randn(3, 32), torch.randn(3, 8)
     with torch.no_grad():
-        keypoints = net.head.encode_keypoints(images, text, shift=False)
+        keypoints = net.head.encode_keypoints(images, text)
         from_pixels = net(images, text, state)
         from_keypoints = net.head_forward(keypoints, text, state, keypoints_given=True)
     for key in ("actions", "environment_state"):
         torch.testing.assert_close(from_keypoints[key], from_pixels[key])
-    # The shifted views differ from the clean one (the augmentation of a frozen-encoder run's cache).
-    assert not torch.allclose(net.head.encode_keypoints(images, text, shift=True), keypoints)
+    # The shifted views differ from the clean one (the augmentation of a frozen-encoder run's cache); a
+    # zero shift (offset = pad) is the clean view.
+    pad = config.shift_pixels
+    offsets = torch.randint(0, 2 * pad + 1, (3, 2, 2), generator=torch.Generator().manual_seed(0))
+    offsets[0] = pad + 1
+    assert not torch.allclose(net.head.encode_keypoints(images, text, offsets), keypoints)
+    centred = torch.full((3, 2, 2), pad)
+    torch.testing.assert_close(net.head.encode_keypoints(images, text, centred), keypoints)
 
 
 def test_localization_statistics_round_trip_through_a_checkpoint(tmp_path):

@@ -321,6 +321,46 @@ def test_freeze_encoders_trains_the_heads_on_cached_keypoints_and_keeps_the_enco
         )
 
 
+def test_keypoint_cache_gives_the_same_fit_as_encoding_and_survives_a_corrupt_file(
+    environment_root, tmp_path, caplog
+):
+    referent = dict(TINY_MODEL, horizon=4, localization_weight=1.0, referent_input=True)
+    first = train(tiny_cfg(environment_root, tmp_path / "first", epochs=1, model_overrides=referent))
+    cache = tmp_path / "cache"
+
+    def fit(name: str, keypoint_cache: str) -> dict[str, torch.Tensor]:
+        result = train(tiny_cfg(environment_root, tmp_path / name, epochs=2, init_from=str(first.last),
+                                freeze_encoders=True, augmented_copies=1, model_overrides=referent,
+                                keypoint_cache=keypoint_cache))  # fmt: skip
+        return load_file(str(result.last / "model.safetensors"))
+
+    uncached = fit("uncached", "")
+    assert not cache.exists()
+    with caplog.at_level("INFO", logger="vla_train"):
+        filled = fit("filled", str(cache))
+    assert "0 of" in caplog.text
+    files = sorted(cache.glob("*.safetensors"))
+    assert len(files) == 1  # one dataset: its training and validation episodes, every view of each
+    caplog.clear()
+    with caplog.at_level("INFO", logger="vla_train"):
+        read = fit("read", str(cache))
+    assert "3 of 3 episodes" in caplog.text and "1 of 1 episodes" in caplog.text
+    for weights in (filled, read):
+        assert weights.keys() == uncached.keys()
+        for key in uncached:
+            torch.testing.assert_close(weights[key], uncached[key], msg=key)
+    files[0].write_bytes(b"not a safetensors file")
+    caplog.clear()
+    with caplog.at_level("INFO", logger="vla_train"):
+        again = fit("again", str(cache))
+    assert "unreadable" in caplog.text
+    for key in uncached:
+        torch.testing.assert_close(again[key], uncached[key], msg=key)
+    args = [str(environment_root), "--output", "o", "--init-from", "c", "--freeze-encoders"]
+    assert parse_args(args).keypoint_cache.endswith("keypoints")
+    assert parse_args([*args, "--keypoint-cache", "none"]).keypoint_cache == ""
+
+
 def test_init_from_adds_the_referent_pathway_and_the_widened_network_starts_as_the_checkpoint_acts(
     environment_root, tmp_path
 ):

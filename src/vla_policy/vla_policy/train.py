@@ -9,8 +9,9 @@ touches video. The native VLA trains its small keypoint encoders end to end on t
 inside the network); the textbook baseline's frozen EfficientNet-Lite0 trunk instead encodes every frame once
 per augmented copy, and its features are cached (float16). ``--freeze-encoders`` (after ``--init-from``) keeps a
 native VLA's encoders as they are and caches their keypoints instead (the clean view and
-``--augmented-copies`` shifted ones): the MLP, the action head and the localization head then train on
-vectors, tens of times faster per epoch than end to end. Writes ``<output>/best`` and ``<output>/last`` (checkpoints ``load_policy`` reads), ``train_state/``
+``--augmented-copies`` shifted ones, kept on disk per dataset and encoders by ``--keypoint-cache``): the MLP,
+the action head and the localization head then train on vectors, tens of times faster per epoch than end to
+end. Writes ``<output>/best`` and ``<output>/last`` (checkpoints ``load_policy`` reads), ``train_state/``
 (optimizer and RNG state for ``--resume``), ``metrics.csv``, ``loss_curve.png`` and ``summary.json``.
 """
 
@@ -50,6 +51,7 @@ from vla_policy.data import (
     open_datasets,
     split_episodes,
 )
+from vla_policy.keypoint_cache import KeypointCache, default_cache_dir, frozen_keypoints
 from vla_policy.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from vla_policy.models.config import (
     INFERENCE_ONLY_FIELDS,
@@ -100,6 +102,8 @@ class TrainConfig:
     init_from: str = ""
     # Train the heads on the native VLA's cached keypoints; its encoders stay those of --init-from/--resume.
     freeze_encoders: bool = False
+    # Where --freeze-encoders keeps the keypoints it encodes, per dataset and encoders ("" : nowhere).
+    keypoint_cache: str = ""
     progress: bool = True
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -678,41 +682,15 @@ def _prepare_samples(
     val_text = instructions(val_set.texts) if val_set is not None else None
     if cfg.freeze_encoders:  # after the span is set: the encoders' FiLM reads the projected instruction
         t0 = time.perf_counter()
-        train_set = _cache_keypoints(network, train_set, train_text, cfg.augmented_copies, dist.device,
-                                     progress=cfg.progress and dist.main)  # fmt: skip
+        cache = KeypointCache(cfg.keypoint_cache) if cfg.keypoint_cache else None
+        common = dict(shifted_copies=cfg.augmented_copies, seed=cfg.seed, device=dist.device, cache=cache)
+        train_set = frozen_keypoints(network, train_set, train_text, datasets, progress=cfg.progress and dist.main,
+                                     **common)  # fmt: skip
         if val_set is not None and val_text is not None:
-            val_set = _cache_keypoints(network, val_set, val_text, 0, dist.device, progress=False)
+            val_set = frozen_keypoints(network, val_set, val_text, datasets, progress=False, clean_only=True,
+                                       **common)  # fmt: skip
         encode_s += time.perf_counter() - t0
     return _Samples(train_set, val_set, train_text, val_text, n_frames, encode_s, encode_fps)
-
-
-def _cache_keypoints(
-    network: VLANetwork,
-    samples: SampleSet,
-    text_table: torch.Tensor,
-    shifted_copies: int,
-    device: torch.device,
-    *,
-    progress: bool,
-    batch: int = 256,
-) -> SampleSet:
-    """The pixels replaced by what the frozen encoders make of them: [N, 1 + shifted_copies, n_cam * K * 2],
-    copy 0 the clean view, the others randomly shifted as in end-to-end training."""
-    head = network.head
-    views = []
-    bar = tqdm(total=(1 + shifted_copies) * len(samples), desc="encoding keypoints", unit="frame",
-               disable=not progress)  # fmt: skip
-    for copy in range(1 + shifted_copies):
-        out = []
-        for start in range(0, len(samples), batch):
-            idx = slice(start, start + batch)
-            images = samples.features[idx, 0].to(device)
-            text = text_table[samples.text_index[idx]].to(device)
-            out.append(head.encode_keypoints(images, text, shift=copy > 0).float().cpu())
-            bar.update(images.shape[0])
-        views.append(torch.cat(out))
-    bar.close()
-    return replace(samples, features=torch.stack(views, dim=1))
 
 
 def _optimizer(trainable: Sequence[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -823,6 +801,13 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         help="native VLA: keep the encoders of --init-from, cache their keypoints and train only the heads "
         "(--augmented-copies shifted views per frame); tens of times faster per epoch",
     )
+    p.add_argument(
+        "--keypoint-cache",
+        default=str(default_cache_dir()),
+        metavar="DIR",
+        help="with --freeze-encoders: keep the encoded keypoints here, per dataset and encoders, and read them "
+        "back in later runs ('none': do not cache; default %(default)s)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
                    help="auto: bf16 autocast on a GPU or a CPU with native bf16, else fp32")  # fmt: skip
@@ -855,7 +840,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay, warmup_steps=a.warmup_steps,
         val_fraction=a.val_fraction, episodes_per_dataset=a.episodes_per_dataset, augmented_copies=a.augmented_copies, seed=a.seed, device=a.device,
         num_threads=a.threads, max_steps=a.max_steps, resume=a.resume, init_from=a.init_from,
-        freeze_encoders=a.freeze_encoders, progress=not a.no_progress, precision=a.precision,
+        freeze_encoders=a.freeze_encoders, progress=not a.no_progress,
+        keypoint_cache="" if a.keypoint_cache.lower() == "none" else a.keypoint_cache, precision=a.precision,
         model_overrides=overrides,
     )  # fmt: skip
 

@@ -56,16 +56,21 @@ class SpatialSoftmax(nn.Module):
             return weights @ self.grid
 
 
-def random_shift(images: torch.Tensor, pad: int) -> torch.Tensor:
+def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Shift each image [B, C, H, W] by up to ``pad`` pixels (edge-replicated), DrQ-style augmentation."""
     if pad <= 0:
         return images
-    b, _, h, w = images.shape
+    return shift_images(images, pad, torch.randint(0, 2 * pad + 1, (images.shape[0], 2), generator=generator))
+
+
+def shift_images(images: torch.Tensor, pad: int, offsets: torch.Tensor) -> torch.Tensor:
+    """Each image [B, C, H, W] cropped at ``offsets`` [B, 2] (y, x in 0..2*pad) from its edge-replicated
+    padding: a shift by offsets - pad pixels."""
+    if pad <= 0:
+        return images
+    _, _, h, w = images.shape
     padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
-    dy, dx = torch.randint(0, 2 * pad + 1, (2, b)).tolist()
-    return torch.stack(
-        [padded[i, :, y : y + h, x : x + w] for i, (y, x) in enumerate(zip(dy, dx, strict=True))]
-    )
+    return torch.stack([padded[i, :, y : y + h, x : x + w] for i, (y, x) in enumerate(offsets.tolist())])
 
 
 class KeypointEncoder(nn.Module):
@@ -161,19 +166,30 @@ class NativeVLA(nn.Module):
             return F.normalize(text.float() @ self.instruction_projection, dim=-1)
 
     @torch.no_grad()
-    def encode_keypoints(self, images: torch.Tensor, text: torch.Tensor, shift: bool) -> torch.Tensor:
-        """What frozen encoders give for [B, n_cam, 3, H, W] pixels and raw instruction embeddings, with the
-        training-time random shift or without it (the clean view): the cache of a frozen-encoder run."""
-        return self.keypoints(images, self.project_instruction(text), shift=shift)
+    def encode_keypoints(
+        self, images: torch.Tensor, text: torch.Tensor, offsets: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """What frozen encoders give for [B, n_cam, 3, H, W] pixels and raw instruction embeddings: the clean
+        view, or each camera's image shifted as in training by ``offsets`` [B, n_cam, 2] (see
+        :func:`shift_images`). The cache of a frozen-encoder run (:mod:`vla_policy.keypoint_cache`)."""
+        return self.keypoints(images, self.project_instruction(text), offsets=offsets)
 
-    def keypoints(self, images: torch.Tensor, text: torch.Tensor, shift: bool | None = None) -> torch.Tensor:
+    def keypoints(
+        self,
+        images: torch.Tensor,
+        text: torch.Tensor,
+        shift: bool | None = None,
+        offsets: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """[B, n_cam * K * 2]: every camera's keypoint coordinates (what the localization probe reads);
-        the random shift when ``shift`` is true (None: in training only)."""
+        shifted by ``offsets`` when given, else randomly when ``shift`` is true (None: in training only)."""
         shift = self.training if shift is None else shift
         per_camera = []
         for cam, encoder in enumerate(self.encoders):
             x = images[:, cam]
-            if shift:
+            if offsets is not None:
+                x = shift_images(x.float(), self.config.shift_pixels, offsets[:, cam])
+            elif shift:
                 x = random_shift(x.float(), self.config.shift_pixels)
             per_camera.append(encoder(x, text))
         return torch.cat(per_camera, dim=-1)

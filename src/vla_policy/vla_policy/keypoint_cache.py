@@ -140,13 +140,16 @@ def frozen_keypoints(
         LOG.info("keypoints: %d of %d episodes from the cache in %s, %d to encode",
                  len(per_episode), len(runs), cache.directory, len(missing))  # fmt: skip
 
-    if missing:
-        encoded = _encode(network, samples, text_table, runs=runs, missing=missing, keys=keys, views=views, pad=pad, n_cam=n_cam,
-                          seed=seed, device=device, progress=progress, batch=batch)  # fmt: skip
+    bar = tqdm(total=views * sum(runs[ref][1] - runs[ref][0] for ref in missing), desc="encoding keypoints",
+               unit="frame", disable=not progress or not missing)  # fmt: skip
+    for d in sorted({d for d, _ in missing}):  # dataset by dataset, each stored once encoded
+        todo = [(dd, e) for dd, e in missing if dd == d]
+        encoded = _encode(network, samples, text_table, runs=runs, missing=todo, keys=keys, views=views,
+                          pad=pad, n_cam=n_cam, seed=seed, device=device, bar=bar, batch=batch)  # fmt: skip
         per_episode.update(encoded)
         if cache is not None:
-            for d in sorted({d for d, _ in missing}):
-                cache.store(paths[d], {e: encoded[d, e] for dd, e in missing if dd == d})
+            cache.store(paths[d], {e: encoded[d, e] for _, e in todo})
+    bar.close()
 
     features = torch.cat([per_episode[ref] for ref in runs])  # runs keep the samples' order
     if clean_only:
@@ -181,7 +184,7 @@ def _encode(
     n_cam: int,
     seed: int,
     device: torch.device,
-    progress: bool,
+    bar: tqdm,
     batch: int,
 ) -> dict[tuple[int, int], torch.Tensor]:
     # channels_last convolutions run about a quarter faster on CPU; a copy, so the checkpoint's layout stays.
@@ -193,7 +196,6 @@ def _encode(
         for d, e in missing
     ], dim=1)  # fmt: skip  # [views - 1, n, n_cam, 2]
     out = torch.empty(len(index), views, n_cam * network.config.keypoints * 2)
-    bar = tqdm(total=views * len(index), desc="encoding keypoints", unit="frame", disable=not progress)
     with torch.inference_mode():
         for view in range(views):
             for start in range(0, len(index), batch):
@@ -205,7 +207,6 @@ def _encode(
                     head.encode_keypoints(images, text, shift).float().cpu()
                 )
                 bar.update(len(rows))
-    bar.close()
     result, start = {}, 0
     for ref in missing:
         length = runs[ref][1] - runs[ref][0]

@@ -14,10 +14,12 @@ from vla_policy.node_core import (
     DiagnosticLevel,
     HoldReason,
     InstructionCheck,
+    InstructionGrounding,
     InstructionOODDetector,
     OODStatus,
     PolicyNodeConfig,
     StateIndex,
+    aligned_similarity,
     cameras_from_lists,
     check_embodiment,
     diagnostic_summary,
@@ -321,22 +323,69 @@ def test_instruction_check_diagnostic_values_and_log_line():
     assert pending["instruction_ood"] == "unknown" and pending["model_instruction"] == "unknown"
 
 
-def test_detector_of_a_model_acting_on_the_nearest_training_instruction_says_so():
-    """With instruction_nearest the model is given the nearest training sentence: the verdicts name it as the
-    model's instruction, in or out of distribution, and the log says the robot is commanded as that sentence."""
+def test_detector_of_a_model_acting_on_a_grounded_training_instruction_says_so():
+    """With instruction_nearest the model is given the training sentence its grounding maps to: the verdicts
+    name it as the model's instruction, in or out of distribution, and the log says the robot is commanded
+    as that sentence."""
     encoder = FakeEncoder()
     trained = ("pick up the red block", "push the red block left")
-    detector = InstructionOODDetector(trained, encoder, 0.45, acts_on_nearest=True)
+    grounded = {"lift the red cube": "pick up the red block", "make me a coffee": "push the red block left"}
+    detector = InstructionOODDetector(trained, encoder, 0.45, grounding=grounded.__getitem__)
     assert encoder.embedded == list(trained)  # one at a time, in order
     near = detector.check("lift the red cube")
     assert near.diagnostic_values()["model_instruction"] == "pick up the red block"
-    assert near.log_line().endswith("; the model acts on that training instruction")
+    assert near.log_line().endswith("; the model acts on the training instruction 'pick up the red block'")
     far = detector.check("make me a coffee")
-    assert far.ood and far.diagnostic_values()["model_instruction"] == far.nearest
-    assert f"commanding anyway, as {far.nearest!r}" in far.log_line()
+    assert far.ood and far.diagnostic_values()["model_instruction"] == "push the red block left"
+    assert "commanding anyway, as 'push the red block left'" in far.log_line()
     plain = InstructionOODDetector(trained, encoder, 0.45).check("lift the red cube")
     assert plain.diagnostic_values()["model_instruction"] == "lift the red cube"
     assert "acts on" not in plain.log_line()
+
+
+def unit_rows(*rows):
+    x = np.array(rows, dtype=np.float64)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_aligned_similarity_is_an_ordered_soft_match_of_tokens():
+    a, b, c, d = np.eye(4)
+    assert aligned_similarity(unit_rows(a, b, c), unit_rows(a, b, c)) == pytest.approx(1.0)
+    # Order counts: the reversed sentence aligns one token, not three.
+    assert aligned_similarity(unit_rows(a, b, c), unit_rows(c, b, a)) == pytest.approx(1 / 3)
+    # A word only one side has costs its share: recall 1, precision 3/4.
+    assert aligned_similarity(unit_rows(a, b, c), unit_rows(a, d, b, c)) == pytest.approx(2 * 0.75 / 1.75)
+    # Partial similarities add; negative ones count nothing.
+    half = unit_rows(a + b)[0]
+    assert aligned_similarity(unit_rows(a), unit_rows(half)) == pytest.approx(np.sqrt(0.5))
+    assert aligned_similarity(unit_rows(a), unit_rows(-a)) == 0.0
+    assert aligned_similarity(np.zeros((0, 4)), unit_rows(a)) == 0.0
+    with pytest.raises(ValueError, match=r"\[n, d\]"):
+        aligned_similarity(unit_rows(a), np.ones((2, 3)))
+
+
+def test_grounding_maps_paraphrases_by_their_words_in_order_and_training_sentences_to_themselves():
+    words = {
+        w: v
+        for w, v in zip(
+            ["put", "red", "on", "blue", "the", "cube", "block", "please"], np.eye(8), strict=True
+        )
+    }
+    calls = []
+
+    def tokens(text):
+        calls.append(text)
+        return unit_rows(*(words[w] for w in text.split()))
+
+    trained = ("put the red block on the blue block", "put the blue block on the red block")
+    grounding = InstructionGrounding(trained, tokens)
+    assert grounding("please put the red cube on the blue cube") == trained[0]
+    assert grounding("please put the blue cube on the red cube") == trained[1]  # the order of the colours
+    assert grounding(trained[1]) == trained[1]
+    n = len(calls)
+    assert grounding("please put the red cube on the blue cube") == trained[0] and len(calls) == n  # cached
+    with pytest.raises(ValueError, match="no training instructions"):
+        InstructionGrounding((), tokens)
 
 
 OOD = InstructionCheck("dance", OODStatus.OUT_OF_DISTRIBUTION, 0.81, 0.45, "pick up the red block")

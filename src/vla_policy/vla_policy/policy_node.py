@@ -53,6 +53,7 @@ from vla_policy.node_core import (
     DiagnosticLevel,
     HoldReason,
     InstructionCheck,
+    InstructionGrounding,
     InstructionOODDetector,
     OODStatus,
     PolicyNodeConfig,
@@ -516,14 +517,16 @@ class PolicyNode(Node):
                     instructions,
                     lambda texts: encoder(list(texts)).numpy(),
                     threshold,
-                    acts_on_nearest=model_config.instruction_nearest,
+                    grounding=InstructionGrounding(instructions, encoder.tokens)
+                    if model_config.instruction_nearest
+                    else None,
                 )
                 self.get_logger().info(
                     f"out-of-distribution instruction check: {len(instructions)} training instructions, "
                     f"{model_config.text_encoder.value} encoder, cosine distance threshold {threshold:.3f} "
                     f"({source}); ready in {time.monotonic() - started:.1f} s"
                     + (
-                        "; the model acts on the nearest training instruction (instruction_nearest)"
+                        "; the model acts on the training instruction that matches best (instruction_nearest)"
                         if model_config.instruction_nearest
                         else ""
                     )

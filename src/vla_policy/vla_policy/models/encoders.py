@@ -95,6 +95,7 @@ class InstructionEncoder:
         self.kind = config.text_encoder
         self.dim = config.text_dim
         self._cache: dict[str, torch.Tensor] = {}
+        self._token_cache: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
         self._model = None
         if self.kind is TextEncoderKind.MINILM_L6:
@@ -116,6 +117,26 @@ class InstructionEncoder:
                 )
             return torch.from_numpy(np.asarray(out, dtype=np.float32)).clone()
         return torch.from_numpy(np.stack([_hashed_bow(t, self.dim) for t in texts]))
+
+    def tokens(self, text: str) -> np.ndarray:
+        """[n, text_dim] float64 unit rows: the sentence's contextual token embeddings (the wordpieces between
+        [CLS] and [SEP]; per word for the hashed test encoder), cached per text. What
+        :class:`~vla_policy.node_core.InstructionGrounding` aligns."""
+        with self._lock:
+            cached = self._token_cache.get(text)
+            if cached is None:
+                if self._model is not None:
+                    with torch.inference_mode():
+                        out = self._model.encode(
+                            [text], output_value="token_embeddings", show_progress_bar=False
+                        )
+                    rows = out[0][1:-1].double().numpy()
+                else:
+                    rows = np.stack([_hashed_bow(w, self.dim) for w in (_WORD.findall(text.lower()) or [""])])
+                norms = np.linalg.norm(rows, axis=1, keepdims=True)
+                cached = np.divide(rows, norms, out=np.zeros_like(rows, np.float64), where=norms > 0)
+                self._token_cache[text] = cached
+            return cached
 
     @property
     def cache_size(self) -> int:

@@ -28,7 +28,7 @@ from vla_perception.preprocess import preprocess
 from vla_policy.models.checkpoint import ENCODER_ONNX, HEAD_ONNX, Checkpoint, load_checkpoint
 from vla_policy.models.config import ModelConfig
 from vla_policy.models.encoders import InstructionEncoder
-from vla_policy.node_core import instruction_table, nearest_instruction, training_instructions
+from vla_policy.node_core import InstructionGrounding, training_instructions
 
 
 class Runtime(str, enum.Enum):
@@ -81,15 +81,14 @@ class NativePolicy:
             )
         self._spec = self.config.input_spec(training=False)
         self._text = InstructionEncoder(self.config)
-        self._nearest: tuple[tuple[str, ...], np.ndarray] | None = None
+        self._grounding: InstructionGrounding | None = None
         if self.config.instruction_nearest:
             texts = training_instructions(checkpoint.info)
             if texts is None:
                 raise ValueError(
                     "instruction_nearest needs the checkpoint's info['instructions'] (vla-train)"
                 )
-            # The OOD check's table: a training sentence then drives the model bit for bit as without the option.
-            self._nearest = (texts, instruction_table(texts, lambda t: self._text(list(t)).numpy()))
+            self._grounding = InstructionGrounding(texts, self._text.tokens)  # policy_node reports the same
         self._sessions: tuple[Any, Any] | None = None
         if self.runtime is Runtime.ONNX:
             if checkpoint_dir is None:
@@ -113,12 +112,9 @@ class NativePolicy:
         return 1.0 / self.manifest.fps
 
     def grounded_instruction(self, task: str) -> str:
-        """The sentence the model acts on: ``task``, or with ``instruction_nearest`` the nearest training one."""
-        if self._nearest is None:
-            return task
-        texts, table = self._nearest
-        _, index = nearest_instruction(self._text([task])[0].numpy(), table)  # the OOD check's own measure
-        return texts[index]
+        """The sentence the model acts on: ``task``, or with ``instruction_nearest`` the training one whose
+        tokens align with it best (:class:`~vla_policy.node_core.InstructionGrounding`)."""
+        return task if self._grounding is None else self._grounding(task)
 
     def reset(self) -> None:
         """Stateless between steps: the only cache (instruction embeddings) stays valid across episodes."""

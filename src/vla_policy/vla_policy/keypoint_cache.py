@@ -9,7 +9,8 @@ later fit that reads the same dataset with the same encoders, alone or mixed wit
 The shifts are drawn per episode from a generator seeded by (seed, dataset, episode), never from the global
 random stream, so a run that reads the cache and one that encodes from scratch train on the same numbers.
 Training instructions lie in the span the encoders' FiLM projects onto, so their keypoints do not depend on
-which other datasets share the run.
+which other datasets share the run (but for directions the span drops as below its rank cutoff, 1e-4 of the
+largest singular value: differences of that order).
 """
 
 from __future__ import annotations

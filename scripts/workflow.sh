@@ -5,6 +5,9 @@
 #   2. vla-train: the native VLA (and, with BASELINE=1, the textbook baseline on the same data), then
 #      CONTINUE_EPOCHS more epochs from its checkpoint (a warm restart of the schedule), then one stage per
 #      number in EXTRA_EPISODES: that many more demonstrations (the next scene seeds), EXTRA_EPOCHS on all
+#   2d-2g. (MULTI=1, default) from the pick model to one of pick, place, push and stack: settled demonstrations
+#      of each family, the referent pathway trained on place, heads on frozen encoders for three families,
+#      two epochs end to end, then the heads on every demonstration (vla-train --freeze-encoders)
 #   3. DAGGER_ROUNDS rounds of DAgger: the policy drives (DAGGER_MAX_STEPS per episode), the expert labels,
 #      fine-tune on everything (off by default: on pick it bought nothing, see the README)
 #   4. vla-eval: localization probe, offline error and closed-loop success per family, seen and held-out
@@ -14,7 +17,7 @@
 # Settings (environment): FAMILIES, EPISODES (demonstrations per family), DEMOS (offline|topics), EPOCHS,
 # CONTINUE_EPOCHS, EXTRA_EPISODES, EXTRA_EPOCHS, FINETUNE_LR, THREADS, MODEL_ARGS (extra vla-train arguments),
 # FINETUNE_ARGS (extra arguments of the fine-tuning stages), DAGGER_ROUNDS, DAGGER_EPISODES, DAGGER_MAX_STEPS,
-# DAGGER_EPOCHS, EVAL_EPISODES,
+# DAGGER_EPOCHS, EVAL_EPISODES, MULTI, PLACE_DEMOS, PUSH_DEMOS, PICK_DEMOS, STACK_DEMOS,
 # ROS_EPISODES, BASELINE, SEED. Deterministic given SEED (scene seeds, split, initialisation, batches).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,8 +30,9 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST
 
 out="${1:-outputs/workflow}"
 # The defaults make the shipped checkpoint (src/vla_policy/checkpoints/default, see its MODEL_CARD.md):
-# pick, 200 demonstrations, 45 epochs, 41 more, then 12 on 400 demonstrations, then 12 on 800; about
-# 100 min on 2 CPU cores with native bf16.
+# pick, 200 demonstrations, 45 epochs, 41 more, then 12 on 400 demonstrations, then 12 on 800 (about 100 min
+# on 2 CPU cores with native bf16, 3 hours without); then (MULTI=1) the settled demonstrations of four
+# families (about 80 min on both cores) and stages 2e-2g (about 85 min on a 2-core AVX2 EPYC).
 families="${FAMILIES:-pick}"
 episodes="${EPISODES:-200}"
 demos="${DEMOS:-offline}"
@@ -49,6 +53,13 @@ eval_episodes="${EVAL_EPISODES:-50}"
 ros_episodes="${ROS_EPISODES:-10}"
 baseline="${BASELINE:-0}"
 seed="${SEED:-0}"
+# MULTI=1: go on from the pick model to pick, place, push and stack (step 2d-2g). Settled demonstrations per
+# family as SEED:EPISODES datasets (scene seeds SEED..SEED+EPISODES-1; the shipped model's exact sets).
+multi="${MULTI:-1}"
+PLACE_DEMOS="${PLACE_DEMOS:-0:100 100:100 200:18 300:300 600:300}"
+PUSH_DEMOS="${PUSH_DEMOS:-0:200 200:300 500:300 1100:400 1500:400}"
+PICK_DEMOS="${PICK_DEMOS:-0:200 200:200 400:200}"
+STACK_DEMOS="${STACK_DEMOS:-0:150}"
 export ROS_LOG_DIR="${ROS_LOG_DIR:-$root/$out/ros_log}"
 mkdir -p "$out"
 step() { printf '\n=== %s [%s]\n' "$*" "$(date +%H:%M:%S)"; }
@@ -112,6 +123,59 @@ for stage_sets in "${extra[@]}"; do
     --lr "$finetune_lr" --threads "$threads" --seed "$seed" $finetune_args
   model="$out/native_extra$stage/best"
 done
+if [ "$multi" = 1 ]; then
+  # From the pick model to one model of pick, place, push and stack (the shipped checkpoint's stages; see
+  # its MODEL_CARD.md and the README's status for what each bought).
+  step "2d. settled demonstrations (--settle-steps 5) for the referent stages"
+  settled() {  # settled FAMILY SEED:EPISODES... -> one dataset per spec, two at a time; prints their roots
+    local family="$1" spec pids=() roots=()
+    shift
+    for spec in "$@"; do
+      local dir="$out/settled/${family}_${spec%%:*}"
+      vla-dagger expert "$dir" --families "$family" --episodes "${spec##*:}" --seed "${spec%%:*}" \
+        --image-size 96 --settle-steps 5 --no-progress >"$dir.log" 2>&1 &
+      pids+=($!)
+      roots+=("$dir")
+      if [ "${#pids[@]}" -ge 2 ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+    done
+    for pid in "${pids[@]}"; do wait "$pid"; done
+    echo "${roots[@]}"
+  }
+  mkdir -p "$out/settled"
+  # shellcheck disable=SC2086
+  read -r -a place_sets <<<"$(settled place $PLACE_DEMOS)"
+  # shellcheck disable=SC2086
+  read -r -a push_sets <<<"$(settled push $PUSH_DEMOS)"
+  # shellcheck disable=SC2086
+  read -r -a pick_sets <<<"$(settled pick $PICK_DEMOS)"
+  # shellcheck disable=SC2086
+  read -r -a stack_sets <<<"$(settled stack $STACK_DEMOS)"
+  referents="--model localization_weight=1 --model referent_input=true"
+  heads="$referents --model referent_slots=goal --model referent_estimate_fraction=0"
+  frozen="--freeze-encoders --augmented-copies 1 --epochs 60 --batch-size 256 --lr 1e-3 --warmup-steps 20"
+  step "2e. the referent pathway on place (end to end, 875 steps at lr 3e-4, then 6 epochs at 2e-4)"
+  # shellcheck disable=SC2086
+  vla-train "${place_sets[0]}" "${place_sets[1]}" --output "$out/ref_place" --init-from "$model" --epochs 12 \
+    --max-steps 875 --lr 3e-4 --threads "$threads" --seed "$seed" $referents
+  # shellcheck disable=SC2086
+  vla-train "${place_sets[0]}" "${place_sets[1]}" --output "$out/ref_mix" --init-from "$out/ref_place/best" \
+    --epochs 6 --lr 2e-4 --threads "$threads" --seed "$seed" $referents --model referent_estimate_fraction=0.5
+  three=("${pick_sets[0]}" "${place_sets[0]}" "${place_sets[1]}" "${push_sets[0]}")
+  step "2f. pick, place and push: heads on frozen encoders, then 2 epochs end to end"
+  # shellcheck disable=SC2086
+  vla-train "${three[@]}" --output "$out/fz_ppp" --init-from "$out/ref_mix/best" $frozen --threads "$threads" \
+    --seed "$seed" $heads
+  # shellcheck disable=SC2086
+  vla-train "${three[@]}" --output "$out/e2e_ppp" --init-from "$out/fz_ppp/best" --epochs 2 --lr 2e-4 \
+    --threads "$threads" --seed "$seed" $heads --model instruction_nearest=true
+  step "2g. the heads on every settled demonstration, on those frozen encoders"
+  # shellcheck disable=SC2086
+  vla-train "${pick_sets[@]}" "${place_sets[@]}" "${push_sets[@]}" "${stack_sets[@]}" --output "$out/fz_all" \
+    --init-from "$out/e2e_ppp/best" $frozen --threads "$threads" --seed "$seed" $heads \
+    --model instruction_nearest=true
+  model="$out/fz_all/best"
+  families="pick place push stack"
+fi
 checkpoints=("$model")
 if [ "$baseline" = 1 ]; then
   vla-train "${datasets[@]}" --output "$out/baseline" --policy textbook_baseline --epochs "$epochs" \

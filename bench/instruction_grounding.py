@@ -23,13 +23,15 @@ The last line of output is one JSON object with the figures.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import time
 from collections.abc import Sequence
 
 import torch
-from instruction_ood import fillings  # bench/ is on sys.path when this file runs as a script
+from instruction_ood import (  # bench/ is on sys.path when this file runs as a script
+    filled_templates,
+    fillings,
+)
 
 # Paraphrases in neither of the simulator's splits, for the families the bench knows.
 FRESH_TEMPLATES = {
@@ -56,20 +58,13 @@ def ridge_accuracy(
 
 def fresh_tasks(family: str) -> list[tuple[str, tuple]]:
     """(text, task key) for every filling of the family's fresh templates."""
-    from vla_sim.tasks import COLOURS, DIRECTIONS, FAMILIES, TARGETS, TaskFamily
+    from vla_sim.tasks import COLOURS, FAMILIES, TaskFamily
 
     slots = FAMILIES[TaskFamily(family)].slots
-    block_slots = [s for s in slots if s in ("block", "base", "top")]
-    other = {"direction": sorted(DIRECTIONS), "target": list(TARGETS)}
-    out = []
-    for blocks in itertools.permutations(tuple(COLOURS), len(block_slots)):
-        values = dict(zip(block_slots, blocks, strict=True))
-        rest = [s for s in slots if s not in values]
-        for combo in itertools.product(*(other[s] for s in rest)):
-            filled = {**values, **dict(zip(rest, combo, strict=True))}
-            key = (family, tuple(sorted(filled.items())))
-            out.extend((t.format(**filled), key) for t in FRESH_TEMPLATES.get(family, ()))
-    return out
+    return [
+        (text, (family, tuple(sorted(filled.items()))))
+        for text, filled in filled_templates(FRESH_TEMPLATES.get(family, ()), slots, tuple(COLOURS))
+    ]
 
 
 def scenario(embed, tokens, families: Sequence[str]) -> dict[str, dict[str, float]]:

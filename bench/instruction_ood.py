@@ -26,7 +26,7 @@ import itertools
 import json
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -70,20 +70,26 @@ NEAR_TASK = (
 THRESHOLDS = (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
 
 
-def fillings(templates: Sequence[str], slots: Sequence[str], colours: Sequence[str]) -> list[str]:
-    """Every filling of the templates: distinct colours for the block slots, every direction and target."""
+def filled_templates(
+    templates: Sequence[str], slots: Sequence[str], colours: Sequence[str]
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """(text, slot values) for every filling of the templates: distinct colours for the block slots, every
+    direction and target."""
     from vla_sim.tasks import DIRECTIONS, TARGETS
 
     block_slots = [s for s in slots if s in ("block", "base", "top")]
     other = {"direction": sorted(DIRECTIONS), "target": list(TARGETS)}
-    texts = []
     for blocks in itertools.permutations(colours, len(block_slots)):
         values = dict(zip(block_slots, blocks, strict=True))
         rest = [s for s in slots if s not in values]
         for combo in itertools.product(*(other[s] for s in rest)):
             filled = {**values, **dict(zip(rest, combo, strict=True))}
-            texts.extend(t.format(**filled) for t in templates)
-    return sorted(set(texts))
+            yield from ((t.format(**filled), filled) for t in templates)
+
+
+def fillings(templates: Sequence[str], slots: Sequence[str], colours: Sequence[str]) -> list[str]:
+    """Every filling of the templates (:func:`filled_templates`), sorted, without repeats."""
+    return sorted({text for text, _ in filled_templates(templates, slots, colours)})
 
 
 def distances(

@@ -56,11 +56,11 @@ class SpatialSoftmax(nn.Module):
             return weights @ self.grid
 
 
-def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_shift(images: torch.Tensor, pad: int) -> torch.Tensor:
     """Shift each image [B, C, H, W] by up to ``pad`` pixels (edge-replicated), DrQ-style augmentation."""
     if pad <= 0:
         return images
-    return shift_images(images, pad, torch.randint(0, 2 * pad + 1, (images.shape[0], 2), generator=generator))
+    return shift_images(images, pad, torch.randint(0, 2 * pad + 1, (images.shape[0], 2)))
 
 
 def shift_images(images: torch.Tensor, pad: int, offsets: torch.Tensor) -> torch.Tensor:

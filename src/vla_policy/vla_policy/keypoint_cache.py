@@ -78,15 +78,30 @@ def _episode_generator(seed: int, dataset: str, episode: int) -> torch.Generator
 
 class KeypointCache:
     """One safetensors file per (encoders, dataset, views, seed) under ``directory``: ``episode_<i>`` ->
-    [T, views, n_cam * K * 2] float32. A file that cannot be read is encoded again (and rewritten)."""
+    [T, views, n_cam * K * 2] float32. A file that cannot be read is encoded again (and rewritten). Each file
+    is read at most once per instance (a run's training and validation sets share it); what it stores stays
+    in that memory too."""
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
+        self._files: dict[Path, dict[int, torch.Tensor]] = {}
 
     def path(self, encoders: str, dataset: str, views: int, seed: int) -> Path:
         return self.directory / f"{encoders[:16]}-{dataset[:16]}-v{views}-s{seed}.safetensors"
 
     def load(self, path: Path) -> dict[int, torch.Tensor]:
+        if path not in self._files:
+            self._files[path] = self._read(path)
+        return self._files[path]
+
+    def store(self, path: Path, episodes: dict[int, torch.Tensor]) -> None:
+        merged = {**self.load(path), **episodes}
+        tensors = {f"episode_{e}": t.contiguous() for e, t in sorted(merged.items())}
+        write_bytes_atomic(path, save(tensors, metadata={"format": CACHE_FORMAT}))
+        self._files[path] = merged
+
+    @staticmethod
+    def _read(path: Path) -> dict[int, torch.Tensor]:
         if not path.is_file():
             return {}
         try:
@@ -95,11 +110,6 @@ class KeypointCache:
             LOG.warning("keypoint cache %s is unreadable (%s): encoding again", path, exc)
             return {}
         return {int(name.removeprefix("episode_")): tensor for name, tensor in stored.items()}
-
-    def store(self, path: Path, episodes: dict[int, torch.Tensor]) -> None:
-        merged = {**self.load(path), **episodes}
-        tensors = {f"episode_{e}": t.contiguous() for e, t in sorted(merged.items())}
-        write_bytes_atomic(path, save(tensors, metadata={"format": CACHE_FORMAT}))
 
 
 def frozen_keypoints(

@@ -321,6 +321,27 @@ def test_freeze_encoders_trains_the_heads_on_cached_keypoints_and_keeps_the_enco
         )
 
 
+def test_freeze_encoders_may_reshape_the_heads_and_keeps_the_encoders(environment_root, tmp_path):
+    referent = dict(TINY_MODEL, horizon=4, localization_weight=1.0, referent_input=True)
+    first = train(tiny_cfg(environment_root, tmp_path / "first", epochs=1, model_overrides=referent))
+    width = load_checkpoint(first.last).config.hidden_dim
+    wider = dict(referent, hidden_dim=2 * width, mlp_layers=3)
+    frozen = train(tiny_cfg(environment_root, tmp_path / "wide", epochs=8, init_from=str(first.last),
+                            freeze_encoders=True, model_overrides=wider))  # fmt: skip
+    losses = [row["train_loss"] for row in frozen.history]
+    assert losses[-1] < losses[0], losses
+    start = load_file(str(first.last / "model.safetensors"))
+    end = load_file(str(frozen.last / "model.safetensors"))
+    encoders = [k for k in start if k.startswith("head.encoders.")]
+    assert encoders and all(torch.equal(start[k], end[k]) for k in encoders)
+    assert end["head.mlp.4.weight"].shape == (2 * width, 2 * width)
+    config = load_checkpoint(frozen.last).config
+    assert (config.hidden_dim, config.mlp_layers) == (2 * width, 3)
+    with pytest.raises(ValueError, match="model config differs"):  # training the encoders: same shape only
+        train(tiny_cfg(environment_root, tmp_path / "x", epochs=1, init_from=str(first.last),
+                       model_overrides=wider))  # fmt: skip
+
+
 def test_keypoint_cache_gives_the_same_fit_as_encoding_and_survives_a_corrupt_file(
     environment_root, tmp_path, caplog
 ):

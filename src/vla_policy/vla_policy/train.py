@@ -571,6 +571,8 @@ def _prepare_model(
         start = load_checkpoint(cfg.init_from)
         # The span is set from this run's data; the localization head and the referent pathway may be added.
         may_differ = (*TRAINING_ONLY_FIELDS, *INFERENCE_ONLY_FIELDS, "instruction_subspace", *_ADDABLE_HEADS)
+        if cfg.freeze_encoders:  # only the encoders are kept: the heads may take another shape
+            may_differ += _HEAD_SHAPE
         if replace(start.config, **{k: getattr(config, k) for k in may_differ}) != config or (
             start.config.localization_dim and start.config.localization_dim != config.localization_dim
         ):
@@ -580,7 +582,9 @@ def _prepare_model(
                 f"{', '.join(may_differ)})"
             )
         network = VLANetwork(config, load_pretrained=False)  # this run's training-only settings
-        fresh = _load_widened(network, start.network)
+        fresh = _load_widened(
+            network, start.network, new_head=cfg.freeze_encoders and _head_reshaped(start.config, config)
+        )
         if fresh:
             LOG.info("--init-from: new parameters %s start from their initialization", ", ".join(fresh))
         normalizer = start.normalizer
@@ -595,13 +599,20 @@ def _prepare_model(
 
 # Model options that --init-from may switch on over a checkpoint without them.
 _ADDABLE_HEADS = ("referent_input", "referent_slots", "localization_dim", "localization_weight")
+# The heads' shape, which --freeze-encoders may change over its checkpoint (a wider or deeper MLP).
+_HEAD_SHAPE = ("hidden_dim", "mlp_layers", "dropout")
 
 
-def _load_widened(network: VLANetwork, start: VLANetwork) -> list[str]:
+def _head_reshaped(old: ModelConfig, new: ModelConfig) -> bool:
+    return any(getattr(old, k) != getattr(new, k) for k in _HEAD_SHAPE)
+
+
+def _load_widened(network: VLANetwork, start: VLANetwork, new_head: bool = False) -> list[str]:
     """Copy ``start``'s weights into ``network``; returns the parameters left at their initialization.
 
     A weight whose input grew (the MLP's first layer, when the referent pathway adds inputs after the old
     ones) keeps its old columns and gets zeros for the new: the widened network starts as ``start`` acts.
+    ``new_head``: only the keypoint encoders are copied; the heads (another width or depth) start fresh.
     The instruction projection is not copied: training sets it from this run's instructions.
     """
     old = start.state_dict()
@@ -609,6 +620,9 @@ def _load_widened(network: VLANetwork, start: VLANetwork) -> list[str]:
     fresh = []
     for key, value in new.items():
         if key.endswith("instruction_projection"):
+            continue
+        if new_head and key.startswith("head.") and not key.startswith("head.encoders."):
+            fresh.append(key)
             continue
         if key not in old:
             if not key.startswith("environment_"):  # statistics, taken from this run's samples

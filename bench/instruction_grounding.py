@@ -14,7 +14,11 @@ filling of their held-out templates. Per scenario (each family alone, then all o
 - ``fresh``: the same, ``aligned``, on paraphrases that are in neither split (``FRESH_TEMPLATES`` below, written
   after the alignment was chosen on the held-out split and never used to choose anything);
 - ``lin family`` / ``lin colour``: a ridge read-out fitted on the training embeddings to the family / the moved
-  block's colour, scored on the held-out ones: what a linear layer over the embedding could learn at best.
+  block's colour, scored on the held-out ones: what a linear layer over the embedding could learn at best;
+- ``lin goal`` / ``tok goal``: the same for where the block must go (stack's base block, place's target, push's
+  direction; ``GOAL_SLOTS``), read by the ridge off the pooled embedding, and by two learned queries that
+  attend over the contextual token embeddings (:func:`token_attention_accuracy`): whether the pooled sentence
+  vector, which the native VLA's FiLM reads, can say which of two named blocks is the base.
 
 Usage: python bench/instruction_grounding.py [--families pick push place stack] [--threads N]
 The last line of output is one JSON object with the figures.
@@ -54,6 +58,53 @@ def ridge_accuracy(
     weights = torch.linalg.solve(x.T @ x + 1e-2 * torch.eye(x.shape[1]), x.T @ onehot)
     pred = (torch.cat([test_x, torch.ones(len(test_x), 1)], dim=1) @ weights).argmax(dim=1)
     return [classes[p] == y for p, y in zip(pred.tolist(), test_y, strict=True)]
+
+
+# The slot that says where the moved block must go, per family that has one.
+GOAL_SLOTS = {"place": "target", "push": "direction", "stack": "base", "stack_two": "base"}
+
+
+def token_attention_accuracy(
+    train_tokens: list[torch.Tensor],
+    train_y: list[str],
+    test_tokens: list[torch.Tensor],
+    test_y: list[str],
+    steps: int = 600,
+) -> list[bool]:
+    """A query that attends over each sentence's [n, d] token embeddings, then a linear read-out to the class;
+    fitted on the training sentences (Adam, full batch, seed 0), scored on the held-out ones."""
+    torch.manual_seed(0)
+    classes = sorted(set(train_y))
+
+    def padded(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        n = max(len(r) for r in rows)
+        x, mask = torch.zeros(len(rows), n, rows[0].shape[1]), torch.zeros(len(rows), n, dtype=torch.bool)
+        for i, r in enumerate(rows):
+            x[i, : len(r)], mask[i, : len(r)] = r, True
+        return x, mask
+
+    dim = train_tokens[0].shape[1]
+    query, keys, readout = (
+        torch.nn.Parameter(0.1 * torch.randn(dim)),
+        torch.nn.Linear(dim, dim),
+        torch.nn.Linear(dim, len(classes)),
+    )
+    optimizer = torch.optim.Adam([query, *keys.parameters(), *readout.parameters()], lr=3e-3)
+
+    def logits(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        weights = (keys(x) @ query).masked_fill(~mask, -1e9).softmax(dim=1)
+        return readout((weights[..., None] * x).sum(dim=1))
+
+    x, mask = padded(train_tokens)
+    y = torch.tensor([classes.index(c) for c in train_y])
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(logits(x, mask), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        pred = logits(*padded(test_tokens)).argmax(dim=1)
+    return [classes[p] == c for p, c in zip(pred.tolist(), test_y, strict=True)]
 
 
 def fresh_tasks(family: str) -> list[tuple[str, tuple]]:
@@ -96,6 +147,24 @@ def scenario(embed, tokens, families: Sequence[str]) -> dict[str, dict[str, floa
     colour_ok = ridge_accuracy(
         train_x, [t.slots["block"] for t in train_tasks], held_x, [t.slots["block"] for t in held_tasks]
     )
+    goal_ok: dict[str, tuple[list[bool], list[bool]]] = {}
+    for (
+        family
+    ) in families:  # per family: its goal slot's values differ in kind (a colour, a target, a direction)
+        slot = GOAL_SLOTS.get(family)
+        if slot is None:
+            continue
+        fit = [i for i, t in enumerate(train_tasks) if t.family.value == family]
+        idx = [i for i, t in enumerate(held_tasks) if t.family.value == family]
+        fit_y = [train_tasks[i].slots[slot] for i in fit]
+        held_y = [held_tasks[i].slots[slot] for i in idx]
+        tok = lambda texts: [torch.as_tensor(tokens(t), dtype=torch.float32) for t in texts]  # noqa: E731
+        goal_ok[family] = (
+            ridge_accuracy(train_x[fit], fit_y, held_x[idx], held_y),
+            token_attention_accuracy(
+                tok([train[i] for i in fit]), fit_y, tok([held[i] for i in idx]), held_y
+            ),
+        )
     out = {}
     for family in families:
         idx = [i for i, t in enumerate(held_tasks) if t.family.value == family]
@@ -112,6 +181,9 @@ def scenario(embed, tokens, families: Sequence[str]) -> dict[str, dict[str, floa
             "lin_colour": mean(colour_ok),
             "aligned": mean(aligned),
         }
+        if family in goal_ok:
+            lin, tok = goal_ok[family]
+            out[family]["lin_goal"], out[family]["tok_goal"] = sum(lin) / len(lin), sum(tok) / len(tok)
         fresh = fresh_tasks(family)
         if fresh:
             out[family]["fresh"] = sum(task_of[grounding(t)] == k for t, k in fresh) / len(fresh)
@@ -137,7 +209,7 @@ def main() -> None:
     results["together"] = scenario(embed, encoder.tokens, a.families)
     print(f"all-MiniLM-L6-v2, {encoder.cache_size} sentences, {time.perf_counter() - t0:.1f} s\n")
     print(f"{'scenario':<16}{'family':<8}{'held-out':>9}{'cos raw':>9}{'cos proj':>9}{'nn task':>9}"
-          f"{'lin family':>11}{'lin colour':>11}{'aligned':>9}{'fresh':>7}")  # fmt: skip
+          f"{'lin family':>11}{'lin colour':>11}{'aligned':>9}{'fresh':>7}{'lin goal':>9}{'tok goal':>9}")  # fmt: skip
     for name, table in results.items():
         span = table["_train_instructions"]
         for family in a.families:
@@ -146,7 +218,8 @@ def main() -> None:
             r = table[family]
             print(f"{name:<16}{family:<8}{r['heldout']:>9}{r['cos_raw']:>9.3f}{r['cos_proj']:>9.3f}"
                   f"{r['nn_task']:>9.0%}{r['lin_family']:>11.0%}{r['lin_colour']:>11.0%}{r['aligned']:>9.0%}"
-                  + (f"{r['fresh']:>7.0%}" if "fresh" in r else ""))  # fmt: skip
+                  + (f"{r['fresh']:>7.0%}" if "fresh" in r else f"{'':>7}")
+                  + (f"{r['lin_goal']:>9.0%}{r['tok_goal']:>9.0%}" if "lin_goal" in r else ""))  # fmt: skip
         print(f"{'':<16}({span['n']} training instructions, span rank {span['span_rank']})")
     print(json.dumps({"bench": "instruction_grounding", "encoder": "all-MiniLM-L6-v2", "results": results}))
 

@@ -5,9 +5,10 @@
 #   2. vla-train: the native VLA (and, with BASELINE=1, the textbook baseline on the same data), then
 #      CONTINUE_EPOCHS more epochs from its checkpoint (a warm restart of the schedule), then one stage per
 #      number in EXTRA_EPISODES: that many more demonstrations (the next scene seeds), EXTRA_EPOCHS on all
-#   2d-2g. (MULTI=1, default) from the pick model to one of pick, place, push and stack: settled demonstrations
+#   2d-2i. (MULTI=1, default) from the pick model to one of pick, place, push and stack: settled demonstrations
 #      of each family, the referent pathway trained on place, heads on frozen encoders for three families,
-#      two epochs end to end, then the heads on every demonstration (vla-train --freeze-encoders)
+#      two epochs end to end, the heads on every demonstration (vla-train --freeze-encoders), two rounds of
+#      push DAgger, then the heads again on everything
 #   3. DAGGER_ROUNDS rounds of DAgger: the policy drives (DAGGER_MAX_STEPS per episode), the expert labels,
 #      fine-tune on everything (off by default: on pick it bought nothing, see the README)
 #   4. vla-eval: localization probe, offline error and closed-loop success per family, seen and held-out
@@ -17,8 +18,8 @@
 # Settings (environment): FAMILIES, EPISODES (demonstrations per family), DEMOS (offline|topics), EPOCHS,
 # CONTINUE_EPOCHS, EXTRA_EPISODES, EXTRA_EPOCHS, FINETUNE_LR, THREADS, MODEL_ARGS (extra vla-train arguments),
 # FINETUNE_ARGS (extra arguments of the fine-tuning stages), DAGGER_ROUNDS, DAGGER_EPISODES, DAGGER_MAX_STEPS,
-# DAGGER_EPOCHS, EVAL_EPISODES, MULTI, PLACE_DEMOS, PUSH_DEMOS, PICK_DEMOS, STACK_DEMOS,
-# ROS_EPISODES, BASELINE, SEED. Deterministic given SEED (scene seeds, split, initialisation, batches).
+# DAGGER_EPOCHS, EVAL_EPISODES, MULTI, PLACE_DEMOS, PUSH_DEMOS, PICK_DEMOS, STACK_DEMOS, STACK_MORE_DEMOS,
+# FINAL_HEAD_ARGS, ROS_EPISODES, BASELINE, SEED. Deterministic given SEED (scene seeds, split, initialisation, batches).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -32,7 +33,8 @@ out="${1:-outputs/workflow}"
 # The defaults make the shipped checkpoint (src/vla_policy/checkpoints/default, see its MODEL_CARD.md):
 # pick, 200 demonstrations, 45 epochs, 41 more, then 12 on 400 demonstrations, then 12 on 800 (about 100 min
 # on 2 CPU cores with native bf16, 3 hours without); then (MULTI=1) the settled demonstrations of four
-# families (about 80 min on both cores) and stages 2e-2g (about 85 min on a 2-core AVX2 EPYC).
+# families (about 80 min on both cores), stages 2e-2g (about 85 min on a 2-core AVX2 EPYC) and 2h-2i (about
+# 80 min).
 families="${FAMILIES:-pick}"
 episodes="${EPISODES:-200}"
 demos="${DEMOS:-offline}"
@@ -53,13 +55,15 @@ eval_episodes="${EVAL_EPISODES:-50}"
 ros_episodes="${ROS_EPISODES:-10}"
 baseline="${BASELINE:-0}"
 seed="${SEED:-0}"
-# MULTI=1: go on from the pick model to pick, place, push and stack (step 2d-2g). Settled demonstrations per
+# MULTI=1: go on from the pick model to pick, place, push and stack (step 2d-2i). Settled demonstrations per
 # family as SEED:EPISODES datasets (scene seeds SEED..SEED+EPISODES-1; the shipped model's exact sets).
 multi="${MULTI:-1}"
 PLACE_DEMOS="${PLACE_DEMOS:-0:100 100:100 200:18 300:300 600:300}"
 PUSH_DEMOS="${PUSH_DEMOS:-0:200 200:300 500:300 1100:400 1500:400}"
 PICK_DEMOS="${PICK_DEMOS:-0:200 200:200 400:200}"
 STACK_DEMOS="${STACK_DEMOS:-0:150}"
+STACK_MORE_DEMOS="${STACK_MORE_DEMOS:-150:150 300:150}"  # for the last stage only (2i)
+FINAL_HEAD_ARGS="${FINAL_HEAD_ARGS:-}"  # extra vla-train arguments of the last stage
 export ROS_LOG_DIR="${ROS_LOG_DIR:-$root/$out/ros_log}"
 mkdir -p "$out"
 step() { printf '\n=== %s [%s]\n' "$*" "$(date +%H:%M:%S)"; }
@@ -173,7 +177,29 @@ if [ "$multi" = 1 ]; then
   vla-train "${pick_sets[@]}" "${place_sets[@]}" "${push_sets[@]}" "${stack_sets[@]}" --output "$out/fz_all" \
     --init-from "$out/e2e_ppp/best" $frozen --threads "$threads" --seed "$seed" $heads \
     --model instruction_nearest=true
-  model="$out/fz_all/best"
+  step "2h. push DAgger: the model drives push, the expert labels (two rounds, 60 steps per episode)"
+  collect() {  # collect DRIVER SEED EPISODES: a push round's dataset, $out/dagger_push_SEED
+    vla-dagger collect "$1" "$out/dagger_push_$2" --families push --episodes "$3" --seed "$2" --max-steps 60 \
+      --settle-steps 5 --no-progress >"$out/dagger_push_$2.log" 2>&1
+  }
+  collect "$out/fz_all/best" 5000 100 &
+  first=$!
+  collect "$out/fz_all/best" 5100 100
+  wait "$first"  # its exit status: a failed round stops the script
+  round1=("$out/dagger_push_5000" "$out/dagger_push_5100")
+  # shellcheck disable=SC2086
+  vla-train "${push_sets[@]}" "${round1[@]}" --output "$out/fz_push_dg1" --init-from "$out/e2e_ppp/best" $frozen \
+    --threads "$threads" --seed "$seed" $heads --model instruction_nearest=true
+  collect "$out/fz_push_dg1/best" 5200 200
+  round2="$out/dagger_push_5200"
+  tail -n 3 "${round1[@]/%/.log}" "$round2.log"
+  step "2i. the heads on every settled demonstration and both push rounds, on the same frozen encoders"
+  read -r -a more_stack <<<"$(settled stack $STACK_MORE_DEMOS)"
+  # shellcheck disable=SC2086
+  vla-train "${pick_sets[@]}" "${place_sets[@]}" "${push_sets[@]}" "${stack_sets[@]}" "${more_stack[@]}" \
+    "${round1[@]}" "$round2" --output "$out/fz_all2" --init-from "$out/e2e_ppp/best" $frozen \
+    --threads "$threads" --seed "$seed" $heads --model instruction_nearest=true $FINAL_HEAD_ARGS
+  model="$out/fz_all2/best"
   families="pick place push stack"
 fi
 checkpoints=("$model")

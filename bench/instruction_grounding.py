@@ -16,8 +16,8 @@ filling of their held-out templates. Per scenario (each family alone, then all o
 - ``lin family`` / ``lin colour``: a ridge read-out fitted on the training embeddings to the family / the moved
   block's colour, scored on the held-out ones: what a linear layer over the embedding could learn at best;
 - ``lin goal`` / ``tok goal``: the same for where the block must go (stack's base block, place's target, push's
-  direction; ``GOAL_SLOTS``), read by the ridge off the pooled embedding, and by two learned queries that
-  attend over the contextual token embeddings (:func:`token_attention_accuracy`): whether the pooled sentence
+  direction; ``GOAL_SLOTS``), read by the ridge off the pooled embedding, and by one learned query that
+  attends over the contextual token embeddings (:func:`token_attention_accuracy`): whether the pooled sentence
   vector, which the native VLA's FiLM reads, can say which of two named blocks is the base.
 
 Usage: python bench/instruction_grounding.py [--families pick push place stack] [--threads N]
@@ -147,24 +147,10 @@ def scenario(embed, tokens, families: Sequence[str]) -> dict[str, dict[str, floa
     colour_ok = ridge_accuracy(
         train_x, [t.slots["block"] for t in train_tasks], held_x, [t.slots["block"] for t in held_tasks]
     )
-    goal_ok: dict[str, tuple[list[bool], list[bool]]] = {}
-    for (
-        family
-    ) in families:  # per family: its goal slot's values differ in kind (a colour, a target, a direction)
-        slot = GOAL_SLOTS.get(family)
-        if slot is None:
-            continue
-        fit = [i for i, t in enumerate(train_tasks) if t.family.value == family]
-        idx = [i for i, t in enumerate(held_tasks) if t.family.value == family]
-        fit_y = [train_tasks[i].slots[slot] for i in fit]
-        held_y = [held_tasks[i].slots[slot] for i in idx]
-        tok = lambda texts: [torch.as_tensor(tokens(t), dtype=torch.float32) for t in texts]  # noqa: E731
-        goal_ok[family] = (
-            ridge_accuracy(train_x[fit], fit_y, held_x[idx], held_y),
-            token_attention_accuracy(
-                tok([train[i] for i in fit]), fit_y, tok([held[i] for i in idx]), held_y
-            ),
-        )
+
+    def token_rows(texts: Sequence[str]) -> list[torch.Tensor]:
+        return [torch.as_tensor(tokens(t), dtype=torch.float32) for t in texts]
+
     out = {}
     for family in families:
         idx = [i for i, t in enumerate(held_tasks) if t.family.value == family]
@@ -181,9 +167,17 @@ def scenario(embed, tokens, families: Sequence[str]) -> dict[str, dict[str, floa
             "lin_colour": mean(colour_ok),
             "aligned": mean(aligned),
         }
-        if family in goal_ok:
-            lin, tok = goal_ok[family]
-            out[family]["lin_goal"], out[family]["tok_goal"] = sum(lin) / len(lin), sum(tok) / len(tok)
+        slot = GOAL_SLOTS.get(family)
+        if slot is not None:
+            # Fitted per family: a goal slot's values differ in kind (a colour, a target, a direction).
+            fit = [i for i, t in enumerate(train_tasks) if t.family.value == family]
+            fit_y = [train_tasks[i].slots[slot] for i in fit]
+            held_y = [held_tasks[i].slots[slot] for i in idx]
+            lin = ridge_accuracy(train_x[fit], fit_y, held_x[idx], held_y)
+            tok = token_attention_accuracy(
+                token_rows([train[i] for i in fit]), fit_y, token_rows([held[i] for i in idx]), held_y
+            )
+            out[family]["lin_goal"], out[family]["tok_goal"] = sum(lin) / len(idx), sum(tok) / len(idx)
         fresh = fresh_tasks(family)
         if fresh:
             out[family]["fresh"] = sum(task_of[grounding(t)] == k for t, k in fresh) / len(fresh)

@@ -2,9 +2,10 @@
 
 A ``vla-train --freeze-encoders`` run spends nearly all its time pushing pixels through encoders that do not
 change (about 215 frames/s with both cameras on a 2-core CPU: 8 minutes for 800 place demonstrations and one
-shifted copy of each frame), then trains its heads in a few minutes. The keypoints depend only on the encoders' weights, the frames, each frame's instruction and
-the shifts drawn for the augmented views, so they are stored per (encoders, dataset, views, seed), and every
-later fit that reads the same dataset with the same encoders, alone or mixed with others, loads them back.
+shifted copy of each frame), then trains its heads in a few minutes. The keypoints depend only on the
+encoders' weights, the frames, each frame's instruction and the shifts drawn for the augmented views, so they
+are stored per (encoders, dataset, views, seed), and every later fit that reads the same dataset with the same
+encoders, alone or mixed with others, loads them back.
 
 The shifts are drawn per episode from a generator seeded by (seed, dataset, episode), never from the global
 random stream, so a run that reads the cache and one that encodes from scratch train on the same numbers.

@@ -236,7 +236,7 @@ def _keypoint_frames(
         images, text, _ = _episode_inputs(policy, ds, e, ep)
         frames = torch.arange(0, len(ep), PROBE_FRAME_STRIDE)
         with torch.inference_mode():
-            feats.append(head.keypoints(images[frames], text[frames]).double().numpy())
+            feats.append(head.encode_keypoints(images[frames], text[frames]).double().numpy())
         truth.append(ep.environment_state[frames.numpy()].astype(np.float64))
     return np.concatenate(feats), np.concatenate(truth)
 

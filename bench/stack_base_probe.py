@@ -13,9 +13,9 @@ only to ask. Scored at the first frame (the scene before the arm moves) and over
 episode (the carried block in view).
 
 Measured on the shipped checkpoint (fit on ``vla-dagger expert --families stack`` seeds 0-149, scored on seeds
-2000-2029): at the first frame ``base?`` finds the base to 3.1 cm (R² 0.95) and ``block?`` the block to 1.5 cm,
+2000-2029): at the first frame ``base?`` finds the base to 3.1 cm (R² 0.95) and ``block?`` the block to 1.3 cm,
 while ``own`` finds neither well (block 12 cm); over whole episodes ``base?`` finds the base only to 13 cm (R²
-0.18) and tracks the carried block instead (R² 0.83). The encoders can find a named block; what they do not
+0.17) and tracks the carried block instead (R² 0.83). The encoders can find a named block; what they do not
 do is keep looking at the base once a block is in the gripper.
 
 Usage: python bench/stack_base_probe.py CHECKPOINT FIT_DATASET TEST_DATASET [--threads N]
@@ -31,12 +31,13 @@ import time
 import numpy as np
 import torch
 from vla_policy.data import open_datasets
-from vla_policy.evaluate import _episode_inputs
+from vla_policy.evaluate import _episode_inputs, explained_variance, ridge_readout
 from vla_policy.models.encoders import InstructionEncoder
 from vla_policy.models.policy import load_policy
 from vla_sim.tasks import parse_instruction
 
 STRIDE = 4
+RIDGE = 1e-2  # penalty per fitted row: ~150 first frames against 128 keypoint coordinates
 QUESTIONS = ("own", "base?", "block?")
 REFERENTS = {"block": slice(0, 2), "base": slice(3, 5)}  # environment_state: target xyz, goal xyz
 
@@ -69,13 +70,6 @@ def keypoint_rows(policy, root: str, first_frame_only: bool) -> dict[str, np.nda
     return {k: np.concatenate(v) for k, v in rows.items()}
 
 
-def ridge(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, lam: float = 1e-2) -> np.ndarray:
-    mean, std = x.mean(0), x.std(0) + 1e-6
-    a = np.c_[(x - mean) / std, np.ones(len(x))]
-    weights = np.linalg.solve(a.T @ a + lam * len(x) * np.eye(a.shape[1]), a.T @ y)
-    return np.c_[(x_test - mean) / std, np.ones(len(x_test))] @ weights
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint")
@@ -93,9 +87,10 @@ def main() -> None:
         test = keypoint_rows(policy, args.test_dataset, first)
         for question in QUESTIONS:
             for referent in REFERENTS:
-                predicted, truth = ridge(fit[question], fit[referent], test[question]), test[referent]
+                predicted = ridge_readout(fit[question], fit[referent], test[question], ridge=RIDGE)
+                truth = test[referent]
                 cm = 100 * float(np.linalg.norm(predicted - truth, axis=1).mean())
-                r2 = 1 - float(((predicted - truth) ** 2).sum() / ((truth - truth.mean(0)) ** 2).sum())
+                r2 = explained_variance(truth, predicted)
                 figures.setdefault(frames, {}).setdefault(question, {})[referent] = {"cm": cm, "r2": r2}
                 print(f"{frames:12s} {question:8s} {referent:8s} {cm:6.1f} {r2:6.2f}")
     print(json.dumps({"checkpoint": args.checkpoint, "seconds": time.monotonic() - started, **figures}))

@@ -115,6 +115,16 @@ def test_init_from_keeps_the_checkpoints_weights_and_normalization(dataset_root,
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], atol=1e-6, rtol=1e-5)
     assert load_policy(tuned.last).normalizer.to_dict() == load_policy(first.last).normalizer.to_dict()
+    # The instructions the checkpoint was trained on stay the model's own (nearest-instruction, OOD flag),
+    # in its list and in its instruction span, when the fine-tuning data lacks some of them.
+    reworded = ("push the red block left", "move the blue block to the right")
+    other = write_synthetic_dataset(tmp_path / "reworded", episodes=4, frames=9, seed=3, tasks=reworded)
+    kept = load_checkpoint(
+        train(tiny_cfg(other, tmp_path / "kept", epochs=1, init_from=str(first.last))).last
+    )
+    assert kept.info["instructions"] == sorted({*SYNTHETIC_TASKS, *reworded})
+    projection = kept.network.head.instruction_projection
+    assert round(float(torch.trace(projection))) == 3  # the rank: all three sentences
     from_scratch = train(tiny_cfg(more, tmp_path / "scratch", epochs=1, lr=1e-12, warmup_steps=0))
     assert load_policy(from_scratch.last).normalizer.to_dict() != load_policy(first.last).normalizer.to_dict()
     # Training-only settings may change in a fine-tuning run; the network they shape stays the same.

@@ -370,6 +370,10 @@ class _Model:
     resuming: bool
     # True where the environment-state statistics are still to be taken from the training samples.
     new_environment_stats: bool
+    # The instructions the starting checkpoint was trained on (--init-from, --resume): still the model's
+    # own after a fine-tuning run whose data lacks some of them (a DAgger round on one family, a replay
+    # subset), so they stay in its instruction span and list (instruction_nearest, policy_node's OOD flag).
+    known_instructions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -423,7 +427,9 @@ def _train(cfg: TrainConfig, dist: _Distributed) -> TrainResult:
         if saved["train_episodes"] != [list(r) for r in train_eps]:
             raise ValueError("--resume: the train/val split differs from the first run (other data or seed?)")
     amp = use_bf16(cfg.precision, dist.device)
-    info_base = _run_info(cfg, config, train_eps, val_eps, train_set)
+    info_base = _run_info(
+        cfg, config, train_eps, val_eps, train_set, known_instructions=model.known_instructions
+    )
     train_time, train_samples = 0.0, 0
     bar = tqdm(total=stop_step, initial=step, desc=f"train {config.kind.value}", unit="step",
                disable=not (cfg.progress and dist.main))  # fmt: skip
@@ -516,6 +522,8 @@ def _run_info(
     train_eps: Sequence[EpisodeRef],
     val_eps: Sequence[EpisodeRef],
     train_set: SampleSet,
+    *,
+    known_instructions: Sequence[str] = (),
 ) -> dict[str, Any]:
     """What every checkpoint of this run records about it (its info.json, before the epoch's figures)."""
     return {
@@ -524,8 +532,9 @@ def _run_info(
         "train_episodes": [list(r) for r in train_eps],
         "val_episodes": [list(r) for r in val_eps],
         "seed": cfg.seed,
-        # The instructions trained on: policy_node flags others as out of distribution.
-        "instructions": sorted(set(train_set.texts)),
+        # The instructions trained on (here or by the starting checkpoint): policy_node flags others as out
+        # of distribution, instruction_nearest acts on the nearest of them.
+        "instructions": sorted(set(train_set.texts) | set(known_instructions)),
         "train_config": {k: v for k, v in asdict(cfg).items() if k not in ("datasets", "output", "kind")},
     }
 
@@ -567,9 +576,10 @@ def _prepare_model(
             raise ValueError(f"--resume: {output / LAST_DIR} was trained with another model config")
         network, normalizer = previous.network, previous.normalizer
         new_stats = False
+        known = tuple(previous.info.get("instructions", ()))
     elif cfg.init_from:
         start = load_checkpoint(cfg.init_from)
-        # The span is set from this run's data; the localization head and the referent pathway may be added.
+        # The span is set from this run's instructions and the checkpoint's; the localization head and the referent pathway may be added.
         may_differ = (*TRAINING_ONLY_FIELDS, *INFERENCE_ONLY_FIELDS, "instruction_subspace", *_ADDABLE_HEADS)
         if cfg.freeze_encoders:  # only the encoders are kept: the heads may take another shape
             may_differ += _HEAD_SHAPE
@@ -589,12 +599,14 @@ def _prepare_model(
             LOG.info("--init-from: new parameters %s start from their initialization", ", ".join(fresh))
         normalizer = start.normalizer
         new_stats = bool(config.localization_dim and not start.config.localization_dim)
+        known = tuple(start.info.get("instructions", ()))
     else:
         network = VLANetwork(config, load_pretrained=True)
         normalizer = compute_normalizer(datasets, train_eps, config)
         new_stats = bool(config.localization_dim)
         network.set_action_bounds(*normalizer.action_bounds())
-    return _Model(config, network, normalizer, resuming, new_stats)
+        known = ()
+    return _Model(config, network, normalizer, resuming, new_stats, known)
 
 
 # Model options that --init-from may switch on over a checkpoint without them.
@@ -613,7 +625,7 @@ def _load_widened(network: VLANetwork, start: VLANetwork, new_head: bool = False
     A weight whose input grew (the MLP's first layer, when the referent pathway adds inputs after the old
     ones) keeps its old columns and gets zeros for the new: the widened network starts as ``start`` acts.
     ``new_head``: only the keypoint encoders are copied; the heads (another width or depth) start fresh.
-    The instruction projection is not copied: training sets it from this run's instructions.
+    The instruction projection is not copied: training sets it from this run's instructions and ``start``'s.
     """
     old = start.state_dict()
     new = network.state_dict()
@@ -688,11 +700,14 @@ def _prepare_samples(
     instructions = InstructionEncoder(config)
     train_text = instructions(train_set.texts)
     if config.instruction_subspace and not model.resuming:
-        rank = network.head.set_instruction_span(train_text)
+        inherited = sorted(set(model.known_instructions) - set(train_set.texts))
+        span_text = torch.cat([train_text, instructions(inherited)]) if inherited else train_text
+        rank = network.head.set_instruction_span(span_text)
         if dist.main:
             LOG.info(
-                "instruction subspace: rank %d of %d training instructions", rank, len(set(train_set.texts))
-            )
+                "instruction subspace: rank %d of %d training instructions (%d of them from --init-from only)",
+                rank, len(set(train_set.texts)) + len(inherited), len(inherited),
+            )  # fmt: skip
     val_text = instructions(val_set.texts) if val_set is not None else None
     if cfg.freeze_encoders:  # after the span is set: the encoders' FiLM reads the projected instruction
         t0 = time.perf_counter()
@@ -807,7 +822,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         "--init-from",
         default="",
         metavar="CHECKPOINT",
-        help="start from this checkpoint's weights and normalization (fine-tuning, DAgger rounds)",
+        help="start from this checkpoint's weights and normalization (fine-tuning, DAgger rounds); the instructions it "
+        "was trained on stay the model's own",
     )
     p.add_argument(
         "--freeze-encoders",

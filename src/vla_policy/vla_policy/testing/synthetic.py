@@ -35,8 +35,10 @@ def write_synthetic_dataset(
     cameras: Sequence[CameraSpec] = (CameraSpec("front", 48, 64), CameraSpec("wrist", 32, 32)),
     fps: int = 10,
     seed: int = 0,
+    tasks: Sequence[str] = SYNTHETIC_TASKS,
 ) -> Path:
-    """Write ``episodes`` episodes of ``frames`` frames; even episodes use the first task, odd the second."""
+    """Write ``episodes`` episodes of ``frames`` frames; even episodes use the first task, odd the second
+    (of ``tasks``, whose first is the red block's motion and second the blue one's)."""
     rng = np.random.default_rng(seed)
     spec = DatasetSpec(
         fps=fps,
@@ -69,5 +71,5 @@ def write_synthetic_dataset(
                     np.full((cam.height, cam.width, 3), int(40 + 180 * (1 - p)), np.uint8)
                     for p in progress[:frames]
                 ]
-        writer.write_episode(states[:frames], states[1:], images, SYNTHETIC_TASKS[ep % 2])
+        writer.write_episode(states[:frames], states[1:], images, tasks[ep % 2])
     return Path(root)

@@ -579,7 +579,8 @@ def _prepare_model(
         known = tuple(previous.info.get("instructions", ()))
     elif cfg.init_from:
         start = load_checkpoint(cfg.init_from)
-        # The span is set from this run's instructions and the checkpoint's; the localization head and the referent pathway may be added.
+        # The span is set from this run's instructions and the checkpoint's; the localization head and the
+        # referent pathway may be added.
         may_differ = (*TRAINING_ONLY_FIELDS, *INFERENCE_ONLY_FIELDS, "instruction_subspace", *_ADDABLE_HEADS)
         if cfg.freeze_encoders:  # only the encoders are kept: the heads may take another shape
             may_differ += _HEAD_SHAPE

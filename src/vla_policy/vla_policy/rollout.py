@@ -111,8 +111,7 @@ class SafetyGate:
     @property
     def limited_fraction(self) -> float:
         """Share of commands so far that the monitor limited (clamped) or refused."""
-        c = self.monitor.counters
-        return (c.clamped + c.rejected) / max(c.received, 1)
+        return self.monitor.counters.limited_fraction
 
     def filter(self, command: np.ndarray, measured: np.ndarray, now: float) -> np.ndarray:
         state = JointStateSample(self.names, [float(x) for x in measured], now)

@@ -132,6 +132,11 @@ class Counters:
     hold_events: int = 0
     heartbeats: int = 0
 
+    @property
+    def limited_fraction(self) -> float:
+        """Share of the commands received that were limited (clamped) or refused."""
+        return (self.clamped + self.rejected) / max(self.received, 1)
+
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 

@@ -5,10 +5,11 @@
 #   2. vla-train: the native VLA (and, with BASELINE=1, the textbook baseline on the same data), then
 #      CONTINUE_EPOCHS more epochs from its checkpoint (a warm restart of the schedule), then one stage per
 #      number in EXTRA_EPISODES: that many more demonstrations (the next scene seeds), EXTRA_EPOCHS on all
-#   2d-2i. (MULTI=1, default) from the pick model to one of pick, place, push and stack: settled demonstrations
+#   2d-2j. (MULTI=1, default) from the pick model to one of pick, place, push and stack: settled demonstrations
 #      of each family, the referent pathway trained on place, heads on frozen encoders for three families,
 #      two epochs end to end, the heads on every demonstration (vla-train --freeze-encoders), two rounds of
-#      push DAgger, then the heads again on everything
+#      push DAgger, then the heads again on everything; then (2j) place and push DAgger driven by that model and
+#      the heads on more place and push demonstrations and that round
 #   3. DAGGER_ROUNDS rounds of DAgger: the policy drives (DAGGER_MAX_STEPS per episode), the expert labels,
 #      fine-tune on everything (off by default: on pick it bought nothing, see the README)
 #   4. vla-eval: localization probe, offline error and closed-loop success per family, seen and held-out
@@ -19,7 +20,8 @@
 # CONTINUE_EPOCHS, EXTRA_EPISODES, EXTRA_EPOCHS, FINETUNE_LR, THREADS, MODEL_ARGS (extra vla-train arguments),
 # FINETUNE_ARGS (extra arguments of the fine-tuning stages), DAGGER_ROUNDS, DAGGER_EPISODES, DAGGER_MAX_STEPS,
 # DAGGER_EPOCHS, EVAL_EPISODES, MULTI, PLACE_DEMOS, PUSH_DEMOS, PICK_DEMOS, STACK_DEMOS, STACK_MORE_DEMOS,
-# FINAL_HEAD_ARGS, ROS_EPISODES, BASELINE, SEED. Deterministic given SEED (scene seeds, split, initialisation, batches).
+# PLACE_MORE_DEMOS, PUSH_MORE_DEMOS, DAGGER3_DEMOS, FINAL_HEAD_ARGS, ROS_EPISODES, BASELINE, SEED.
+# Deterministic given SEED (scene seeds, split, initialisation, batches).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -33,8 +35,8 @@ out="${1:-outputs/workflow}"
 # The defaults make the shipped checkpoint (src/vla_policy/checkpoints/default, see its MODEL_CARD.md):
 # pick, 200 demonstrations, 45 epochs, 41 more, then 12 on 400 demonstrations, then 12 on 800 (about 100 min
 # on 2 CPU cores with native bf16, 3 hours without); then (MULTI=1) the settled demonstrations of four
-# families (about 80 min on both cores), stages 2e-2g (about 85 min on a 2-core AVX2 EPYC) and 2h-2i (about
-# 80 min).
+# families (about 80 min on both cores), stages 2e-2g (about 85 min on a 2-core AVX2 EPYC), 2h-2i (about
+# 80 min) and 2j (about 2 hours).
 families="${FAMILIES:-pick}"
 episodes="${EPISODES:-200}"
 demos="${DEMOS:-offline}"
@@ -55,7 +57,7 @@ eval_episodes="${EVAL_EPISODES:-50}"
 ros_episodes="${ROS_EPISODES:-10}"
 baseline="${BASELINE:-0}"
 seed="${SEED:-0}"
-# MULTI=1: go on from the pick model to pick, place, push and stack (step 2d-2i). Settled demonstrations per
+# MULTI=1: go on from the pick model to pick, place, push and stack (step 2d-2j). Settled demonstrations per
 # family as SEED:EPISODES datasets (scene seeds SEED..SEED+EPISODES-1; the shipped model's exact sets).
 multi="${MULTI:-1}"
 PLACE_DEMOS="${PLACE_DEMOS:-0:100 100:100 200:18 300:300 600:300}"
@@ -63,6 +65,10 @@ PUSH_DEMOS="${PUSH_DEMOS:-0:200 200:300 500:300 1100:400 1500:400}"
 PICK_DEMOS="${PICK_DEMOS:-0:200 200:200 400:200}"
 STACK_DEMOS="${STACK_DEMOS:-0:150}"
 STACK_MORE_DEMOS="${STACK_MORE_DEMOS:-150:150 300:150}"  # for the last stage only (2i)
+PLACE_MORE_DEMOS="${PLACE_MORE_DEMOS:-218:82 900:700}"  # for the last stage only (2j)
+PUSH_MORE_DEMOS="${PUSH_MORE_DEMOS:-800:300}"  # for the last stage only (2j)
+# The last stage's DAgger round, driven by stage 2i: FAMILY:SEED:EPISODES:MAX_STEPS
+DAGGER3_DEMOS="${DAGGER3_DEMOS:-place:6000:200:80 place:6200:200:80 push:5400:200:60 push:5600:400:60}"
 FINAL_HEAD_ARGS="${FINAL_HEAD_ARGS:-}"  # extra vla-train arguments of the last stage
 export ROS_LOG_DIR="${ROS_LOG_DIR:-$root/$out/ros_log}"
 mkdir -p "$out"
@@ -198,8 +204,31 @@ if [ "$multi" = 1 ]; then
   # shellcheck disable=SC2086
   vla-train "${pick_sets[@]}" "${place_sets[@]}" "${push_sets[@]}" "${stack_sets[@]}" "${more_stack[@]}" \
     "${round1[@]}" "$round2" --output "$out/fz_all2" --init-from "$out/e2e_ppp/best" $frozen \
+    --threads "$threads" --seed "$seed" $heads --model instruction_nearest=true
+  step "2j. place and push DAgger driven by stage 2i; the heads on more place and push and these rounds"
+  # More of the seeds the sets above skip (place 218-299 and 900-1599, push 800-1099): with them, place 0-1599,
+  # push 0-1899, pick 0-599 and stack 0-149.
+  # shellcheck disable=SC2086
+  read -r -a place_more <<<"$(settled place $PLACE_MORE_DEMOS)"
+  # shellcheck disable=SC2086
+  read -r -a push_more <<<"$(settled push $PUSH_MORE_DEMOS)"
+  round3=()
+  pids=()
+  for spec in $DAGGER3_DEMOS; do  # FAMILY:SEED:EPISODES:MAX_STEPS, two at a time
+    IFS=: read -r family dseed n max_steps <<<"$spec"
+    vla-dagger collect "$out/fz_all2/best" "$out/dagger3_${family}_$dseed" --families "$family" --episodes "$n" \
+      --seed "$dseed" --max-steps "$max_steps" --settle-steps 5 --no-progress \
+      >"$out/dagger3_${family}_$dseed.log" 2>&1 &
+    pids+=($!)
+    round3+=("$out/dagger3_${family}_$dseed")
+    if [ "${#pids[@]}" -ge 2 ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+  done
+  for pid in "${pids[@]}"; do wait "$pid"; done  # their exit status: a failed round stops the script
+  # shellcheck disable=SC2086
+  vla-train "${pick_sets[@]}" "${place_sets[@]}" "${place_more[@]}" "${push_sets[@]}" "${push_more[@]}" \
+    "${stack_sets[@]}" "${round3[@]}" --output "$out/fz_all3" --init-from "$out/fz_all2/best" $frozen \
     --threads "$threads" --seed "$seed" $heads --model instruction_nearest=true $FINAL_HEAD_ARGS
-  model="$out/fz_all2/best"
+  model="$out/fz_all3/best"
   families="pick place push stack"
 fi
 checkpoints=("$model")

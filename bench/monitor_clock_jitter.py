@@ -2,9 +2,9 @@
 
     python bench/monitor_clock_jitter.py [--commands N]
 
-Through ROS (``vla-demo``) the monitor limited 43–53 % of the shipped policy's commands; in the env
-(``vla-eval --control-hz 48 --safety panda``), with the same monitor and the same checkpoint, 2–5 %, and the
-success rates agree. The two paths time a command's motion differently:
+Through ROS (``vla-demo``) the monitor limited 43–53 % of stage 11's commands (the checkpoint shipped then);
+in the env (``vla-eval --control-hz 48 --safety panda``), with the same monitor and the same checkpoint, 2–5 %,
+and the success rates agree. The two paths time a command's motion differently:
 
 - in the env, ``SafetyGate`` passes the exact simulated time of each control step;
 - ``safety_node`` under ``use_sim_time`` credits a step with the time between two commands' *arrivals*, read on

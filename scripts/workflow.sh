@@ -184,19 +184,19 @@ if [ "$multi" = 1 ]; then
     --init-from "$out/e2e_ppp/best" $frozen --threads "$threads" --seed "$seed" $heads \
     --model instruction_nearest=true
   step "2h. push DAgger: the model drives push, the expert labels (two rounds, 60 steps per episode)"
-  collect() {  # collect DRIVER SEED EPISODES: a push round's dataset, $out/dagger_push_SEED
-    vla-dagger collect "$1" "$out/dagger_push_$2" --families push --episodes "$3" --seed "$2" --max-steps 60 \
-      --settle-steps 5 --no-progress >"$out/dagger_push_$2.log" 2>&1
+  collect() {  # collect DRIVER DIR FAMILY SEED EPISODES MAX_STEPS: a DAgger round's dataset DIR (log: DIR.log)
+    vla-dagger collect "$1" "$2" --families "$3" --seed "$4" --episodes "$5" --max-steps "$6" --settle-steps 5 \
+      --no-progress >"$2.log" 2>&1
   }
-  collect "$out/fz_all/best" 5000 100 &
+  collect "$out/fz_all/best" "$out/dagger_push_5000" push 5000 100 60 &
   first=$!
-  collect "$out/fz_all/best" 5100 100
+  collect "$out/fz_all/best" "$out/dagger_push_5100" push 5100 100 60
   wait "$first"  # its exit status: a failed round stops the script
   round1=("$out/dagger_push_5000" "$out/dagger_push_5100")
   # shellcheck disable=SC2086
   vla-train "${push_sets[@]}" "${round1[@]}" --output "$out/fz_push_dg1" --init-from "$out/e2e_ppp/best" $frozen \
     --threads "$threads" --seed "$seed" $heads --model instruction_nearest=true
-  collect "$out/fz_push_dg1/best" 5200 200
+  collect "$out/fz_push_dg1/best" "$out/dagger_push_5200" push 5200 200 60
   round2="$out/dagger_push_5200"
   tail -n 3 "${round1[@]/%/.log}" "$round2.log"
   step "2i. the heads on every settled demonstration and both push rounds, on the same frozen encoders"
@@ -216,9 +216,7 @@ if [ "$multi" = 1 ]; then
   pids=()
   for spec in $DAGGER3_DEMOS; do  # FAMILY:SEED:EPISODES:MAX_STEPS, two at a time
     IFS=: read -r family dseed n max_steps <<<"$spec"
-    vla-dagger collect "$out/fz_all2/best" "$out/dagger3_${family}_$dseed" --families "$family" --episodes "$n" \
-      --seed "$dseed" --max-steps "$max_steps" --settle-steps 5 --no-progress \
-      >"$out/dagger3_${family}_$dseed.log" 2>&1 &
+    collect "$out/fz_all2/best" "$out/dagger3_${family}_$dseed" "$family" "$dseed" "$n" "$max_steps" &
     pids+=($!)
     round3+=("$out/dagger3_${family}_$dseed")
     if [ "${#pids[@]}" -ge 2 ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi

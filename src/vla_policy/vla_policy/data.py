@@ -237,7 +237,12 @@ def build_samples(
     if not episodes:
         raise DataError("no episodes to build samples from")
     rng = np.random.default_rng(seed)
-    feats, states, targets, valid, text_idx, refs, frame_idx, environment = [], [], [], [], [], [], [], []
+    states, targets, valid, text_idx, refs, frame_idx, environment = [], [], [], [], [], [], []
+    # Filled in place: concatenating per-episode tensors at the end held every frame twice (a 5,000-episode
+    # frozen-encoder fit peaked at twice its 12 GB of pixels).
+    total = sum(datasets[d].episodes[e].length for d, e in episodes)
+    features: torch.Tensor | None = None
+    filled = 0
     texts: dict[str, int] = {}
     bar = tqdm(episodes, desc="encoding episodes", unit="ep", disable=not progress)
     for d, e in bar:
@@ -251,7 +256,16 @@ def build_samples(
                 images = preprocess_frames(raw, config, augment=copy > 0, rng=rng)
                 views.append(_encode_all(images, encode, encode_batch))
             per_camera.append(torch.stack(views, dim=1))  # [T, copies, ...]
-        feats.append(torch.stack(per_camera, dim=2))  # [T, copies, n_cam, ...]
+        episode_features = torch.stack(per_camera, dim=2)  # [T, copies, n_cam, ...]
+        if len(episode_features) != len(ep) or filled + len(ep) > total:
+            raise DataError(
+                f"{ds.root} episode {e}: {len(episode_features)} frames decoded, {len(ep)} in its data and "
+                f"{ds.episodes[e].length} in its metadata"
+            )
+        if features is None:
+            features = torch.empty((total, *episode_features.shape[1:]), dtype=episode_features.dtype)
+        features[filled : filled + len(ep)] = episode_features
+        filled += len(ep)
         states.append(normalizer.normalize_state(torch.from_numpy(ep.state.astype(np.float32))))
         chunk = torch.from_numpy(
             chunk_targets(ep.action.astype(np.float32), ep.state.astype(np.float32), config.horizon,
@@ -268,8 +282,10 @@ def build_samples(
                     f"{ds.root} episode {e} has no observation.environment_state for the localization loss"
                 )
             environment.append(torch.from_numpy(ep.environment_state.astype(np.float32)))
+    if features is None or filled != total:
+        raise DataError(f"{filled} frames decoded, the episodes' metadata says {total}")
     return SampleSet(
-        features=torch.cat(feats),
+        features=features,
         state=torch.cat(states).float(),
         target=torch.cat(targets).float(),
         valid=torch.cat(valid),

@@ -5,11 +5,12 @@
 #   2. vla-train: the native VLA (and, with BASELINE=1, the textbook baseline on the same data), then
 #      CONTINUE_EPOCHS more epochs from its checkpoint (a warm restart of the schedule), then one stage per
 #      number in EXTRA_EPISODES: that many more demonstrations (the next scene seeds), EXTRA_EPOCHS on all
-#   2d-2j. (MULTI=1, default) from the pick model to one of pick, place, push and stack: settled demonstrations
+#   2d-2k. (MULTI=1, default) from the pick model to one of pick, place, push and stack: settled demonstrations
 #      of each family, the referent pathway trained on place, heads on frozen encoders for three families,
 #      two epochs end to end, the heads on every demonstration (vla-train --freeze-encoders), two rounds of
 #      push DAgger, then the heads again on everything; then (2j) place and push DAgger driven by that model and
-#      the heads on more place and push demonstrations and that round
+#      the heads on more place and push demonstrations and that round; (2k) one more push round driven by
+#      that model and the heads again
 #   3. DAGGER_ROUNDS rounds of DAgger: the policy drives (DAGGER_MAX_STEPS per episode), the expert labels,
 #      fine-tune on everything (off by default: on pick it bought nothing, see the README)
 #   4. vla-eval: localization probe, offline error and closed-loop success per family, seen and held-out
@@ -20,7 +21,7 @@
 # CONTINUE_EPOCHS, EXTRA_EPISODES, EXTRA_EPOCHS, FINETUNE_LR, THREADS, MODEL_ARGS (extra vla-train arguments),
 # FINETUNE_ARGS (extra arguments of the fine-tuning stages), DAGGER_ROUNDS, DAGGER_EPISODES, DAGGER_MAX_STEPS,
 # DAGGER_EPOCHS, EVAL_EPISODES, MULTI, PLACE_DEMOS, PUSH_DEMOS, PICK_DEMOS, STACK_DEMOS, STACK_MORE_DEMOS,
-# PLACE_MORE_DEMOS, PUSH_MORE_DEMOS, DAGGER3_DEMOS, FINAL_HEAD_ARGS, ROS_EPISODES, BASELINE, SEED.
+# PLACE_MORE_DEMOS, PUSH_MORE_DEMOS, DAGGER3_DEMOS, DAGGER4_PUSH, FINAL_HEAD_ARGS, ROS_EPISODES, BASELINE, SEED.
 # Deterministic given SEED (scene seeds, split, initialisation, batches).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,7 +37,7 @@ out="${1:-outputs/workflow}"
 # pick, 200 demonstrations, 45 epochs, 41 more, then 12 on 400 demonstrations, then 12 on 800 (about 100 min
 # on 2 CPU cores with native bf16, 3 hours without); then (MULTI=1) the settled demonstrations of four
 # families (about 80 min on both cores), stages 2e-2g (about 85 min on a 2-core AVX2 EPYC), 2h-2i (about
-# 80 min) and 2j (about 2 hours).
+# 80 min), 2j (about 2 hours) and 2k (about 35 min).
 families="${FAMILIES:-pick}"
 episodes="${EPISODES:-200}"
 demos="${DEMOS:-offline}"
@@ -57,18 +58,19 @@ eval_episodes="${EVAL_EPISODES:-50}"
 ros_episodes="${ROS_EPISODES:-10}"
 baseline="${BASELINE:-0}"
 seed="${SEED:-0}"
-# MULTI=1: go on from the pick model to pick, place, push and stack (step 2d-2j). Settled demonstrations per
+# MULTI=1: go on from the pick model to pick, place, push and stack (step 2d-2k). Settled demonstrations per
 # family as SEED:EPISODES datasets (scene seeds SEED..SEED+EPISODES-1; the shipped model's exact sets).
 multi="${MULTI:-1}"
 PLACE_DEMOS="${PLACE_DEMOS:-0:100 100:100 200:18 300:300 600:300}"
 PUSH_DEMOS="${PUSH_DEMOS:-0:200 200:300 500:300 1100:400 1500:400}"
 PICK_DEMOS="${PICK_DEMOS:-0:200 200:200 400:200}"
 STACK_DEMOS="${STACK_DEMOS:-0:150}"
-STACK_MORE_DEMOS="${STACK_MORE_DEMOS:-150:150 300:150}"  # for the last stage only (2i)
-PLACE_MORE_DEMOS="${PLACE_MORE_DEMOS:-218:82 900:700}"  # for the last stage only (2j)
-PUSH_MORE_DEMOS="${PUSH_MORE_DEMOS:-800:300}"  # for the last stage only (2j)
-# The last stage's DAgger round, driven by stage 2i: FAMILY:SEED:EPISODES:MAX_STEPS
+STACK_MORE_DEMOS="${STACK_MORE_DEMOS:-150:150 300:150}"  # for stage 2i only
+PLACE_MORE_DEMOS="${PLACE_MORE_DEMOS:-218:82 900:700}"  # for the last two stages only (2j, 2k)
+PUSH_MORE_DEMOS="${PUSH_MORE_DEMOS:-800:300}"  # for the last two stages only (2j, 2k)
+# Stage 2j's DAgger round, driven by stage 2i: FAMILY:SEED:EPISODES:MAX_STEPS
 DAGGER3_DEMOS="${DAGGER3_DEMOS:-place:6000:200:80 place:6200:200:80 push:5400:200:60 push:5600:400:60}"
+DAGGER4_PUSH="${DAGGER4_PUSH:-6400:400}"  # SEED:EPISODES of the push round driven by stage 2j (2k)
 FINAL_HEAD_ARGS="${FINAL_HEAD_ARGS:-}"  # extra vla-train arguments of the last stage
 export ROS_LOG_DIR="${ROS_LOG_DIR:-$root/$out/ros_log}"
 mkdir -p "$out"
@@ -225,8 +227,17 @@ if [ "$multi" = 1 ]; then
   # shellcheck disable=SC2086
   vla-train "${pick_sets[@]}" "${place_sets[@]}" "${place_more[@]}" "${push_sets[@]}" "${push_more[@]}" \
     "${stack_sets[@]}" "${round3[@]}" --output "$out/fz_all3" --init-from "$out/fz_all2/best" $frozen \
-    --threads "$threads" --seed "$seed" $heads --model instruction_nearest=true $FINAL_HEAD_ARGS
-  model="$out/fz_all3/best"
+    --threads "$threads" --seed "$seed" $heads --model instruction_nearest=true
+  step "2k. push DAgger driven by stage 2j; the heads again with that round"
+  IFS=: read -r dseed n <<<"$DAGGER4_PUSH"
+  collect "$out/fz_all3/best" "$out/dagger4_push_$dseed" push "$dseed" "$n" 60
+  tail -n 3 "$out/dagger4_push_$dseed.log"
+  # shellcheck disable=SC2086
+  vla-train "${pick_sets[@]}" "${place_sets[@]}" "${place_more[@]}" "${push_sets[@]}" "${push_more[@]}" \
+    "${stack_sets[@]}" "${round3[@]}" "$out/dagger4_push_$dseed" --output "$out/fz_all4" \
+    --init-from "$out/fz_all3/best" $frozen --threads "$threads" --seed "$seed" $heads \
+    --model instruction_nearest=true $FINAL_HEAD_ARGS
+  model="$out/fz_all4/best"
   families="pick place push stack"
 fi
 checkpoints=("$model")

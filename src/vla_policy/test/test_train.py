@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from test_data import write_environment_dataset
+from vla_collector.lerobot import LeRobotV3Dataset
 from vla_common.policy import ActionChunk
 from vla_policy.data import DataError
 from vla_policy.models.checkpoint import load_checkpoint
@@ -353,7 +354,7 @@ def test_freeze_encoders_may_reshape_the_heads_and_keeps_the_encoders(environmen
 
 
 def test_keypoint_cache_gives_the_same_fit_as_encoding_and_survives_a_corrupt_file(
-    environment_root, tmp_path, caplog
+    environment_root, tmp_path, caplog, monkeypatch
 ):
     referent = dict(TINY_MODEL, horizon=4, localization_weight=1.0, referent_input=True)
     first = train(tiny_cfg(environment_root, tmp_path / "first", epochs=1, model_overrides=referent))
@@ -373,7 +374,9 @@ def test_keypoint_cache_gives_the_same_fit_as_encoding_and_survives_a_corrupt_fi
     files = sorted(cache.glob("*.safetensors"))
     assert len(files) == 1  # one dataset: its training and validation episodes, every view of each
     caplog.clear()
-    with caplog.at_level("INFO", logger="vla_train"):
+    with caplog.at_level("INFO", logger="vla_train"), monkeypatch.context() as patch:
+        # Every keypoint is cached: no frame is decoded.
+        patch.setattr(LeRobotV3Dataset, "frames", lambda *_: pytest.fail("decoded a cached episode's frames"))
         read = fit("read", str(cache))
     assert "3 of 3 episodes" in caplog.text and "1 of 1 episodes" in caplog.text
     for weights in (filled, read):

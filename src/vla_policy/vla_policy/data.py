@@ -17,7 +17,7 @@ at success, so "hold still" targets would teach the policy to stop short of the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -207,6 +207,9 @@ class SampleSet:
     episode: list[EpisodeRef]  # per sample
     frame_index: torch.Tensor  # [N]
     environment_state: torch.Tensor | None = None  # [N, E] float32, dataset units (localization targets)
+    # [N] row of ``features`` per sample, -1 where none was decoded (build_samples' ``skip_pixels``: episodes
+    # whose frozen keypoints are cached); None when ``features`` has a row per sample.
+    pixel_row: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.state.shape[0])
@@ -227,45 +230,58 @@ def build_samples(
     seed: int,
     progress: bool = True,
     encode_batch: int = 64,
+    skip_pixels: Collection[EpisodeRef] = frozenset(),
 ) -> SampleSet:
     """Decode, preprocess (and encode, when ``encode`` is the frozen trunk) every frame of ``episodes``.
 
     ``encode`` maps [B, 3, H, W] float32 to [B, C, h, w]; None keeps the preprocessed images (the native VLA's
     uint8 pixels).
     Copy 0 is the clean (inference) view; copies 1..augmented_copies are jittered and randomly cropped.
+    ``skip_pixels``: episodes whose frames are not decoded (their keypoints are cached, see
+    :mod:`vla_policy.keypoint_cache`); everything else about them is read, and ``pixel_row`` says which samples
+    have pixels. Only without augmented copies, whose random draws would shift with the skipped episodes.
     """
+    if skip_pixels and augmented_copies:
+        raise ValueError("skip_pixels needs augmented_copies=0: the skipped episodes' draws would be missing")
     if not episodes:
         raise DataError("no episodes to build samples from")
     rng = np.random.default_rng(seed)
     states, targets, valid, text_idx, refs, frame_idx, environment = [], [], [], [], [], [], []
     # Filled in place: concatenating per-episode tensors at the end held every frame twice (a 5,000-episode
     # frozen-encoder fit peaked at twice its 12 GB of pixels).
-    total = sum(datasets[d].episodes[e].length for d, e in episodes)
+    total = sum(datasets[d].episodes[e].length for d, e in episodes if (d, e) not in skip_pixels)
     features: torch.Tensor | None = None
     filled = 0
+    pixel_row: list[torch.Tensor] = []
     texts: dict[str, int] = {}
     bar = tqdm(episodes, desc="encoding episodes", unit="ep", disable=not progress)
     for d, e in bar:
         ds = datasets[d]
         ep = ds.episode(e)
-        per_camera = []
-        for cam in config.camera_names:
-            raw = ds.frames(e, cam)
-            views = []
-            for copy in range(1 + augmented_copies):
-                images = preprocess_frames(raw, config, augment=copy > 0, rng=rng)
-                views.append(_encode_all(images, encode, encode_batch))
-            per_camera.append(torch.stack(views, dim=1))  # [T, copies, ...]
-        episode_features = torch.stack(per_camera, dim=2)  # [T, copies, n_cam, ...]
-        if len(episode_features) != len(ep) or filled + len(ep) > total:
-            raise DataError(
-                f"{ds.root} episode {e}: {len(episode_features)} frames decoded, {len(ep)} in its data and "
-                f"{ds.episodes[e].length} in its metadata"
+        skipped = (d, e) in skip_pixels
+        if skip_pixels:
+            pixel_row.append(
+                torch.full((len(ep),), -1) if skipped else torch.arange(filled, filled + len(ep))
             )
-        if features is None:
-            features = torch.empty((total, *episode_features.shape[1:]), dtype=episode_features.dtype)
-        features[filled : filled + len(ep)] = episode_features
-        filled += len(ep)
+        if not skipped:
+            per_camera = []
+            for cam in config.camera_names:
+                raw = ds.frames(e, cam)
+                views = []
+                for copy in range(1 + augmented_copies):
+                    images = preprocess_frames(raw, config, augment=copy > 0, rng=rng)
+                    views.append(_encode_all(images, encode, encode_batch))
+                per_camera.append(torch.stack(views, dim=1))  # [T, copies, ...]
+            episode_features = torch.stack(per_camera, dim=2)  # [T, copies, n_cam, ...]
+            if len(episode_features) != len(ep) or filled + len(ep) > total:
+                raise DataError(
+                    f"{ds.root} episode {e}: {len(episode_features)} frames decoded, {len(ep)} in its data and "
+                    f"{ds.episodes[e].length} in its metadata"
+                )
+            if features is None:
+                features = torch.empty((total, *episode_features.shape[1:]), dtype=episode_features.dtype)
+            features[filled : filled + len(ep)] = episode_features
+            filled += len(ep)
         states.append(normalizer.normalize_state(torch.from_numpy(ep.state.astype(np.float32))))
         chunk = torch.from_numpy(
             chunk_targets(ep.action.astype(np.float32), ep.state.astype(np.float32), config.horizon,
@@ -282,6 +298,9 @@ def build_samples(
                     f"{ds.root} episode {e} has no observation.environment_state for the localization loss"
                 )
             environment.append(torch.from_numpy(ep.environment_state.astype(np.float32)))
+    if features is None and total == 0 and skip_pixels:  # every episode skipped: no pixels at all
+        n_cam, h, w = len(config.camera_names), config.image_height, config.image_width
+        features = torch.empty((0, 1, n_cam, 3, h, w), dtype=torch.uint8)
     if features is None or filled != total:
         raise DataError(f"{filled} frames decoded, the episodes' metadata says {total}")
     return SampleSet(
@@ -294,6 +313,7 @@ def build_samples(
         episode=refs,
         frame_index=torch.cat(frame_idx),
         environment_state=torch.cat(environment) if environment else None,
+        pixel_row=torch.cat(pixel_row) if skip_pixels else None,
     )
 
 

@@ -5,7 +5,8 @@ change (about 215 frames/s with both cameras on a 2-core CPU: 8 minutes for 800 
 shifted copy of each frame), then trains its heads in a few minutes. The keypoints depend only on the
 encoders' weights, the frames, each frame's instruction and the shifts drawn for the augmented views, so they
 are stored per (encoders, dataset, views, seed), and every later fit that reads the same dataset with the same
-encoders, alone or mixed with others, loads them back.
+encoders, alone or mixed with others, loads them back; :func:`cached_episodes` tells training which episodes'
+frames it need not decode at all.
 
 The shifts are drawn per episode from a generator seeded by (seed, dataset, episode), never from the global
 random stream, so a run that reads the cache and one that encodes from scratch train on the same numbers.
@@ -135,19 +136,10 @@ def frozen_keypoints(
     pad = network.config.shift_pixels
     n_cam = len(network.config.camera_names)
     runs = _episode_runs(samples)
-    encoders = encoder_key(network) if cache is not None else ""
     keys = {d: dataset_key(datasets[d]) for d in {d for d, _ in samples.episode}}
-    paths = {d: cache.path(encoders, key, views, seed) for d, key in keys.items()} if cache else {}
-    stored = {d: cache.load(path) for d, path in paths.items()} if cache else {}
-
-    per_episode: dict[tuple[int, int], torch.Tensor] = {}
-    missing = []
-    for (d, e), (start, stop) in runs.items():
-        hit = stored.get(d, {}).get(e)
-        if hit is not None and hit.shape[:2] == (stop - start, views):
-            per_episode[d, e] = hit
-        else:
-            missing.append((d, e))
+    paths = _cache_paths(network, keys, cache, views, seed)
+    per_episode = _cached(cache, paths, {ref: stop - start for ref, (start, stop) in runs.items()}, views)
+    missing = [ref for ref in runs if ref not in per_episode]
     if cache is not None:
         LOG.info("keypoints: %d of %d episodes from the cache in %s, %d to encode",
                  len(per_episode), len(runs), cache.directory, len(missing))  # fmt: skip
@@ -166,7 +158,48 @@ def frozen_keypoints(
     features = torch.cat([per_episode[ref] for ref in runs])  # runs keep the samples' order
     if clean_only:
         features = features[:, :1].contiguous()
-    return replace(samples, features=features)
+    return replace(samples, features=features, pixel_row=None)
+
+
+def cached_episodes(
+    network: VLANetwork,
+    datasets: Sequence[LeRobotV3Dataset],
+    episodes: Sequence[tuple[int, int]],
+    *,
+    shifted_copies: int,
+    seed: int,
+    cache: KeypointCache,
+) -> set[tuple[int, int]]:
+    """The ``episodes`` (dataset, episode) whose keypoints :func:`frozen_keypoints` would read from ``cache``
+    with these settings: their frames need not be decoded (``build_samples(skip_pixels=...)``)."""
+    keys = {d: dataset_key(datasets[d]) for d in {d for d, _ in episodes}}
+    views = 1 + shifted_copies
+    lengths = {(d, e): datasets[d].episodes[e].length for d, e in episodes}
+    return set(_cached(cache, _cache_paths(network, keys, cache, views, seed), lengths, views))
+
+
+def _cache_paths(
+    network: VLANetwork, keys: dict[int, str], cache: KeypointCache | None, views: int, seed: int
+) -> dict[int, Path]:
+    if cache is None:
+        return {}
+    encoders = encoder_key(network)
+    return {d: cache.path(encoders, key, views, seed) for d, key in keys.items()}
+
+
+def _cached(
+    cache: KeypointCache | None, paths: dict[int, Path], lengths: dict[tuple[int, int], int], views: int
+) -> dict[tuple[int, int], torch.Tensor]:
+    """The stored keypoints of every episode in ``lengths`` (its frame count) that the cache holds whole."""
+    if cache is None:
+        return {}
+    stored = {d: cache.load(path) for d, path in paths.items()}
+    found = {}
+    for (d, e), length in lengths.items():
+        hit = stored.get(d, {}).get(e)
+        if hit is not None and hit.shape[:2] == (length, views):
+            found[d, e] = hit
+    return found
 
 
 def _episode_runs(samples: SampleSet) -> dict[tuple[int, int], tuple[int, int]]:
@@ -212,7 +245,7 @@ def _encode(
         for view in range(views):
             for start in range(0, len(index), batch):
                 rows = index[start : start + batch]
-                images = samples.features[rows, 0].to(device)
+                images = samples.features[_pixel_rows(samples, rows), 0].to(device)
                 text = text_table[samples.text_index[rows]].to(device)
                 shift = offsets[view - 1, start : start + batch].to(device) if view else None
                 out[start : start + len(rows), view] = (
@@ -227,4 +260,20 @@ def _encode(
     return result
 
 
-__all__ = ["KeypointCache", "dataset_key", "default_cache_dir", "encoder_key", "frozen_keypoints"]
+def _pixel_rows(samples: SampleSet, rows: torch.Tensor) -> torch.Tensor:
+    if samples.pixel_row is None:
+        return rows
+    pixels = samples.pixel_row[rows]
+    if bool((pixels < 0).any()):
+        raise ValueError("keypoints to encode for an episode whose frames were not decoded (skip_pixels)")
+    return pixels
+
+
+__all__ = [
+    "KeypointCache",
+    "cached_episodes",
+    "dataset_key",
+    "default_cache_dir",
+    "encoder_key",
+    "frozen_keypoints",
+]

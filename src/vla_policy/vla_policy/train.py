@@ -51,7 +51,7 @@ from vla_policy.data import (
     open_datasets,
     split_episodes,
 )
-from vla_policy.keypoint_cache import KeypointCache, default_cache_dir, frozen_keypoints
+from vla_policy.keypoint_cache import KeypointCache, cached_episodes, default_cache_dir, frozen_keypoints
 from vla_policy.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from vla_policy.models.config import (
     INFERENCE_ONLY_FIELDS,
@@ -683,10 +683,19 @@ def _prepare_samples(
         def encoder(x: torch.Tensor) -> torch.Tensor:
             return trunk(x.to(dist.device)).cpu()
 
+    # Frozen encoders: episodes whose keypoints are cached are not decoded at all (their pixels would only be
+    # dropped; for a refit on known data that was most of its time and memory).
+    cache = KeypointCache(cfg.keypoint_cache) if cfg.freeze_encoders and cfg.keypoint_cache else None
+    cached: dict[str, set[EpisodeRef]] = {"train": set(), "val": set()}
+    if cache is not None:
+        for name, refs in (("train", train_eps), ("val", val_eps)):
+            cached[name] = cached_episodes(network, datasets, refs, shifted_copies=cfg.augmented_copies,
+                                           seed=cfg.seed, cache=cache)  # fmt: skip
+
     t0 = time.perf_counter()
     train_set = build_samples(
         datasets, train_eps, config, model.normalizer, encode=encoder, augmented_copies=copies,
-        seed=cfg.seed, progress=cfg.progress and dist.main,
+        seed=cfg.seed, progress=cfg.progress and dist.main, skip_pixels=cached["train"],
     )  # fmt: skip
     encode_s = time.perf_counter() - t0
     encode_fps = n_frames * (1 + copies) * len(config.camera_names) / max(encode_s, 1e-9)
@@ -695,7 +704,7 @@ def _prepare_samples(
         network.set_environment_stats(environment.mean(dim=0), environment.std(dim=0))
     val_set = (
         build_samples(datasets, val_eps, config, model.normalizer, encode=encoder, augmented_copies=0,
-                      seed=cfg.seed, progress=False)
+                      seed=cfg.seed, progress=False, skip_pixels=cached["val"])
         if val_eps else None
     )  # fmt: skip
     instructions = InstructionEncoder(config)
@@ -712,7 +721,6 @@ def _prepare_samples(
     val_text = instructions(val_set.texts) if val_set is not None else None
     if cfg.freeze_encoders:  # after the span is set: the encoders' FiLM reads the projected instruction
         t0 = time.perf_counter()
-        cache = KeypointCache(cfg.keypoint_cache) if cfg.keypoint_cache else None
         common = dict(shifted_copies=cfg.augmented_copies, seed=cfg.seed, device=dist.device, cache=cache)
         train_set = frozen_keypoints(network, train_set, train_text, datasets, progress=cfg.progress and dist.main,
                                      **common)  # fmt: skip

@@ -230,18 +230,12 @@ def test_samples_skip_the_pixels_of_the_episodes_asked_and_keep_everything_else(
     cfg = config_for_dataset(manifest, datasets[0].camera_names, PolicyKind.NATIVE_VLA, **TINY_MODEL)
     norm = compute_normalizer(datasets, [(0, 0), (0, 1)])
     refs = [(0, 0), (0, 1)]
-    whole = build_samples(datasets, refs, cfg, norm, encode=None, augmented_copies=0, seed=0, progress=False)
-    part = build_samples(
-        datasets,
-        refs,
-        cfg,
-        norm,
-        encode=None,
-        augmented_copies=0,
-        seed=0,
-        progress=False,
-        skip_pixels={(0, 0)},
-    )
+
+    def samples(skip: set, copies: int = 0):
+        return build_samples(datasets, refs, cfg, norm, encode=None, augmented_copies=copies, seed=0,
+                             progress=False, skip_pixels=skip)  # fmt: skip
+
+    whole, part, none = samples(set()), samples({(0, 0)}), samples(set(refs))
     n0 = datasets[0].episodes[0].length
     assert whole.pixel_row is None and part.features.shape[0] == len(part) - n0
     assert part.pixel_row.tolist() == [-1] * n0 + list(range(len(part) - n0))
@@ -249,22 +243,9 @@ def test_samples_skip_the_pixels_of_the_episodes_asked_and_keep_everything_else(
     for name in ("state", "target", "valid", "text_index", "frame_index"):
         torch.testing.assert_close(getattr(part, name), getattr(whole, name), atol=0, rtol=0)
     assert part.episode == whole.episode and part.texts == whole.texts
-    none = build_samples(
-        datasets,
-        refs,
-        cfg,
-        norm,
-        encode=None,
-        augmented_copies=0,
-        seed=0,
-        progress=False,
-        skip_pixels=set(refs),
-    )
     assert none.features.shape[0] == 0 and len(none) == len(whole)
     with pytest.raises(ValueError, match="augmented_copies"):
-        build_samples(
-            datasets, refs, cfg, norm, encode=None, augmented_copies=1, seed=0, skip_pixels={(0, 0)}
-        )
+        samples({(0, 0)}, copies=1)
 
 
 def test_baseline_samples_cache_trunk_features_of_the_inference_view(dataset_root):

@@ -686,16 +686,17 @@ def _prepare_samples(
     # Frozen encoders: episodes whose keypoints are cached are not decoded at all (their pixels would only be
     # dropped; for a refit on known data that was most of its time and memory).
     cache = KeypointCache(cfg.keypoint_cache) if cfg.freeze_encoders and cfg.keypoint_cache else None
-    cached: dict[str, set[EpisodeRef]] = {"train": set(), "val": set()}
-    if cache is not None:
-        for name, refs in (("train", train_eps), ("val", val_eps)):
-            cached[name] = cached_episodes(network, datasets, refs, shifted_copies=cfg.augmented_copies,
-                                           seed=cfg.seed, cache=cache)  # fmt: skip
+
+    def cached(refs: Sequence[EpisodeRef]) -> set[EpisodeRef]:
+        if cache is None:
+            return set()
+        return cached_episodes(network, datasets, refs, shifted_copies=cfg.augmented_copies, seed=cfg.seed,
+                               cache=cache)  # fmt: skip
 
     t0 = time.perf_counter()
     train_set = build_samples(
         datasets, train_eps, config, model.normalizer, encode=encoder, augmented_copies=copies,
-        seed=cfg.seed, progress=cfg.progress and dist.main, skip_pixels=cached["train"],
+        seed=cfg.seed, progress=cfg.progress and dist.main, skip_pixels=cached(train_eps),
     )  # fmt: skip
     encode_s = time.perf_counter() - t0
     encode_fps = n_frames * (1 + copies) * len(config.camera_names) / max(encode_s, 1e-9)
@@ -704,7 +705,7 @@ def _prepare_samples(
         network.set_environment_stats(environment.mean(dim=0), environment.std(dim=0))
     val_set = (
         build_samples(datasets, val_eps, config, model.normalizer, encode=encoder, augmented_copies=0,
-                      seed=cfg.seed, progress=False, skip_pixels=cached["val"])
+                      seed=cfg.seed, progress=False, skip_pixels=cached(val_eps))
         if val_eps else None
     )  # fmt: skip
     instructions = InstructionEncoder(config)

@@ -39,6 +39,7 @@ setup(
             "vla-eval = vla_policy.evaluate:main",
             "vla-serve = vla_policy.serve:main",
             "vla-dagger = vla_policy.dagger:main",
+            "vla-train-locator = vla_policy.locator:main",
         ],
     },
 )

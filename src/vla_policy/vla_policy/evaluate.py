@@ -100,24 +100,27 @@ def input_names(policy: NativePolicy) -> list[str]:
 def _swap_input(
     inputs: list[torch.Tensor], donor: list[torch.Tensor], name: str, policy: NativePolicy
 ) -> list[torch.Tensor]:
-    """``inputs`` [images, text, state] with input ``name`` taken from ``donor`` at the same step (clamped)."""
-    images, text, state = inputs
+    """``inputs`` [images, text, state (, tokens, token_mask)] with input ``name`` taken from ``donor`` at the
+    same step (clamped)."""
+    images, text, state, *tokens = inputs
     at = torch.clamp(torch.arange(len(state)), max=len(donor[2]) - 1)
     if name == "state":
         state = donor[2][at]
     elif name == "instruction":
         text = donor[1][at]
+        tokens = [t[at] for t in donor[3:]]
     else:
         cam = policy.config.camera_names.index(name.removeprefix("camera "))
         images = images.clone()  # the episode's own images serve the other swaps
         images[:, cam] = donor[0][at, cam]
-    return [images, text, state]
+    return [images, text, state, *tokens]
 
 
 def _episode_inputs(
     policy: NativePolicy, ds: LeRobotV3Dataset, e: int, ep: EpisodeArrays
 ) -> list[torch.Tensor]:
-    """Every frame of episode ``e`` (``ep``: its arrays) through ``policy.prepare``: [images, text, state]."""
+    """Every frame of episode ``e`` (``ep``: its arrays) through ``policy.prepare``: [images, text, state],
+    then the instruction's tokens and their mask for a model with a goal locator."""
     images = {cam: ds.frames(e, cam) for cam in policy.config.camera_names}
     inputs = [
         policy.prepare(
@@ -129,14 +132,20 @@ def _episode_inputs(
         )
         for t in range(len(ep))
     ]
-    return [torch.cat([x[i] for x in inputs]) for i in range(3)]
+    tokens = policy.instruction_tokens([ep.tasks[t] for t in range(len(ep))])
+    return [torch.cat([x[i] for x in inputs]) for i in range(3)] + list(tokens or ())
 
 
 def _predict(policy: NativePolicy, inputs: list[torch.Tensor]) -> torch.Tensor:
-    """[images, text, state] for T frames -> normalized chunks [T, H, A], ENCODE_BATCH frames at a time."""
+    """:func:`_episode_inputs` for T frames -> normalized chunks [T, H, A], ENCODE_BATCH frames at a time."""
+    images, text, state, *tokens = inputs
+    names = ("tokens", "token_mask")
     return torch.cat(
         [
-            policy.predict_normalized(*(x[start : start + ENCODE_BATCH] for x in inputs))
+            policy.predict_normalized(
+                *(x[start : start + ENCODE_BATCH] for x in (images, text, state)),
+                **{n: x[start : start + ENCODE_BATCH] for n, x in zip(names, tokens, strict=False)},
+            )
             for start in range(0, len(inputs[2]), ENCODE_BATCH)
         ]
     )
@@ -233,7 +242,7 @@ def _keypoint_frames(
         ep = ds.episode(e)
         if ep.environment_state is None:
             raise ValueError(f"{ds.root} episode {e} has no observation.environment_state")
-        images, text, _ = _episode_inputs(policy, ds, e, ep)
+        images, text = _episode_inputs(policy, ds, e, ep)[:2]
         frames = torch.arange(0, len(ep), PROBE_FRAME_STRIDE)
         with torch.inference_mode():
             feats.append(head.encode_keypoints(images[frames], text[frames]).double().numpy())

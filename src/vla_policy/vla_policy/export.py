@@ -31,6 +31,7 @@ from vla_policy.models.networks import VLANetwork
 from vla_policy.models.policy import onnx_feed
 
 OPSET = 17
+TOKEN_INPUTS = ("tokens", "token_mask")  # a goal locator's inputs (the instruction's token embeddings)
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-3
 
@@ -69,13 +70,17 @@ class _Head(nn.Module):
         super().__init__()
         self.network = network
 
-    def forward(self, features: torch.Tensor, text: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        return self.network.head(features, text, state)["actions"]
+    def forward(
+        self, features: torch.Tensor, text: torch.Tensor, state: torch.Tensor, *tokens
+    ) -> torch.Tensor:
+        return self.network.head_forward(
+            features, text, state, **dict(zip(TOKEN_INPUTS, tokens, strict=False))
+        )["actions"]
 
 
-def example_inputs(
-    network: VLANetwork, batch: int = 1, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def example_inputs(network: VLANetwork, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """(images, text, state), and for a model with a goal locator (tokens, token_mask) of 9 tokens, the last
+    two of the first sentence padding."""
     cfg = network.config
     g = torch.Generator().manual_seed(seed)
     shape = (batch, len(cfg.camera_names), 3, cfg.image_height, cfg.image_width)
@@ -85,7 +90,12 @@ def example_inputs(
         images = torch.randint(0, 256, shape, generator=g).float()  # the native VLA reads pixel values
     text = torch.nn.functional.normalize(torch.randn(batch, cfg.text_dim, generator=g), dim=-1)
     state = torch.randn(batch, cfg.state_dim, generator=g)
-    return images, text, state
+    if network.locator is None:
+        return images, text, state
+    tokens = torch.nn.functional.normalize(torch.randn(batch, 9, cfg.text_dim, generator=g), dim=-1)
+    mask = torch.ones(batch, 9)
+    mask[0, 7:] = 0.0
+    return images, text, state, tokens, mask
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -109,7 +119,8 @@ def export_checkpoint(
 
     root = Path(checkpoint_dir)
     network = load_checkpoint(root).network.eval()
-    images, text, state = example_inputs(network)
+    images, text, state, *tokens = example_inputs(network)
+    token_names = list(TOKEN_INPUTS) if tokens else []
     split = network.caches_features
     encoder_path, head_path = root / ENCODER_ONNX, root / HEAD_ONNX
     encoder_path.unlink(missing_ok=True)  # a stale graph from an earlier export must not be picked up
@@ -124,11 +135,12 @@ def export_checkpoint(
                 output_names=["features"], dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
                 opset_version=OPSET, dynamo=False,
             )  # fmt: skip
+        dynamic_axes = {n: {0: "batch"} for n in (feature_name, "text", "state", "actions")}
+        dynamic_axes.update({n: {0: "batch", 1: "length"} for n in token_names})
         torch.onnx.export(
-            _Head(network).eval(), (features, text, state), str(head_path),
-            input_names=[feature_name, "text", "state"], output_names=["actions"],
-            dynamic_axes={n: {0: "batch"} for n in (feature_name, "text", "state", "actions")},
-            opset_version=OPSET, dynamo=False,
+            _Head(network).eval(), (features, text, state, *tokens), str(head_path),
+            input_names=[feature_name, "text", "state", *token_names], output_names=["actions"],
+            dynamic_axes=dynamic_axes, opset_version=OPSET, dynamo=False,
         )  # fmt: skip
     # A fresh wrapper is in training mode and the exporter restores that mode recursively afterwards:
     # evaluate the wrapped network in eval mode (dropout off) all the same.
@@ -142,15 +154,22 @@ def export_checkpoint(
     )
     head = ort.InferenceSession(str(head_path), options, providers=["CPUExecutionProvider"])
 
-    def onnx_forward(im: torch.Tensor, tx: torch.Tensor, st: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def onnx_forward(
+        im: torch.Tensor, tx: torch.Tensor, st: torch.Tensor, *tk
+    ) -> tuple[np.ndarray, np.ndarray]:
         f = enc.run(None, {"images": im.numpy()})[0] if enc is not None else im.numpy()
-        (a,) = head.run(None, onnx_feed(head, features=f, images=f, text=tx.numpy(), state=st.numpy()))
+        arrays = dict(features=f, images=f, text=tx.numpy(), state=st.numpy())
+        arrays.update(zip(token_names, (t.numpy() for t in tk), strict=True))
+        (a,) = head.run(None, onnx_feed(head, **arrays))
         return f, a
 
-    def eager_forward(im: torch.Tensor, tx: torch.Tensor, st: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def eager_forward(
+        im: torch.Tensor, tx: torch.Tensor, st: torch.Tensor, *tk
+    ) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
             f = network.encode_images(im)
-            return f.numpy(), network.head(f, tx, st)["actions"].numpy()
+            outputs = network.head_forward(f, tx, st, **dict(zip(TOKEN_INPUTS, tk, strict=False)))
+            return f.numpy(), outputs["actions"].numpy()
 
     enc_diff, act_diff = 0.0, 0.0
     for batch, seed in ((1, 0), (1, 1), (3, 2)):
@@ -169,8 +188,8 @@ def export_checkpoint(
                 f"ONNX differs from eager beyond atol={atol}, rtol={rtol}: features {enc_diff:.2e}, "
                 f"actions {act_diff:.2e}; the exported graphs were removed"
             )
-    eager_ms = _median_ms(lambda: eager_forward(images, text, state), repeats)
-    onnx_ms = _median_ms(lambda: onnx_forward(images, text, state), repeats)
+    eager_ms = _median_ms(lambda: eager_forward(images, text, state, *tokens), repeats)
+    onnx_ms = _median_ms(lambda: onnx_forward(images, text, state, *tokens), repeats)
     return ExportReport(
         str(encoder_path) if split else "", str(head_path), enc_diff, act_diff, eager_ms, onnx_ms
     )

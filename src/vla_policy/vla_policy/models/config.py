@@ -109,6 +109,12 @@ class ModelConfig:
     referent_slots: str = "all"
     referent_noise: float = 0.1
     referent_estimate_fraction: float = 0.0
+    # The goal locator (vla-train-locator): a separate keypoint CNN on this camera, FiLM'd by learned queries
+    # over the instruction's token embeddings, whose estimate of the goal the referent pathway reads at
+    # inference instead of the localization head's. "": none. The head, trained on ground truth, is unchanged.
+    locator_camera: str = ""
+    locator_queries: int = 2
+    locator_keypoints: int = 16
     # --- textbook baseline
     image_encoder: ImageEncoderKind = ImageEncoderKind.EFFICIENTNET_LITE0
     trunk_blocks: int = 11  # frozen EfficientNet blocks: 11 ends at stride 16 with 112 channels
@@ -153,6 +159,15 @@ class ModelConfig:
             raise ValueError(
                 f"referent_estimate_fraction must be in [0, 1], got {self.referent_estimate_fraction}"
             )
+        if self.locator_camera:
+            if self.locator_camera not in self.camera_names:
+                raise ValueError(f"locator_camera {self.locator_camera!r} is not one of {self.camera_names}")
+            if not (self.referent_input and self.localization_dim == 6):
+                raise ValueError(
+                    "the goal locator feeds the referent pathway: referent_input, (target, goal) xyz"
+                )
+        if self.locator_queries <= 0 or self.locator_keypoints <= 0:
+            raise ValueError("locator_queries and locator_keypoints must be positive")
         if self.shift_pixels < 0:
             raise ValueError(f"shift_pixels must be >= 0, got {self.shift_pixels}")
         if not 1 <= self.trunk_blocks <= len(LITE0_BLOCK_CHANNELS):

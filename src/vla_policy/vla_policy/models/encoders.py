@@ -138,6 +138,17 @@ class InstructionEncoder:
                 self._token_cache[text] = cached
             return cached
 
+    def token_batch(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens [B, L, text_dim] float32, mask [B, L] float32: 1 for a token, 0 for padding), L the longest
+        sentence's length: what a goal locator reads (:class:`~vla_policy.models.networks.TokenQueries`)."""
+        rows = [self.tokens(t) for t in texts]
+        tokens = torch.zeros(len(rows), max(len(r) for r in rows), self.dim)
+        mask = torch.zeros(tokens.shape[:2])
+        for i, r in enumerate(rows):
+            tokens[i, : len(r)] = torch.from_numpy(r).float()
+            mask[i, : len(r)] = 1.0
+        return tokens, mask
+
     @property
     def cache_size(self) -> int:
         return len(self._cache)

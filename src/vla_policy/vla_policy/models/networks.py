@@ -106,6 +106,64 @@ def _groups(channels: int) -> int:
     return 8 if channels % 8 == 0 else 1
 
 
+class TokenQueries(nn.Module):
+    """Learned queries attending over a sentence's contextual token embeddings [B, L, D] (``mask`` [B, L]: 1
+    for a token, 0 for padding) -> [B, queries * D]. The pooled sentence embedding cannot say which of two
+    named blocks is the base ("put red on blue" and its swap are 0.995 apart in cosine); queries over the
+    tokens can (``bench/stack_base_cnn.py``)."""
+
+    def __init__(self, dim: int, queries: int) -> None:
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(queries, dim) * 0.1)
+        self.key = nn.Linear(dim, dim)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        scores = torch.einsum("qd,bnd->bqn", self.queries, self.key(tokens))
+        scores = scores + (mask[:, None, :].to(scores.dtype) - 1.0) * 1e9  # padding gets no weight
+        return torch.einsum("bqn,bnd->bqd", scores.softmax(dim=-1), tokens).flatten(1)
+
+
+class GoalLocator(nn.Module):
+    """Where the instruction's goal is (the goal half of observation.environment_state, metres), from one
+    camera and the instruction's tokens: :class:`KeypointEncoder`'s conv design FiLM'd by
+    :class:`TokenQueries`, spatial-softmax keypoints, an MLP. Trained apart from the policy on the
+    simulator's ground truth (``vla-train-locator``); the referent pathway then reads its estimate of the goal
+    instead of the localization head's."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        c, film_dim = config.encoder_channels, config.locator_queries * config.text_dim
+        self.queries = TokenQueries(config.text_dim, config.locator_queries)
+        self.conv1 = nn.Conv2d(3, c, 5, stride=2, padding=2)
+        self.norm1 = nn.GroupNorm(_groups(c), c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
+        self.norm2 = nn.GroupNorm(_groups(c), c)
+        self.conv3 = nn.Conv2d(c, 2 * c, 3, padding=1)
+        self.norm3 = nn.GroupNorm(_groups(2 * c), 2 * c)
+        self.film = FiLM(film_dim, 2 * c)
+        self.to_keypoints = nn.Conv2d(2 * c, config.locator_keypoints, 1)
+        self.readout = SpatialSoftmax((config.image_height + 1) // 2, (config.image_width + 1) // 2)
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * config.locator_keypoints + film_dim, 256), nn.ReLU(), nn.Linear(256, 3)
+        )
+        # The goal's statistics in metres (set by vla-train-locator): the MLP predicts it normalized.
+        self.register_buffer("goal_mean", torch.zeros(3))
+        self.register_buffer("goal_std", torch.ones(3))
+
+    def normalized(self, images: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] pixels 0..255, tokens [B, L, D], mask [B, L] -> the goal [B, 3], normalized."""
+        t = self.queries(tokens, mask)
+        x = (images.float() - 127.5) / 64.0
+        x = F.relu(self.norm1(self.conv1(x)))
+        x = F.relu(self.norm2(self.conv2(x)))
+        x = F.relu(self.film(self.norm3(self.conv3(x)), t))
+        return self.mlp(torch.cat([self.readout(self.to_keypoints(x)).flatten(1), t], dim=-1))
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The goal [B, 3] in metres."""
+        return self.normalized(images, tokens, mask) * self.goal_std + self.goal_mean
+
+
 class NativeVLA(nn.Module):
     """Per-camera keypoint encoders + an MLP over keypoints, state and instruction -> a chunk of H actions.
 
@@ -145,6 +203,7 @@ class NativeVLA(nn.Module):
         )
         if config.instruction_subspace:  # the identity until training sets the training instructions' span
             self.register_buffer("instruction_projection", torch.eye(config.text_dim))
+        self.locator = GoalLocator(config) if config.locator_camera else None
         if config.referent_input:  # 1 where the MLP reads a referent coordinate (referent_slots), else 0
             mask = torch.ones(config.localization_dim)
             if config.referent_slots == "goal":
@@ -200,14 +259,17 @@ class NativeVLA(nn.Module):
         text: torch.Tensor,
         state: torch.Tensor,
         referents: torch.Tensor | None = None,
+        *,
         keypoints: torch.Tensor | None = None,
+        goal: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """``referents``: the normalized ground-truth environment_state [B, E], which the referent pathway
         reads in place of its estimate: in training with ``referent_noise`` added and, for
         ``referent_estimate_fraction`` of the samples, the estimate after all; at inference exactly (an oracle
         that says what the estimate's error costs, ``vla-eval --referents truth``). Ignored without the pathway.
         ``keypoints`` [B, n_cam * K * 2]: already encoded (training with frozen encoders caches them;
-        :meth:`encode_keypoints`); ``images`` is then unused."""
+        :meth:`encode_keypoints`); ``images`` is then unused. ``goal`` [B, E/2]: the goal locator's estimate
+        (normalized), which the referent pathway reads in place of the localization head's goal half."""
         b = state.shape[0]
         if self.config.state_dropout >= 1.0:
             state = torch.zeros_like(state)  # never trained with a state: the mean pose, always
@@ -226,7 +288,8 @@ class NativeVLA(nn.Module):
             estimate = self.localize(torch.cat(features, dim=-1))
             result["environment_state"] = estimate
             if referents is None:
-                features.append(estimate * self.referent_mask)
+                read = estimate if goal is None else torch.cat([estimate[:, : goal.shape[1]], goal], dim=-1)
+                features.append(read * self.referent_mask)
             elif self.training:
                 noise = torch.randn_like(referents) * self.config.referent_noise
                 given = referents.to(estimate.dtype) + noise
@@ -324,9 +387,30 @@ class VLANetwork(nn.Module):
         text: torch.Tensor,
         state: torch.Tensor,
         environment_state: torch.Tensor | None = None,
+        *,
+        tokens: torch.Tensor | None = None,
+        token_mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """``environment_state`` (dataset units): the ground truth the referent pathway reads in training."""
-        return self.head_forward(self.encode_images(images), text, state, environment_state)
+        """``environment_state`` (dataset units): the ground truth the referent pathway reads in training.
+        ``tokens`` [B, L, D] and ``token_mask`` [B, L] (:func:`~vla_policy.models.encoders.token_batch`): the
+        instruction's token embeddings, which a model with a goal locator needs at inference."""
+        return self.head_forward(
+            self.encode_images(images), text, state, environment_state, tokens=tokens, token_mask=token_mask
+        )
+
+    @property
+    def locator(self) -> GoalLocator | None:
+        return getattr(self.head, "locator", None)
+
+    def locate_goal(
+        self, images: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The goal locator's estimate [B, E/2] for [B, n_cam, 3, H, W] pixels, normalized as the referent
+        pathway reads environment_state."""
+        cam = self.config.camera_names.index(self.config.locator_camera)
+        goal = self.locator(images[:, cam], tokens, token_mask)
+        half = self.config.localization_dim // 2
+        return (goal - self.environment_mean[half:]) / self.environment_std[half:]
 
     def head_forward(
         self,
@@ -335,6 +419,9 @@ class VLANetwork(nn.Module):
         state: torch.Tensor,
         environment_state: torch.Tensor | None = None,
         keypoints_given: bool = False,
+        *,
+        tokens: torch.Tensor | None = None,
+        token_mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The head on encoded images (:meth:`encode_images`), as training calls it on cached features;
         ``keypoints_given``: ``features`` are the native VLA's cached keypoints (frozen encoders)."""
@@ -345,6 +432,10 @@ class VLANetwork(nn.Module):
             return self.head(None, text, state, referents, keypoints=features)
         if referents is not None:
             return self.head(features, text, state, referents)
+        if self.locator is not None:
+            if tokens is None or token_mask is None:
+                raise ValueError("this model's goal locator needs the instruction's tokens and token_mask")
+            return self.head(features, text, state, goal=self.locate_goal(features, tokens, token_mask))
         return self.head(features, text, state)
 
     def loss(

@@ -148,29 +148,45 @@ class NativePolicy:
         norm_state = self.normalizer.normalize_state(torch.from_numpy(state))[None]
         return image_tensor, text, norm_state
 
+    def instruction_tokens(self, tasks: list[str]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(tokens [B, L, D], mask [B, L]) of the grounded instructions, which a goal locator reads; None for a
+        model without one."""
+        if self.network.locator is None:
+            return None
+        return self._text.token_batch([self.grounded_instruction(t) for t in tasks])
+
     def predict_normalized(
         self,
         images: torch.Tensor,
         text: torch.Tensor,
         state: torch.Tensor,
         environment_state: torch.Tensor | None = None,
+        *,
+        tokens: torch.Tensor | None = None,
+        token_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Batched forward pass -> normalized actions [B, H, A]; ``environment_state`` (dataset units, [B, E]):
-        read by the referent pathway instead of its estimate (``Referents.TRUTH``)."""
+        read by the referent pathway instead of its estimate (``Referents.TRUTH``); ``tokens``, ``token_mask``:
+        :meth:`instruction_tokens` (a model with a goal locator needs them)."""
         if self._sessions is not None:
             encoder, head = self._sessions
             pixels = images.numpy().astype(np.float32)
             features = pixels if encoder is None else encoder.run(None, {"images": pixels})[0]
-            (actions,) = head.run(
-                None,
-                onnx_feed(head, features=features, images=features, text=text.numpy(), state=state.numpy()),
-            )
+            arrays = {"features": features, "images": features, "text": text.numpy(), "state": state.numpy()}
+            if tokens is not None and token_mask is not None:
+                arrays.update(tokens=tokens.numpy(), token_mask=token_mask.numpy())
+            (actions,) = head.run(None, onnx_feed(head, **arrays))
             return torch.from_numpy(actions)
         device = self.network.action_low.device
         with torch.inference_mode():
             if environment_state is not None:
                 environment_state = environment_state.to(device)
-            outputs = self.network(images.to(device), text.to(device), state.to(device), environment_state)
+            if tokens is not None and token_mask is not None:
+                tokens, token_mask = tokens.to(device), token_mask.to(device)
+            outputs = self.network(
+                images.to(device), text.to(device), state.to(device), environment_state,
+                tokens=tokens, token_mask=token_mask,
+            )  # fmt: skip
             if self.decoding is ActionDecoding.BINS:
                 return self.network.decode_bins(outputs).cpu()
             return outputs["actions"].cpu()
@@ -187,7 +203,9 @@ class NativePolicy:
             truth = torch.as_tensor(np.asarray(observation[ENVIRONMENT_STATE_KEY], dtype=np.float32)).reshape(
                 1, -1
             )
-        actions = self.to_actions(self.predict_normalized(images, text, state, truth)[0], raw_state)
+        tokens, token_mask = self.instruction_tokens([observation["task"]]) or (None, None)
+        normalized = self.predict_normalized(images, text, state, truth, tokens=tokens, token_mask=token_mask)
+        actions = self.to_actions(normalized[0], raw_state)
         return ActionChunk(actions=actions.numpy(), names=self.manifest.action_names, stamp=stamp, dt=self.dt)
 
     def to_actions(self, normalized: torch.Tensor, state: np.ndarray) -> torch.Tensor:
@@ -203,7 +221,10 @@ class NativePolicy:
 
 def onnx_feed(session: Any, **arrays: np.ndarray) -> dict[str, np.ndarray]:
     """The inputs a session declares (the exporter drops unused ones, e.g. the baseline's state; the native
-    head reads ``images``, the baseline's ``features``)."""
+    head reads ``images``, the baseline's ``features``; a goal locator's ``tokens`` and ``token_mask``)."""
+    missing = [i.name for i in session.get_inputs() if i.name not in arrays]
+    if missing:
+        raise ObservationError(f"the ONNX graph needs inputs {missing}")
     return {i.name: arrays[i.name] for i in session.get_inputs()}
 
 

@@ -334,7 +334,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=0,
         help="episodes per family (default: 10 in all, at least 2 per family)",
     )
-    parser.add_argument("--seed", type=int, default=1000, help="first scene seed (episode k uses seed + k)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=2000,
+        help="first scene seed (episode k uses seed + k; 2000+: in no training set)",
+    )
     parser.add_argument(
         "--split", choices=("train", "heldout"), default="train", help="instruction templates"
     )

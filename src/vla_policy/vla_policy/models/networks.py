@@ -392,8 +392,8 @@ class VLANetwork(nn.Module):
         token_mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """``environment_state`` (dataset units): the ground truth the referent pathway reads in training.
-        ``tokens`` [B, L, D] and ``token_mask`` [B, L] (:func:`~vla_policy.models.encoders.token_batch`): the
-        instruction's token embeddings, which a model with a goal locator needs at inference."""
+        ``tokens`` [B, L, D] and ``token_mask`` [B, L]: the instruction's token embeddings
+        (``InstructionEncoder.token_batch``), which a model with a goal locator needs at inference."""
         return self.head_forward(
             self.encode_images(images), text, state, environment_state, tokens=tokens, token_mask=token_mask
         )

@@ -272,6 +272,7 @@ def run(config: DemoConfig) -> dict[str, Any]:
             )
     finally:
         executor.shutdown()
+        spinner.join(timeout=5.0)  # no callback may still be dispatched on the node destroyed next
         obs.destroy_node()
         rclpy.try_shutdown()
         stack_code = stack.stop()

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from vla_policy.data import DataError, open_datasets, preprocess_frames, split_episodes
-from vla_policy.models.checkpoint import Checkpoint, load_checkpoint, read_config, save_checkpoint
+from vla_policy.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from vla_policy.models.config import PolicyKind
 from vla_policy.models.encoders import InstructionEncoder
 from vla_policy.models.networks import VLANetwork, random_shift
@@ -101,13 +101,11 @@ def train_locator(
     assert locator is not None
     source_info: dict = {}
     if locator_from:
-        (source_config, source_info), source = (
-            read_config(locator_from),
-            load_checkpoint(locator_from).network.locator,
-        )
-        if source is None or source_config.locator_camera != camera:
+        source = load_checkpoint(locator_from)
+        if source.network.locator is None or source.config.locator_camera != camera:
             raise ValueError(f"--locator-from {locator_from}: no goal locator on camera {camera!r}")
-        locator.load_state_dict(source.state_dict())
+        locator.load_state_dict(source.network.locator.state_dict())
+        source_info = source.info
     torch.manual_seed(seed)
     datasets, manifest = open_datasets(dataset_roots)
     if manifest.mismatches(start.manifest):

@@ -140,11 +140,8 @@ def test_offline_errors_and_ablation_feed_a_locator_model_its_tokens(
 
     train_locator(str(base_checkpoint), [str(environment_root)], str(tmp_path), epochs=1, progress=False)
     policy = load_policy(tmp_path)
-    policy.network.locator.goal_mean += (
-        1.0  # the goal it reads is then far from the truth: the error shows it
-    )
     refs = [(0, 0), (0, 1), (0, 2)]
     result = offline_errors(policy, [str(environment_root)], refs, "located", progress=False, ablate=True)
     assert np.isfinite(result.mean)
-    # The instruction swap takes the donor's tokens with its embedding: the actions move.
+    # The instruction swap takes the donor's tokens (another length) with its embedding; the actions move.
     assert result.ablated["instruction"] != pytest.approx(result.mean, rel=1e-6)

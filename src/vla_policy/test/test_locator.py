@@ -143,5 +143,5 @@ def test_offline_errors_and_ablation_feed_a_locator_model_its_tokens(
     refs = [(0, 0), (0, 1), (0, 2)]
     result = offline_errors(policy, [str(environment_root)], refs, "located", progress=False, ablate=True)
     assert np.isfinite(result.mean)
-    # The instruction swap takes the donor's tokens (another length) with its embedding; the actions move.
+    # The instruction swap takes the donor's tokens with its embedding; the actions move.
     assert result.ablated["instruction"] != pytest.approx(result.mean, rel=1e-6)

@@ -359,11 +359,13 @@ def test_keypoint_cache_gives_the_same_fit_as_encoding_and_survives_a_corrupt_fi
     referent = dict(TINY_MODEL, horizon=4, localization_weight=1.0, referent_input=True)
     first = train(tiny_cfg(environment_root, tmp_path / "first", epochs=1, model_overrides=referent))
     cache = tmp_path / "cache"
+    decode_rates = {}
 
     def fit(name: str, keypoint_cache: str) -> dict[str, torch.Tensor]:
         result = train(tiny_cfg(environment_root, tmp_path / name, epochs=2, init_from=str(first.last),
                                 freeze_encoders=True, augmented_copies=1, model_overrides=referent,
                                 keypoint_cache=keypoint_cache))  # fmt: skip
+        decode_rates[name] = result.encode_frames_per_s
         return load_file(str(result.last / "model.safetensors"))
 
     uncached = fit("uncached", "")
@@ -379,6 +381,8 @@ def test_keypoint_cache_gives_the_same_fit_as_encoding_and_survives_a_corrupt_fi
         patch.setattr(LeRobotV3Dataset, "frames", lambda *_: pytest.fail("decoded a cached episode's frames"))
         read = fit("read", str(cache))
     assert "3 of 3 episodes" in caplog.text and "1 of 1 episodes" in caplog.text
+    # The frames of cached episodes are skipped, and not counted as decoded.
+    assert decode_rates["filled"] > 0 and decode_rates["read"] == 0
     for weights in (filled, read):
         assert weights.keys() == uncached.keys()
         for key in uncached:

@@ -694,12 +694,15 @@ def _prepare_samples(
                                cache=cache)  # fmt: skip
 
     t0 = time.perf_counter()
+    skipped = cached(train_eps)
     train_set = build_samples(
         datasets, train_eps, config, model.normalizer, encode=encoder, augmented_copies=copies,
-        seed=cfg.seed, progress=cfg.progress and dist.main, skip_pixels=cached(train_eps),
+        seed=cfg.seed, progress=cfg.progress and dist.main, skip_pixels=skipped,
     )  # fmt: skip
     encode_s = time.perf_counter() - t0
-    encode_fps = n_frames * (1 + copies) * len(config.camera_names) / max(encode_s, 1e-9)
+    # Only the frames decoded count (0 when every episode's keypoints came from the cache).
+    decoded = sum(datasets[d].episodes[e].length for d, e in train_eps if (d, e) not in skipped)
+    encode_fps = decoded * (1 + copies) * len(config.camera_names) / max(encode_s, 1e-9)
     if train_set.environment_state is not None and model.new_environment_stats:
         environment = train_set.environment_state
         network.set_environment_stats(environment.mean(dim=0), environment.std(dim=0))

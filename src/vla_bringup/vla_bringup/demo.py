@@ -271,7 +271,7 @@ def run(config: DemoConfig) -> dict[str, Any]:
                 flush=True,
             )
     finally:
-        executor.shutdown()
+        executor.shutdown(timeout_sec=10.0)  # bounded: a wedged executor must not hang the demo's exit
         spinner.join(timeout=5.0)  # no callback may still be dispatched on the node destroyed next
         obs.destroy_node()
         rclpy.try_shutdown()

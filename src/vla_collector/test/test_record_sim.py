@@ -151,7 +151,8 @@ def test_record_expert_demonstrations_from_the_simulator(tmp_path):
             stopped = call(node, SetBool, "/collector_node/stop", SetBool.Request(data=True), wait_s=30.0)
             results.append((stopped, done, reset.message))
     finally:
-        executor.shutdown()
+        # Bounded: once, with its three nodes dead within seconds, an unbounded shutdown hung the suite for 11 min.
+        executor.shutdown(timeout_sec=10.0)
         node.destroy_node()
         rclpy.try_shutdown(context=context)
         for p in procs:

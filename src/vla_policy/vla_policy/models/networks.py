@@ -80,7 +80,9 @@ class KeypointEncoder(nn.Module):
     Only the first conv has a stride, so the readout grid is H/2 x W/2 (48x48 at 96 px).
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, film_dim: int = 0, keypoints: int = 0) -> None:
+        """``film_dim``, ``keypoints``: the conditioning's width and the maps' count (0: the instruction
+        embedding's ``text_dim`` and ``config.keypoints``)."""
         super().__init__()
         c = config.encoder_channels
         self.conv1 = nn.Conv2d(3, c, 5, stride=2, padding=2)
@@ -89,8 +91,8 @@ class KeypointEncoder(nn.Module):
         self.norm2 = nn.GroupNorm(_groups(c), c)
         self.conv3 = nn.Conv2d(c, 2 * c, 3, padding=1)
         self.norm3 = nn.GroupNorm(_groups(2 * c), 2 * c)
-        self.film = FiLM(config.text_dim, 2 * c)
-        self.to_keypoints = nn.Conv2d(2 * c, config.keypoints, 1)
+        self.film = FiLM(film_dim or config.text_dim, 2 * c)
+        self.to_keypoints = nn.Conv2d(2 * c, keypoints or config.keypoints, 1)
         h, w = (config.image_height + 1) // 2, (config.image_width + 1) // 2
         self.readout = SpatialSoftmax(h, w)
 
@@ -125,24 +127,15 @@ class TokenQueries(nn.Module):
 
 class GoalLocator(nn.Module):
     """Where the instruction's goal is (the goal half of observation.environment_state, metres), from one
-    camera and the instruction's tokens: :class:`KeypointEncoder`'s conv design FiLM'd by
-    :class:`TokenQueries`, spatial-softmax keypoints, an MLP. Trained apart from the policy on the
-    simulator's ground truth (``vla-train-locator``); the referent pathway then reads its estimate of the goal
-    instead of the localization head's."""
+    camera and the instruction's tokens: a :class:`KeypointEncoder` FiLM'd by :class:`TokenQueries`, then an
+    MLP. Trained apart from the policy on the simulator's ground truth (``vla-train-locator``); the referent
+    pathway then reads its estimate of the goal instead of the localization head's."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        c, film_dim = config.encoder_channels, config.locator_queries * config.text_dim
+        film_dim = config.locator_queries * config.text_dim
         self.queries = TokenQueries(config.text_dim, config.locator_queries)
-        self.conv1 = nn.Conv2d(3, c, 5, stride=2, padding=2)
-        self.norm1 = nn.GroupNorm(_groups(c), c)
-        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
-        self.norm2 = nn.GroupNorm(_groups(c), c)
-        self.conv3 = nn.Conv2d(c, 2 * c, 3, padding=1)
-        self.norm3 = nn.GroupNorm(_groups(2 * c), 2 * c)
-        self.film = FiLM(film_dim, 2 * c)
-        self.to_keypoints = nn.Conv2d(2 * c, config.locator_keypoints, 1)
-        self.readout = SpatialSoftmax((config.image_height + 1) // 2, (config.image_width + 1) // 2)
+        self.encoder = KeypointEncoder(config, film_dim=film_dim, keypoints=config.locator_keypoints)
         self.mlp = nn.Sequential(
             nn.Linear(2 * config.locator_keypoints + film_dim, 256), nn.ReLU(), nn.Linear(256, 3)
         )
@@ -153,11 +146,7 @@ class GoalLocator(nn.Module):
     def normalized(self, images: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] pixels 0..255, tokens [B, L, D], mask [B, L] -> the goal [B, 3], normalized."""
         t = self.queries(tokens, mask)
-        x = (images.float() - 127.5) / 64.0
-        x = F.relu(self.norm1(self.conv1(x)))
-        x = F.relu(self.norm2(self.conv2(x)))
-        x = F.relu(self.film(self.norm3(self.conv3(x)), t))
-        return self.mlp(torch.cat([self.readout(self.to_keypoints(x)).flatten(1), t], dim=-1))
+        return self.mlp(torch.cat([self.encoder(images, t), t], dim=-1))
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The goal [B, 3] in metres."""

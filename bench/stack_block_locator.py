@@ -30,13 +30,12 @@ import torch.nn.functional as F
 from vla_common.features import ENVIRONMENT_STATE_KEY
 from vla_perception.preprocess import preprocess
 from vla_policy.data import open_datasets, preprocess_frames, split_episodes
+from vla_policy.evaluate import closed_loop as vla_closed_loop
 from vla_policy.locator import frame_indices
 from vla_policy.models import load_checkpoint
 from vla_policy.models.encoders import InstructionEncoder
 from vla_policy.models.networks import GoalLocator, random_shift
-from vla_policy.rollout import ChunkDriver, refill_for_execute_steps
 
-import vla_sim
 from vla_policy import load_policy
 
 FRAMES_PER_EPISODE = 6
@@ -97,48 +96,37 @@ def train_block_locator(
 
 
 def closed_loop(
-    head: str, goal_locator, block_locator, split: str, episodes: int, seed: int
+    head: str,
+    goal_locator,
+    block_locator,
+    encoder: InstructionEncoder,
+    *,
+    split: str,
+    episodes: int,
+    seed: int,
 ) -> dict[str, int]:
     policy = load_policy(head, referents="truth")
     spec = policy.config.input_spec(training=False)
-    encoder = InstructionEncoder(policy.config)
 
     class Located:  # the policy, with both locators' estimates as its observation's referents
         def __getattr__(self, name):
             return getattr(policy, name)
 
         def infer(self, observation):
-            image = torch.from_numpy(preprocess(np.asarray(observation["observation.images.front"]), spec))[
-                None
-            ]
+            frame = preprocess(np.asarray(observation["observation.images.front"]), spec)
+            image = torch.from_numpy(frame)[None]
             tokens, mask = encoder.token_batch([policy.grounded_instruction(observation["task"])])
             with torch.inference_mode():
                 block, goal = block_locator(image, tokens, mask), goal_locator(image, tokens, mask)
             estimate = torch.cat([block, goal], dim=-1)[0].numpy()
             return policy.infer({**observation, ENVIRONMENT_STATE_KEY: estimate})
 
-    refill = refill_for_execute_steps(EXECUTE_STEPS, policy.horizon, policy.dt)
-    driver = ChunkDriver(Located(), policy.manifest.action_names, refill_below_s=refill)
-    env = vla_sim.make_env(
-        "stack", seed=seed, cameras=policy.config.camera_names, split=split,
-        image_size=(policy.config.image_height, policy.config.image_width), control_hz=policy.manifest.fps,
+    outcomes = vla_closed_loop(
+        Located(), "located", families=["stack"], splits=[split], episodes=episodes, seed=seed,
+        execute_steps=EXECUTE_STEPS, progress=False,
     )  # fmt: skip
-    successes = grasps = 0
-    try:
-        for i in range(episodes):
-            obs, info = env.reset(seed=seed + i)
-            driver.reset()
-            done = success = grasped = False
-            while not done:
-                action = driver.act({**obs, "task": info["task"]}, info["sim_time"])
-                obs, _, terminated, truncated, info = env.step(action.astype(np.float32))
-                success = success or bool(info["success"])
-                grasped = grasped or bool(info["target_held"])
-                done = terminated or truncated
-            successes += success
-            grasps += grasped
-    finally:
-        env.close()
+    successes = sum(o.success for o in outcomes)
+    grasps = sum(o.grasped for o in outcomes)
     return {"episodes": episodes, "successes": successes, "grasped": grasps}
 
 
@@ -160,15 +148,17 @@ def main() -> None:
     config = located.config
     started = time.monotonic()
     train, val = stack_frames(args.datasets.split(","), config)
-    block_locator, block_cm = train_block_locator(config, train, val, InstructionEncoder(config), args.epochs)
+    encoder = InstructionEncoder(config)  # the head's too: every checkpoint here reads all-MiniLM-L6-v2
+    block_locator, block_cm = train_block_locator(config, train, val, encoder, args.epochs)
     print(f"block locator: {len(train[0])} frames, {args.epochs} epochs, {time.monotonic() - started:.0f} s; "
           f"held-out error {block_cm:.2f} cm")  # fmt: skip
     torch.set_num_threads(1)
     figures = {"block_cm": block_cm}
     for split in args.splits.split(","):
         figures[split] = closed_loop(
-            args.head, located.network.locator.eval(), block_locator, split, args.episodes, args.seed
-        )
+            args.head, located.network.locator.eval(), block_locator, encoder,
+            split=split, episodes=args.episodes, seed=args.seed,
+        )  # fmt: skip
         print(f"stack {split}: {figures[split]}", flush=True)
     print(json.dumps(figures))
 

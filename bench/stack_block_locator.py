@@ -21,20 +21,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from vla_common.features import ENVIRONMENT_STATE_KEY
 from vla_perception.preprocess import preprocess
-from vla_policy.data import open_datasets, preprocess_frames, split_episodes
+from vla_policy.data import open_datasets, split_episodes
 from vla_policy.evaluate import closed_loop as vla_closed_loop
-from vla_policy.locator import frame_indices
+from vla_policy.locator import _errors_cm, fit_locator, load_frames, token_rows
 from vla_policy.models import load_checkpoint
 from vla_policy.models.encoders import InstructionEncoder
-from vla_policy.models.networks import GoalLocator, random_shift
+from vla_policy.models.networks import GoalLocator
 
 from vla_policy import load_policy
 
@@ -42,57 +40,27 @@ FRAMES_PER_EPISODE = 6
 EXECUTE_STEPS = 5  # vla-eval's default re-planning
 
 
-def stack_frames(roots: list[str], config) -> tuple[tuple, tuple]:
-    """((pixels, sentences, block xyz) of the training episodes, the same of the held-out ones)."""
+def train_block_locator(roots: list[str], network, epochs: int) -> tuple[GoalLocator, float, int]:
+    """The block locator, its held-out error (cm) and its training frames: vla-train-locator's frames and fit,
+    on environment_state's target half."""
     datasets, _ = open_datasets(roots)
     train_refs, val_refs = split_episodes(datasets, 0.1, 0)
-
-    def load(refs):
-        images, sentences, blocks = [], [], []
-        for d, e in refs:
-            episode = datasets[d].episode(e)
-            at = frame_indices(len(episode), FRAMES_PER_EPISODE)
-            frames = datasets[d].frames(e, "front")[at]
-            images.append(preprocess_frames(frames, config, augment=False, rng=None))
-            sentences += [episode.tasks[t] for t in at]
-            blocks.append(episode.environment_state[at, :3].astype(np.float32))
-        return torch.from_numpy(np.concatenate(images)), sentences, np.concatenate(blocks)
-
-    return load(train_refs), load(val_refs)
-
-
-def train_block_locator(
-    config, train, val, encoder: InstructionEncoder, epochs: int
-) -> tuple[GoalLocator, float]:
-    """The locator and its held-out error (cm)."""
-    (images, sentences, blocks), (val_images, val_sentences, val_blocks) = train, val
-    distinct = sorted(set(sentences) | set(val_sentences))
-    tokens, mask = encoder.token_batch(distinct)
-    row = {s: i for i, s in enumerate(distinct)}
-    which = torch.tensor([row[s] for s in sentences])
-    val_which = torch.tensor([row[s] for s in val_sentences])
+    load = dict(per_episode=FRAMES_PER_EPISODE, progress=False, target=True)
+    images, sentences, blocks, _ = load_frames(datasets, train_refs, "front", network, **load)
+    val_images, val_sentences, val_blocks, _ = load_frames(datasets, val_refs, "front", network, **load)
+    tokens, mask, (which, val_which) = token_rows(
+        InstructionEncoder(network.config), sentences, val_sentences
+    )
     torch.manual_seed(0)
-    locator = GoalLocator(config)
+    locator = GoalLocator(network.config)
     locator.goal_mean.copy_(torch.from_numpy(blocks.mean(axis=0)))
     locator.goal_std.copy_(torch.from_numpy(np.maximum(blocks.std(axis=0), 1e-3)))
     target = (torch.from_numpy(blocks) - locator.goal_mean) / locator.goal_std
-    optimizer = torch.optim.AdamW(locator.parameters(), lr=1e-3, weight_decay=1e-4)
-    steps = epochs * math.ceil(len(images) / 64)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=steps, pct_start=0.05)
-    for _ in range(epochs):
-        locator.train()
-        for chunk in torch.randperm(len(images)).split(64):
-            w = which[chunk]
-            predicted = locator.normalized(random_shift(images[chunk].float(), 4), tokens[w], mask[w])
-            loss = F.smooth_l1_loss(predicted, target[chunk], beta=0.1)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    locator.eval()
-    with torch.no_grad():
-        predicted = locator(val_images, tokens[val_which], mask[val_which]).numpy()
-    return locator, 100 * float(np.linalg.norm(predicted - val_blocks, axis=1).mean())
+    fit_locator(
+        locator, images, target, tokens, mask, which=which, epochs=epochs, batch_size=64, lr=1e-3, shift=4
+    )
+    errors = _errors_cm(locator, val_images, tokens, mask, which=val_which, goals=val_blocks)
+    return locator, float(errors.mean()), len(images)
 
 
 def closed_loop(
@@ -145,12 +113,14 @@ def main() -> None:
     located = load_checkpoint(args.located)
     if located.network.locator is None:
         raise SystemExit(f"{args.located} has no goal locator (vla-train-locator)")
-    config = located.config
     started = time.monotonic()
-    train, val = stack_frames(args.datasets.split(","), config)
-    encoder = InstructionEncoder(config)  # the head's too: every checkpoint here reads all-MiniLM-L6-v2
-    block_locator, block_cm = train_block_locator(config, train, val, encoder, args.epochs)
-    print(f"block locator: {len(train[0])} frames, {args.epochs} epochs, {time.monotonic() - started:.0f} s; "
+    block_locator, block_cm, frames = train_block_locator(
+        args.datasets.split(","), located.network, args.epochs
+    )
+    encoder = InstructionEncoder(
+        located.config
+    )  # the head's too: every checkpoint here reads all-MiniLM-L6-v2
+    print(f"block locator: {frames} frames, {args.epochs} epochs, {time.monotonic() - started:.0f} s; "
           f"held-out error {block_cm:.2f} cm")  # fmt: skip
     torch.set_num_threads(1)
     figures = {"block_cm": block_cm}

@@ -24,7 +24,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ from vla_policy.data import DataError, open_datasets, preprocess_frames, split_e
 from vla_policy.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from vla_policy.models.config import PolicyKind
 from vla_policy.models.encoders import InstructionEncoder
-from vla_policy.models.networks import VLANetwork, random_shift
+from vla_policy.models.networks import GoalLocator, VLANetwork, random_shift
 
 LOG = logging.getLogger("vla_policy.locator")
 
@@ -46,9 +46,20 @@ def frame_indices(length: int, count: int) -> np.ndarray:
     return np.unique(np.linspace(0, length - 1, num=min(count, length)).round().astype(int))
 
 
-def load_frames(datasets, refs, camera: str, network: VLANetwork, *, per_episode: int, progress: bool):
-    """(pixels [N, 3, H, W] uint8, sentences [N], goals [N, 3] metres, dataset index [N]) of ``refs``."""
+def load_frames(
+    datasets,
+    refs,
+    camera: str,
+    network: VLANetwork,
+    *,
+    per_episode: int,
+    progress: bool,
+    target: bool = False,
+):
+    """(pixels [N, 3, H, W] uint8, sentences [N], goals [N, 3] metres, dataset index [N]) of ``refs``;
+    ``target``: the target's positions (environment_state's first half) in place of the goal's."""
     half = network.config.localization_dim // 2
+    columns = slice(0, half) if target else slice(half, None)
     images, sentences, goals, origin = [], [], [], []
     for d, e in tqdm(refs, desc=f"decode {camera} frames", unit="ep", disable=not progress):
         ds = datasets[d]
@@ -61,7 +72,7 @@ def load_frames(datasets, refs, camera: str, network: VLANetwork, *, per_episode
             raise DataError(f"{ds.root} episode {e}: {len(frames)} {camera} frames for {len(ep)} steps")
         images.append(preprocess_frames(frames[at], network.config, augment=False, rng=None))
         sentences += [ep.tasks[t] for t in at]
-        goals.append(ep.environment_state[at, half:].astype(np.float32))
+        goals.append(ep.environment_state[at, columns].astype(np.float32))
         origin += [d] * len(at)
     return torch.from_numpy(np.concatenate(images)), sentences, np.concatenate(goals), np.array(origin)
 
@@ -122,52 +133,31 @@ def train_locator(
     val_images, val_sentences, val_goals, val_origin = load_frames(
         datasets, val_refs, camera, network, per_episode=frames_per_episode, progress=progress
     )
-    encoder = InstructionEncoder(config)
-    distinct = sorted(set(sentences) | set(val_sentences))
-    all_tokens, all_mask = encoder.token_batch(distinct)
-    row = {s: i for i, s in enumerate(distinct)}
-    which = torch.tensor([row[s] for s in sentences])
-    val_which = torch.tensor([row[s] for s in val_sentences])
+    all_tokens, all_mask, (which, val_which) = token_rows(
+        InstructionEncoder(config), sentences, val_sentences
+    )
     if not locator_from:  # the goal's statistics, which the locator's MLP output is scaled by
         locator.goal_mean.copy_(torch.from_numpy(goals.mean(axis=0)))
         locator.goal_std.copy_(torch.from_numpy(np.maximum(goals.std(axis=0), 1e-3)))
     target = (torch.from_numpy(goals) - locator.goal_mean) / locator.goal_std
     LOG.info(
         "%d training frames (%d episodes), %d validation frames (%d episodes), %d instructions; decoded in %.0f s",
-        len(images), len(train_refs), len(val_images), len(val_refs), len(distinct), time.monotonic() - started,
+        len(images), len(train_refs), len(val_images), len(val_refs), len(all_tokens), time.monotonic() - started,
     )  # fmt: skip
-    optimizer = torch.optim.AdamW(locator.parameters(), lr=lr, weight_decay=1e-4)
-    steps = epochs * math.ceil(len(images) / batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=max(steps, 1), pct_start=0.05
-    )
-    shift = config.shift_pixels
-    bar = tqdm(total=steps, desc="goal locator", unit="step", disable=not progress)
-    losses = []
-    for epoch in range(epochs):
-        locator.train()
-        total = 0.0
-        for chunk in torch.randperm(len(images)).split(batch_size):
-            w = which[chunk]
-            predicted = locator.normalized(
-                random_shift(images[chunk].float(), shift), all_tokens[w], all_mask[w]
-            )
-            loss = F.smooth_l1_loss(predicted, target[chunk], beta=0.1)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total += float(loss.detach()) * len(chunk)
-            bar.update(1)
-        losses.append(round(total / len(images), 5))
+    bar = tqdm(total=epochs * math.ceil(len(images) / batch_size), desc="goal locator", unit="step",
+               disable=not progress)  # fmt: skip
+
+    def report(epoch: int, loss: float) -> None:
         errors = _errors_cm(locator, val_images, all_tokens, all_mask, which=val_which, goals=val_goals)
-        bar.set_postfix(loss=f"{total / len(images):.4f}", val_cm=f"{errors.mean():.2f}")
+        bar.set_postfix(loss=f"{loss:.4f}", val_cm=f"{errors.mean():.2f}")
         if not progress:
-            print(
-                f"epoch {epoch + 1}/{epochs}: loss {total / len(images):.4f}, validation {errors.mean():.2f} cm"
-            )
+            print(f"epoch {epoch + 1}/{epochs}: loss {loss:.4f}, validation {errors.mean():.2f} cm")
+
+    losses = fit_locator(
+        locator, images, target, all_tokens, all_mask, which=which, epochs=epochs, batch_size=batch_size,
+        lr=lr, shift=config.shift_pixels, on_step=lambda: bar.update(1), on_epoch=report,
+    )  # fmt: skip
     bar.close()
-    locator.eval()
     errors = _errors_cm(locator, val_images, all_tokens, all_mask, which=val_which, goals=val_goals)
     per_dataset = {
         Path(dataset_roots[d]).name: round(float(errors[val_origin == d].mean()), 2)
@@ -190,6 +180,60 @@ def train_locator(
     info = {**start.info, "goal_locator": summary}
     save_checkpoint(Checkpoint(network, start.normalizer, start.manifest, info), output)
     return summary
+
+
+def token_rows(
+    encoder: InstructionEncoder, *sentence_lists: Sequence[str]
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """(tokens [U, L, D], mask [U, L]) of the distinct sentences of ``sentence_lists``, and for each list the
+    row [N] of each of its sentences: the instructions are embedded once, not per frame."""
+    distinct = sorted({s for sentences in sentence_lists for s in sentences})
+    tokens, mask = encoder.token_batch(distinct)
+    row = {s: i for i, s in enumerate(distinct)}
+    return tokens, mask, [torch.tensor([row[s] for s in sentences]) for sentences in sentence_lists]
+
+
+def fit_locator(
+    locator: GoalLocator,
+    images: torch.Tensor,
+    target: torch.Tensor,
+    tokens: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    which: torch.Tensor,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    shift: int,
+    on_step: Callable[[], None] = lambda: None,
+    on_epoch: Callable[[int, float], None] = lambda epoch, loss: None,
+) -> list[float]:
+    """Train ``locator`` on pixels [N, 3, H, W] to the normalized ``target`` [N, 3] (smooth L1, AdamW with a
+    one-cycle schedule, random shifts of up to ``shift`` px); ``tokens`` [U, L, D], ``mask`` [U, L]: the
+    distinct instructions, ``which`` [N]: each sample's. Returns the mean loss of each epoch."""
+    optimizer = torch.optim.AdamW(locator.parameters(), lr=lr, weight_decay=1e-4)
+    steps = epochs * math.ceil(len(images) / batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=max(steps, 1), pct_start=0.05
+    )
+    losses = []
+    for epoch in range(epochs):
+        locator.train()
+        total = 0.0
+        for chunk in torch.randperm(len(images)).split(batch_size):
+            w = which[chunk]
+            predicted = locator.normalized(random_shift(images[chunk].float(), shift), tokens[w], mask[w])
+            loss = F.smooth_l1_loss(predicted, target[chunk], beta=0.1)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += float(loss.detach()) * len(chunk)
+            on_step()
+        losses.append(round(total / len(images), 5))
+        on_epoch(epoch, total / len(images))
+    locator.eval()
+    return losses
 
 
 @torch.no_grad()

@@ -34,8 +34,9 @@ HORIZON = 10
 DT = 0.1
 
 
-def chunk_samples(roots: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(state + referents [N, S + E], the next HORIZON actions [N, HORIZON * A]) for every frame."""
+def chunk_samples(roots: list[str], held: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(state + referents [N, S + E], the next HORIZON actions [N, HORIZON * A]) for every frame; ``held``:
+    every frame reads its episode's first referents."""
     inputs, targets = [], []
     for root in roots:
         ds = LeRobotV3Dataset(root)
@@ -46,7 +47,7 @@ def chunk_samples(roots: list[str]) -> tuple[np.ndarray, np.ndarray]:
             n = len(ep)
             for t in range(n):
                 ahead = np.minimum(np.arange(t, t + HORIZON), n - 1)  # the last action repeats past the end
-                inputs.append(np.concatenate([ep.state[t], ep.environment_state[t]]))
+                inputs.append(np.concatenate([ep.state[t], ep.environment_state[0 if held else t]]))
                 targets.append(ep.action[ahead].reshape(-1))
     return np.asarray(inputs, np.float32), np.asarray(targets, np.float32)
 
@@ -54,8 +55,10 @@ def chunk_samples(roots: list[str]) -> tuple[np.ndarray, np.ndarray]:
 class StatePolicy:
     """The ``Policy`` protocol over an MLP on (state, referents), with the referents perturbed as asked."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> None:
+    def __init__(self, x: np.ndarray, y: np.ndarray, epochs: int, seed: int, held: bool = False) -> None:
         torch.manual_seed(seed)
+        self.held = held  # read the episode's first referents throughout
+        self.first: np.ndarray | None = None
         self.x_mean, self.x_std = x.mean(0), x.std(0) + 1e-6
         self.y_mean, self.y_std = y.mean(0), y.std(0) + 1e-6
         self.action_dim = y.shape[1] // HORIZON
@@ -85,9 +88,12 @@ class StatePolicy:
         # One xy offset per referent for the episode, of RMS length bias_m.
         self.offset = np.zeros(6)
         self.offset[[0, 1, 3, 4]] = self.rng.normal(0.0, self.bias_m / math.sqrt(2), 4)
+        self.first = None
 
     def infer(self, observation) -> ActionChunk:
-        referents = observation[ENVIRONMENT_STATE_KEY] + self.offset
+        if self.first is None or not self.held:
+            self.first = np.asarray(observation[ENVIRONMENT_STATE_KEY], dtype=np.float64)
+        referents = self.first + self.offset
         referents = referents + self.rng.normal(0.0, self.jitter_m / math.sqrt(3), 6)
         x = np.concatenate([observation[STATE_KEY], referents]).astype(np.float32)
         with torch.no_grad():
@@ -129,12 +135,13 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--bias-cm", type=float, nargs="+", default=[0.0, 2.0])
     p.add_argument("--jitter-cm", type=float, default=0.0)
+    p.add_argument("--held", action="store_true", help="train and run on each episode's first referents")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
-    x, y = chunk_samples(a.datasets)
-    policy = StatePolicy(x, y, a.epochs, seed=0)
+    x, y = chunk_samples(a.datasets, a.held)
+    policy = StatePolicy(x, y, a.epochs, seed=0, held=a.held)
     train_s = time.perf_counter() - t0
     print(f"{len(x)} frames, trained in {train_s:.0f} s")
     print(f"| {a.family}, seeds {a.seed}-{a.seed + a.episodes - 1} | success | grasped |\n|---|---|---|")
@@ -143,9 +150,13 @@ def main() -> None:
         policy.bias_m, policy.jitter_m = bias / 100, a.jitter_cm / 100
         r = closed_loop(policy, a.family, a.episodes, a.seed)
         rows.append({"bias_cm": bias, "jitter_cm": a.jitter_cm, **r})
-        print(f"| referents, {bias:g} cm bias, {a.jitter_cm:g} cm jitter | {r['success']}/{a.episodes} "
+        print(f"| {'held ' if a.held else ''}referents, {bias:g} cm bias, {a.jitter_cm:g} cm jitter | {r['success']}/{a.episodes} "
               f"| {r['grasped']}/{a.episodes} |")  # fmt: skip
-    print(json.dumps({"family": a.family, "frames": len(x), "train_s": round(train_s, 1), "rows": rows}))
+    print(
+        json.dumps(
+            {"family": a.family, "held": a.held, "frames": len(x), "train_s": round(train_s, 1), "rows": rows}
+        )
+    )
 
 
 if __name__ == "__main__":

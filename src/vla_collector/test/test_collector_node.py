@@ -254,7 +254,9 @@ def test_sigkill_mid_episode_then_restart_recovers(ros, tmp_path):
         "-p", "partial_episode_policy:=recover", "-p", "rate_tolerance:=0.9", "-p", "max_gap_s:=5.0",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    node = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # to a file, not an unread pipe (which would block the node once full); pytest keeps tmp_path to read
+    log = (tmp_path / "collector_node.log").open("w")
+    node = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         with FakeRobot(test_node):
             assert start_when_ready(test_node).success
@@ -276,7 +278,7 @@ def test_sigkill_mid_episode_then_restart_recovers(ros, tmp_path):
     assert ds.num_episodes == 1 and len(ds.frames(0, "front")) == ds.episodes[0].length
     partial = sorted(raw.glob("episode_*"))[-1] / "episode.json"
     assert json.loads(partial.read_text())["status"] == "recording"
-    restarted = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    restarted = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for(lambda: json.loads(partial.read_text())["status"] != "recording", 90, "the recovery")
     finally:
@@ -286,6 +288,7 @@ def test_sigkill_mid_episode_then_restart_recovers(ros, tmp_path):
         except subprocess.TimeoutExpired:
             restarted.kill()
             restarted.wait(10)
+        log.close()
     info = json.loads(partial.read_text())
     assert info["status"] == "recovered", info
     ds = LeRobotV3Dataset(tmp_path / "ds")

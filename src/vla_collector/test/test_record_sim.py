@@ -35,11 +35,22 @@ EPISODE_FRAMES = 30  # each episode is stopped once the collector reports this m
 JOINTS = (*(f"panda_joint{i}" for i in range(1, 8)), "panda_finger_joint1")
 
 
-def spawn(module, *params):
+def spawn(log_dir, module, *params):
+    """The node as a process; its output goes to LOG_DIR/<module>.log (a pipe nobody reads would fill and
+    block it), which :func:`print_logs` shows when the test fails."""
     args = [sys.executable, "-m", module, "--ros-args"]
     for p in params:
         args += ["-p", p]
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    with open(log_dir / f"{module}.log", "w") as log:
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def print_logs(log_dir, procs, lines=40):
+    """Exit codes and the last lines of every spawned node's log (pytest shows them on failure)."""
+    for proc in procs:
+        log = log_dir / f"{proc.args[2]}.log"  # args: python -m <module> ...
+        print(f"--- {log.name} (exit {proc.returncode})")
+        print("\n".join(log.read_text(errors="replace").splitlines()[-lines:]))
 
 
 def bag_joints(bag, topic):
@@ -92,13 +103,16 @@ def wait_for(condition, timeout, what):
 
 def test_record_expert_demonstrations_from_the_simulator(tmp_path):
     dataset = tmp_path / "ds"
+    logs = tmp_path / "logs"
+    logs.mkdir()
     procs = [
         spawn(
-            "vla_sim.sim_node", "camera_width:=96", "camera_height:=96", "camera_rate:=15.0", "task:=pick", "seed:=3"
+            logs, "vla_sim.sim_node", "camera_width:=96", "camera_height:=96", "camera_rate:=15.0", "task:=pick",
+            "seed:=3",
         ),
-        spawn("vla_sim.expert_node", "use_sim_time:=true"),
+        spawn(logs, "vla_sim.expert_node", "use_sim_time:=true"),
         spawn(
-            "vla_collector.collector_node", "use_sim_time:=true", f"dataset_root:={dataset}",
+            logs, "vla_collector.collector_node", "use_sim_time:=true", f"dataset_root:={dataset}",
             "video_codec:=libx264", "rate_tolerance:=0.9", "max_gap_s:=5.0",
         ),
     ]  # fmt: skip
@@ -163,6 +177,7 @@ def test_record_expert_demonstrations_from_the_simulator(tmp_path):
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(5)
+        print_logs(logs, procs)
     # the verdict rules are tested elsewhere; here the shared machine may starve the expert of CPU
     for stopped, _, _ in results:
         assert stopped.success, stopped.message

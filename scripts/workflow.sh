@@ -78,18 +78,31 @@ FINAL_HEAD_ARGS="${FINAL_HEAD_ARGS:-}"  # extra vla-train arguments of the last 
 export ROS_LOG_DIR="${ROS_LOG_DIR:-$root/$out/ros_log}"
 mkdir -p "$out"
 step() { printf '\n=== %s [%s]\n' "$*" "$(date +%H:%M:%S)"; }
+# Jobs two at a time (2 cores; the simulator is single-threaded): `in_background CMD ARGS...` starts one, first
+# waiting for the older when two run; `wait_background` waits for the rest. A failed job stops the script.
+background=()
+in_background() {
+  "$@" &
+  background+=($!)
+  if [ "${#background[@]}" -ge 2 ]; then
+    wait "${background[0]}"
+    background=("${background[@]:1}")
+  fi
+}
+wait_background() {
+  local pid
+  for pid in "${background[@]}"; do wait "$pid"; done
+  background=()
+}
 
 step "1. demonstrations ($demos): $episodes per family of: $families"
 if [ "$demos" = offline ]; then
-  # One dataset per family, two families at a time (the simulator is single-threaded).
-  pids=()
-  for family in $families; do
-    vla-dagger expert "$out/demos/$family" --families "$family" --episodes "$episodes" --seed "$seed" \
-      --image-size 96 --no-progress >"$out/demos_$family.log" 2>&1 &
-    pids+=($!)
-    if [ "${#pids[@]}" -ge 2 ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
-  done
-  for pid in "${pids[@]}"; do wait "$pid"; done
+  demos() {  # demos FAMILY: its dataset (log: demos_FAMILY.log)
+    vla-dagger expert "$out/demos/$1" --families "$1" --episodes "$episodes" --seed "$seed" --image-size 96 \
+      --no-progress >"$out/demos_$1.log" 2>&1
+  }
+  for family in $families; do in_background demos "$family"; done
+  wait_background
   datasets=()
   for family in $families; do datasets+=("$out/demos/$family"); tail -n 3 "$out/demos_$family.log"; done
   extra=()  # per stage, its datasets (one per family): the next scene seeds, added stage by stage
@@ -142,18 +155,18 @@ if [ "$multi" = 1 ]; then
   # From the pick model to one model of pick, place, push and stack (the shipped checkpoint's stages; see
   # its MODEL_CARD.md and the README's status for what each bought).
   step "2d. settled demonstrations (--settle-steps 5) for the referent stages"
+  settled_set() {  # settled_set DIR FAMILY SEED EPISODES: one settled dataset (log: DIR.log)
+    vla-dagger expert "$1" --families "$2" --seed "$3" --episodes "$4" --image-size 96 --settle-steps 5 \
+      --no-progress >"$1.log" 2>&1
+  }
   settled() {  # settled FAMILY SEED:EPISODES... -> one dataset per spec, two at a time; prints their roots
-    local family="$1" spec pids=() roots=()
+    local family="$1" spec roots=()
     shift
     for spec in "$@"; do
-      local dir="$out/settled/${family}_${spec%%:*}"
-      vla-dagger expert "$dir" --families "$family" --episodes "${spec##*:}" --seed "${spec%%:*}" \
-        --image-size 96 --settle-steps 5 --no-progress >"$dir.log" 2>&1 &
-      pids+=($!)
-      roots+=("$dir")
-      if [ "${#pids[@]}" -ge 2 ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+      roots+=("$out/settled/${family}_${spec%%:*}")
+      in_background settled_set "${roots[-1]}" "$family" "${spec%%:*}" "${spec##*:}"
     done
-    for pid in "${pids[@]}"; do wait "$pid"; done
+    wait_background
     echo "${roots[@]}"
   }
   mkdir -p "$out/settled"
@@ -193,10 +206,9 @@ if [ "$multi" = 1 ]; then
     vla-dagger collect "$1" "$2" --families "$3" --seed "$4" --episodes "$5" --max-steps "$6" --settle-steps 5 \
       --no-progress >"$2.log" 2>&1
   }
-  collect "$out/fz_all/best" "$out/dagger_push_5000" push 5000 100 60 &
-  first=$!
-  collect "$out/fz_all/best" "$out/dagger_push_5100" push 5100 100 60
-  wait "$first"  # its exit status: a failed round stops the script
+  in_background collect "$out/fz_all/best" "$out/dagger_push_5000" push 5000 100 60
+  in_background collect "$out/fz_all/best" "$out/dagger_push_5100" push 5100 100 60
+  wait_background
   round1=("$out/dagger_push_5000" "$out/dagger_push_5100")
   # shellcheck disable=SC2086
   vla-train "${push_sets[@]}" "${round1[@]}" --output "$out/fz_push_dg1" --init-from "$out/e2e_ppp/best" $frozen \
@@ -218,15 +230,12 @@ if [ "$multi" = 1 ]; then
   # shellcheck disable=SC2086
   read -r -a push_more <<<"$(settled push $PUSH_MORE_DEMOS)"
   round3=()
-  pids=()
-  for spec in $DAGGER3_DEMOS; do  # FAMILY:SEED:EPISODES:MAX_STEPS, two at a time
+  for spec in $DAGGER3_DEMOS; do  # FAMILY:SEED:EPISODES:MAX_STEPS
     IFS=: read -r family dseed n max_steps <<<"$spec"
-    collect "$out/fz_all2/best" "$out/dagger3_${family}_$dseed" "$family" "$dseed" "$n" "$max_steps" &
-    pids+=($!)
     round3+=("$out/dagger3_${family}_$dseed")
-    if [ "${#pids[@]}" -ge 2 ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+    in_background collect "$out/fz_all2/best" "${round3[-1]}" "$family" "$dseed" "$n" "$max_steps"
   done
-  for pid in "${pids[@]}"; do wait "$pid"; done  # their exit status: a failed round stops the script
+  wait_background
   # shellcheck disable=SC2086
   vla-train "${pick_sets[@]}" "${place_sets[@]}" "${place_more[@]}" "${push_sets[@]}" "${push_more[@]}" \
     "${stack_sets[@]}" "${round3[@]}" --output "$out/fz_all3" --init-from "$out/fz_all2/best" $frozen \

@@ -66,7 +66,8 @@ def main() -> None:
         raise SystemExit(f"{args.checkpoint} has no localization head")
     env = vla_sim.make_env(
         args.family, seed=args.seed, cameras=policy.config.camera_names,
-        image_size=(policy.config.image_height, policy.config.image_width), control_hz=policy.manifest.fps, split=args.split,
+        image_size=(policy.config.image_height, policy.config.image_width), control_hz=policy.manifest.fps,
+        split=args.split,
     )  # fmt: skip
     started = time.monotonic()
     rows = []
@@ -86,6 +87,7 @@ def main() -> None:
         print(
             f"{seed:5d} {colour:>7s} {truth[0]:6.3f} {truth[1]:6.3f} {own:7.1f} {asked:8.1f}  {info['task']}{flag}"
         )
+    env.close()
     figures = {}
     for name, keep in (("all", lambda r: True), ("edge", lambda r: abs(r["y"]) > EDGE_Y),
                        ("inner", lambda r: abs(r["y"]) <= EDGE_Y)):  # fmt: skip

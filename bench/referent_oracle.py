@@ -15,7 +15,9 @@ On stack (the 750 demonstrations of seeds 0-749, ``vla-dagger expert --settle-st
 2000-2019; 60 epochs, 2-8 min on one shared thread): exact referents 20/20 (grasped 20), 1 cm bias 14/20;
 ``--held``, the first frame's referents throughout (the block's start, not where it is carried): 18/20, 0.5 cm
 bias 19/20, 1 cm bias 13/20. Stack's control is learnable from these demonstrations; what it needs is the
-block and the base, each to about half a centimetre, once, at the start.
+block and the base, each to about half a centimetre, once, at the start. ``--held`` on place (400
+demonstrations, ``place_0`` and ``place_200``): 20/20 exact and 20/20 with 1 cm bias; on push (900, ``push_0``
+and ``push_200``): 20/20 and 16/20.
 
 Usage: python bench/referent_oracle.py DATASET [DATASET ...] [--family place] [--episodes 20] [--bias-cm 0 2]
 The last line of output is one JSON object with the figures.

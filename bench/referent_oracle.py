@@ -110,6 +110,23 @@ class StatePolicy:
         return ActionChunk(actions=actions, names=self.names, stamp=observation["timestamp"], dt=DT)
 
 
+def run_episode(env, driver: ChunkDriver, seed: int, prepare=None) -> tuple[bool, bool]:
+    """One closed-loop episode of scene ``seed`` -> (succeeded, grasped the target); ``prepare(observation,
+    info)`` runs after the reset, before the first action (e.g. to hand the policy its held referents)."""
+    obs, info = env.reset(seed=seed)
+    driver.reset()
+    if prepare is not None:
+        prepare(obs, info)
+    done, success, grasped = False, False, False
+    while not done:
+        action = driver.act({**obs, "task": info["task"]}, info["sim_time"])
+        obs, _, terminated, truncated, info = env.step(action.astype(np.float32))
+        success = success or bool(info["success"])
+        grasped = grasped or bool(info["target_held"])
+        done = terminated or truncated
+    return success, grasped
+
+
 def closed_loop(policy: StatePolicy, family: str, episodes: int, seed: int) -> dict[str, float]:
     import vla_sim
 
@@ -118,15 +135,7 @@ def closed_loop(policy: StatePolicy, family: str, episodes: int, seed: int) -> d
     wins = grasps = 0
     try:
         for i in range(episodes):
-            obs, info = env.reset(seed=seed + i)
-            driver.reset()
-            done, success, grasped = False, False, False
-            while not done:
-                action = driver.act({**obs, "task": info["task"]}, info["sim_time"])
-                obs, _, terminated, truncated, info = env.step(action.astype(np.float32))
-                success = success or bool(info["success"])
-                grasped = grasped or bool(info["target_held"])
-                done = terminated or truncated
+            success, grasped = run_episode(env, driver, seed + i)
             wins += success
             grasps += grasped
     finally:

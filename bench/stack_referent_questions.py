@@ -39,7 +39,13 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from referent_oracle import DT, HORIZON, StatePolicy, chunk_samples  # bench/ is on sys.path as a script
+from referent_oracle import (  # bench/ is on sys.path as a script
+    DT,
+    HORIZON,
+    StatePolicy,
+    chunk_samples,
+    run_episode,
+)
 from vla_common.features import ENVIRONMENT_STATE_KEY
 from vla_policy.models.networks import TokenQueries
 from vla_policy.rollout import ChunkDriver, refill_for_execute_steps
@@ -130,6 +136,15 @@ def main() -> None:
     state_dim = x.shape[1] - 6
     rest_z = x[0, [state_dim + 2, state_dim + 5]]  # the same in every demonstration's first frame
     driver = ChunkDriver(actor, actor.names, refill_below_s=refill_for_execute_steps(5, HORIZON, DT))
+    errors: list[list[float]] = []  # per episode of the current split: the block's and the base's cm
+
+    def hold_first_referents(observation: dict, info: dict) -> None:
+        estimate = first_referents(policy, questions, observation, info["task"])
+        truth = np.asarray(observation[ENVIRONMENT_STATE_KEY], dtype=np.float64)
+        errors.append([100 * np.linalg.norm(estimate[k : k + 2] - truth[k : k + 2]) for k in (0, 3)])
+        estimate[[2, 5]] = rest_z
+        actor.first = estimate  # held for the episode (driver.reset() cleared the last one)
+
     figures = {}
     for split in args.splits:
         env = vla_sim.make_env(
@@ -137,22 +152,9 @@ def main() -> None:
             image_size=(policy.config.image_height, policy.config.image_width), control_hz=1 / DT, split=split,
         )  # fmt: skip
         wins = grasps = 0
-        errors = []
+        errors.clear()
         for i in range(args.episodes):
-            observation, info = env.reset(seed=args.seed + i)
-            driver.reset()
-            estimate = first_referents(policy, questions, observation, info["task"])
-            truth = np.asarray(observation[ENVIRONMENT_STATE_KEY], dtype=np.float64)
-            errors.append([100 * np.linalg.norm(estimate[k : k + 2] - truth[k : k + 2]) for k in (0, 3)])
-            estimate[[2, 5]] = rest_z
-            actor.first = estimate  # held for the episode (driver.reset() cleared the last one)
-            done = success = grasped = False
-            while not done:
-                action = driver.act({**observation, "task": info["task"]}, info["sim_time"])
-                observation, _, terminated, truncated, info = env.step(action.astype(np.float32))
-                success = success or bool(info["success"])
-                grasped = grasped or bool(info["target_held"])
-                done = terminated or truncated
+            success, grasped = run_episode(env, driver, args.seed + i, prepare=hold_first_referents)
             wins += success
             grasps += grasped
             print(f"{split} {args.seed + i}: success {int(success)}, grasped {int(grasped)}, first-frame error "

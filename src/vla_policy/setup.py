@@ -40,6 +40,7 @@ setup(
             "vla-serve = vla_policy.serve:main",
             "vla-dagger = vla_policy.dagger:main",
             "vla-train-locator = vla_policy.locator:main",
+            "vla-train-held = vla_policy.held_referents:main",
         ],
     },
 )

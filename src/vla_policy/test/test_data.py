@@ -41,7 +41,13 @@ ENVIRONMENT_NAMES = ("target.x", "target.y", "target.z", "goal.x", "goal.y", "go
 
 
 def write_environment_dataset(
-    root, *, episodes: int = 6, frames: int = 12, seed: int = 0, names=ENVIRONMENT_NAMES
+    root,
+    *,
+    episodes: int = 6,
+    frames: int = 12,
+    seed: int = 0,
+    names=ENVIRONMENT_NAMES,
+    tasks=SYNTHETIC_TASKS,
 ):
     """A small dataset with ``observation.environment_state`` (one 32x32 front camera, as the tiny model's
     input): the camera shows a red target square where the state's target x/y put it and a blue goal square
@@ -83,7 +89,7 @@ def write_environment_dataset(
             states[:frames],
             states[1:],
             {"front": images},
-            SYNTHETIC_TASKS[ep % 2],
+            tasks[ep % len(tasks)],
             environment_states=environment[:, : len(names)],
         )
     return root

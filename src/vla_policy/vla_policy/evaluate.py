@@ -120,7 +120,8 @@ def _episode_inputs(
     policy: NativePolicy, ds: LeRobotV3Dataset, e: int, ep: EpisodeArrays
 ) -> list[torch.Tensor]:
     """Every frame of episode ``e`` (``ep``: its arrays) through ``policy.prepare``: [images, text, state],
-    then the instruction's tokens and their mask for a model with a goal locator."""
+    then the instruction's tokens and their mask for a model with a goal locator, or for a held-referent model
+    the referents it perceives at the first frame, repeated (an instruction swap swaps them too)."""
     images = {cam: ds.frames(e, cam) for cam in policy.config.camera_names}
     inputs = [
         policy.prepare(
@@ -132,14 +133,18 @@ def _episode_inputs(
         )
         for t in range(len(ep))
     ]
+    stacked = [torch.cat([x[i] for x in inputs]) for i in range(3)]
+    if policy.config.held_referents:
+        held = policy.perceive(stacked[0][:1], ep.tasks[0], stacked[2][:1])
+        return [*stacked, held.expand(len(ep), -1)]
     tokens = policy.instruction_tokens([ep.tasks[t] for t in range(len(ep))])
-    return [torch.cat([x[i] for x in inputs]) for i in range(3)] + list(tokens or ())
+    return stacked + list(tokens or ())
 
 
 def _predict(policy: NativePolicy, inputs: list[torch.Tensor]) -> torch.Tensor:
     """:func:`_episode_inputs` for T frames -> normalized chunks [T, H, A], ENCODE_BATCH frames at a time."""
     images, text, state, *tokens = inputs
-    names = ("tokens", "token_mask")
+    names = ("environment_state",) if policy.config.held_referents else ("tokens", "token_mask")
     return torch.cat(
         [
             policy.predict_normalized(

@@ -125,6 +125,25 @@ class TokenQueries(nn.Module):
         return torch.einsum("bqn,bnd->bqd", scores.softmax(dim=-1), tokens).flatten(1)
 
 
+class ReferentQuestions(nn.Module):
+    """Instruction tokens [B, L, D] -> [B, 2, D] unit vectors: the questions under which the encoders and the
+    localization head find the instruction's target (the first) and its goal (the second), read in place of
+    the instruction embedding (``held_referents``). ``vla-train-held`` fits them to the embeddings of training
+    sentences under which the localization head already finds each referent: "pick up the {block} block"
+    for the target, the instruction itself for the goal (for stack, the pick question about the base). Under
+    stack's own sentence the head misplaces the block by 6.8 cm; under the pick questions it finds the block
+    to 0.78 cm and the base to 0.84 cm (``bench/first_frame_referents.py``)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.queries = TokenQueries(dim, 2)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        pooled = self.queries(tokens, mask).view(len(tokens), 2, -1)
+        return F.normalize(self.out(pooled), dim=-1)
+
+
 class GoalLocator(nn.Module):
     """Where the instruction's goal is (the goal half of observation.environment_state, metres), from one
     camera and the instruction's tokens: a :class:`KeypointEncoder` FiLM'd by :class:`TokenQueries`, then an
@@ -166,6 +185,8 @@ class NativeVLA(nn.Module):
         width = config.hidden_dim
         n_keypoints = len(config.camera_names) * config.keypoints * 2
         n_in = n_keypoints + config.state_dim + config.text_dim
+        if config.held_referents:
+            n_in = config.state_dim + config.text_dim  # what the held positions say, the keypoints need not
         if config.referent_input:
             n_in += config.localization_dim  # last, so that a checkpoint without them can be widened
         layers: list[nn.Module] = []
@@ -193,6 +214,7 @@ class NativeVLA(nn.Module):
         if config.instruction_subspace:  # the identity until training sets the training instructions' span
             self.register_buffer("instruction_projection", torch.eye(config.text_dim))
         self.locator = GoalLocator(config) if config.locator_camera else None
+        self.questions = ReferentQuestions(config.text_dim) if config.held_referents else None
         if config.referent_input:  # 1 where the MLP reads a referent coordinate (referent_slots), else 0
             mask = torch.ones(config.localization_dim)
             if config.referent_slots == "goal":
@@ -242,6 +264,22 @@ class NativeVLA(nn.Module):
             per_camera.append(encoder(x, text))
         return torch.cat(per_camera, dim=-1)
 
+    def perceive(
+        self, images: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, state: torch.Tensor
+    ) -> torch.Tensor:
+        """The referents to hold [B, E] (normalized): the target half of the localization head's estimate
+        under the first referent question, the goal half under the second (``held_referents``)."""
+        if self.questions is None:
+            raise ValueError("this model has no referent questions (held_referents is false)")
+        asked = self.questions(tokens, mask)
+        halves = []
+        for k in range(2):
+            text = self.project_instruction(asked[:, k])
+            keypoints = self.keypoints(images, text, shift=False)
+            estimate = self.localize(torch.cat([keypoints, state, text], dim=-1))
+            halves.append(estimate.chunk(2, dim=-1)[k])
+        return torch.cat(halves, dim=-1)
+
     def forward(
         self,
         images: torch.Tensor | None,
@@ -258,7 +296,9 @@ class NativeVLA(nn.Module):
         that says what the estimate's error costs, ``vla-eval --referents truth``). Ignored without the pathway.
         ``keypoints`` [B, n_cam * K * 2]: already encoded (training with frozen encoders caches them;
         :meth:`encode_keypoints`); ``images`` is then unused. ``goal`` [B, E/2]: the goal locator's estimate
-        (normalized), which the referent pathway reads in place of the localization head's goal half."""
+        (normalized), which the referent pathway reads in place of the localization head's goal half.
+        With ``held_referents`` the MLP reads ``referents`` (required: the held ones, :meth:`perceive`, or in
+        training the episode's first frame's truth plus ``referent_noise``) and no keypoints."""
         b = state.shape[0]
         if self.config.state_dropout >= 1.0:
             state = torch.zeros_like(state)  # never trained with a state: the mean pose, always
@@ -269,10 +309,16 @@ class NativeVLA(nn.Module):
         if self.training and self.config.instruction_noise > 0.0:
             noise = F.normalize(torch.randn_like(text), dim=-1) * self.config.instruction_noise
             text = F.normalize(text + noise, dim=-1)
+        result: dict[str, torch.Tensor] = {}
+        if self.config.held_referents:
+            if referents is None:
+                raise ValueError("a held-referent model acts on held referents: perceive() them first")
+            if self.training:
+                referents = referents + torch.randn_like(referents) * self.config.referent_noise
+            return self._act([state, text, referents.to(state.dtype)], result)
         if keypoints is None:
             keypoints = self.keypoints(images, text)
         features = [keypoints, state, text]
-        result = {}
         if self.config.referent_input:
             estimate = self.localize(torch.cat(features, dim=-1))
             result["environment_state"] = estimate
@@ -288,8 +334,12 @@ class NativeVLA(nn.Module):
                 features.append(referents.to(estimate.dtype) * self.referent_mask)
         elif self.localize is not None:  # normalized environment_state, read straight off the keypoints
             result["environment_state"] = self.localize(keypoints)
+        return self._act(features, result)
+
+    def _act(self, features: list[torch.Tensor], result: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The MLP over ``features`` -> ``result`` with the action chunk (and the bins' logits)."""
         hidden = self.mlp(torch.cat(features, dim=-1))
-        h, a = self.config.horizon, self.config.action_dim
+        b, h, a = hidden.shape[0], self.config.horizon, self.config.action_dim
         result["actions"] = self.regression(hidden).view(b, h, a)
         if self.bins is not None:
             result["logits"] = self.bins(hidden).view(b, h, a, self.config.n_bins)
@@ -400,6 +450,14 @@ class VLANetwork(nn.Module):
         goal = self.locator(images[:, cam], tokens, token_mask)
         half = self.config.localization_dim // 2
         return (goal - self.environment_mean[half:]) / self.environment_std[half:]
+
+    def perceive(
+        self, images: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor, state: torch.Tensor
+    ) -> torch.Tensor:
+        """The referents a held-referent model holds [B, E], in dataset units (metres), from pixels
+        [B, n_cam, 3, H, W], the instruction's tokens and the normalized state (:meth:`NativeVLA.perceive`)."""
+        normalized = self.head.perceive(self.encode_images(images), tokens, token_mask, state)
+        return normalized * self.environment_std + self.environment_mean
 
     def head_forward(
         self,

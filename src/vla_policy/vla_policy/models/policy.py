@@ -89,6 +89,9 @@ class NativePolicy:
                     "instruction_nearest needs the checkpoint's info['instructions'] (vla-train)"
                 )
             self._grounding = InstructionGrounding(texts, self._text.tokens)  # policy_node reports the same
+        # A held-referent model's (grounded instruction, referents [1, E] in metres), perceived at the
+        # instruction's first frame and held until the next instruction or reset().
+        self._held: tuple[str, torch.Tensor] | None = None
         self._sessions: tuple[Any, Any] | None = None
         if self.runtime is Runtime.ONNX:
             if checkpoint_dir is None:
@@ -117,7 +120,36 @@ class NativePolicy:
         return task if self._grounding is None else self._grounding(task)
 
     def reset(self) -> None:
-        """Stateless between steps: the only cache (instruction embeddings) stays valid across episodes."""
+        """A new episode: a held-referent model perceives its referents again at the next frame. Otherwise
+        stateless; the instruction embeddings' cache stays valid across episodes."""
+        self._held = None
+
+    @property
+    def held_referents(self) -> np.ndarray | None:
+        """What a held-referent model acts on now (target xyz, goal xyz in metres), None before it looked."""
+        return None if self._held is None else self._held[1][0].numpy().astype(np.float64)
+
+    def perceive(self, images: torch.Tensor, task: str, state: torch.Tensor) -> torch.Tensor:
+        """A held-referent model's look: the referents [1, E] (metres) in ``images`` [1, n_cam, 3, H, W] under
+        ``task``'s referent questions, at the normalized ``state`` [1, S] (:meth:`prepare`'s tensors)."""
+        tokens, mask = self._text.token_batch([self.grounded_instruction(task)])
+        device = self.network.action_low.device
+        with torch.inference_mode():
+            return self.network.perceive(
+                images.to(device), tokens.to(device), mask.to(device), state.to(device)
+            ).cpu()
+
+    def _hold(self, observation: Observation, images: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """The referents of the observation's instruction: perceived now if it is new since the last reset
+        (with ``Referents.TRUTH``, this frame's environment_state: the oracle of a perfect first look)."""
+        instruction = self.grounded_instruction(observation["task"])
+        if self._held is None or self._held[0] != instruction:
+            if self.referents is Referents.TRUTH:
+                held = _truth(observation)
+            else:
+                held = self.perceive(images, observation["task"], state)
+            self._held = (instruction, held)
+        return self._held[1]
 
     def prepare(self, observation: Observation) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Observation -> (images [1, n_cam, 3, H, W], text [1, text_dim], normalized state [1, S])."""
@@ -175,6 +207,8 @@ class NativePolicy:
             arrays = {"features": features, "images": features, "text": text.numpy(), "state": state.numpy()}
             if tokens is not None and token_mask is not None:
                 arrays.update(tokens=tokens.numpy(), token_mask=token_mask.numpy())
+            if environment_state is not None:  # a held-referent model's held referents
+                arrays.update(referents=environment_state.numpy().astype(np.float32))
             (actions,) = head.run(None, onnx_feed(head, **arrays))
             return torch.from_numpy(actions)
         device = self.network.action_low.device
@@ -197,12 +231,10 @@ class NativePolicy:
         images, text, state = self.prepare(observation)
         raw_state = np.asarray(observation[STATE_KEY], dtype=np.float64).reshape(-1)
         truth = None
-        if self.referents is Referents.TRUTH:
-            if ENVIRONMENT_STATE_KEY not in observation:
-                raise ObservationError(f"referents=truth: the observation lacks {ENVIRONMENT_STATE_KEY!r}")
-            truth = torch.as_tensor(np.asarray(observation[ENVIRONMENT_STATE_KEY], dtype=np.float32)).reshape(
-                1, -1
-            )
+        if self.config.held_referents:
+            truth = self._hold(observation, images, state)
+        elif self.referents is Referents.TRUTH:
+            truth = _truth(observation)
         tokens, token_mask = self.instruction_tokens([observation["task"]]) or (None, None)
         normalized = self.predict_normalized(images, text, state, truth, tokens=tokens, token_mask=token_mask)
         actions = self.to_actions(normalized[0], raw_state)
@@ -217,6 +249,13 @@ class NativePolicy:
         if self.config.relative_actions:
             actions = actions + torch.as_tensor(state, dtype=torch.float64)[..., None, :]
         return actions
+
+
+def _truth(observation: Observation) -> torch.Tensor:
+    """The observation's environment_state [1, E] (the simulator's referents), for ``Referents.TRUTH``."""
+    if ENVIRONMENT_STATE_KEY not in observation:
+        raise ObservationError(f"referents=truth: the observation lacks {ENVIRONMENT_STATE_KEY!r}")
+    return torch.as_tensor(np.asarray(observation[ENVIRONMENT_STATE_KEY], dtype=np.float32)).reshape(1, -1)
 
 
 def onnx_feed(session: Any, **arrays: np.ndarray) -> dict[str, np.ndarray]:

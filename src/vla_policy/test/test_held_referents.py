@@ -1,0 +1,166 @@
+"""Perceive once, hold, act: the held-referent model (``vla-train-held``), its policy and its export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_data import write_environment_dataset
+from test_model import observation
+from test_train import tiny_cfg
+from vla_policy.data import DataError
+from vla_policy.export import export_checkpoint
+from vla_policy.held_referents import TRAINED, main, referent_questions, train_held
+from vla_policy.models import load_checkpoint, load_policy
+from vla_policy.models.config import ModelConfig
+from vla_policy.train import TINY_MODEL, train
+
+TASKS = ("stack the red block on the blue block", "push the red block to the left")
+
+
+def test_config_refuses_held_referents_without_the_pathway_over_both_halves():
+    base = dict(TINY_MODEL, kind="native_vla", camera_names=("front",), state_dim=8, action_dim=8)
+    referent = dict(base, localization_dim=6, localization_weight=1.0, referent_input=True)
+    with pytest.raises(ValueError, match="held_referents"):
+        ModelConfig(**base, held_referents=True)
+    with pytest.raises(ValueError, match="held_referents"):
+        ModelConfig(**referent, referent_slots="goal", held_referents=True)
+    assert ModelConfig(**referent, held_referents=True).held_referents
+
+
+def test_the_questions_name_the_target_and_the_goal_as_pick_does():
+    assert referent_questions(TASKS[0]) == ("pick up the red block", "pick up the blue block")
+    assert referent_questions(TASKS[1]) == ("pick up the red block", TASKS[1])  # its own goal half
+    assert referent_questions("put the green block in the bowl") == (
+        "pick up the green block",
+        "put the green block in the bowl",
+    )
+    with pytest.raises(DataError, match="referents"):
+        referent_questions("dance")
+
+
+@pytest.fixture(scope="module")
+def environment_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("env") / "env"
+    return write_environment_dataset(root, episodes=8, frames=10, tasks=TASKS)
+
+
+@pytest.fixture(scope="module")
+def base_checkpoint(environment_root, tmp_path_factory):
+    referent = dict(TINY_MODEL, horizon=4, localization_weight=1.0, referent_input=True)
+    out = tmp_path_factory.mktemp("base")
+    return train(tiny_cfg(environment_root, out, epochs=1, model_overrides=referent)).last
+
+
+@pytest.fixture(scope="module")
+def held(environment_root, base_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("held") / "held"
+    figures = train_held(
+        str(base_checkpoint), [str(environment_root)], str(out),
+        epochs=40, batch_size=16, lr=3e-3, val_fraction=0.25, probe_episodes=2, progress=False,
+    )  # fmt: skip
+    return out, figures
+
+
+def tiny_observation(task: str, environment_state=None) -> dict:
+    obs = observation(task=task)
+    obs.pop("observation.images.wrist")
+    obs["observation.images.front"] = obs["observation.images.front"][:32, :32]
+    if environment_state is not None:
+        obs["observation.environment_state"] = np.asarray(environment_state, np.float32)
+    return obs
+
+
+def test_training_fits_questions_and_action_mlp_and_keeps_perception(held, base_checkpoint):
+    out, figures = held
+    checkpoint = load_checkpoint(out)
+    assert checkpoint.config.held_referents and checkpoint.config.referent_slots == "all"
+    history = checkpoint.info["held_referents"]["history"]
+    assert len(history) == 40 and history[-1]["train_l1"] < 0.5 * history[0]["train_l1"], history
+    assert figures["question_cosine"] > 0.99
+    (probe,) = figures["first_frame_error_cm"].values()
+    assert probe["episodes"] == 2 and np.isfinite(probe["target_cm"]) and np.isfinite(probe["goal_cm"])
+    assert sorted(checkpoint.info["instructions"]) == sorted(TASKS)
+    # Encoders and localization head are the base checkpoint's, bit for bit; the span is recomputed on
+    # the same sentences.
+    start, end = (
+        load_file(str(base_checkpoint / "model.safetensors")),
+        load_file(str(out / "model.safetensors")),
+    )
+    for key in start:
+        if key.startswith(TRAINED):
+            continue
+        if key.endswith("instruction_projection"):
+            torch.testing.assert_close(start[key], end[key], atol=1e-5, rtol=0)
+        else:
+            assert torch.equal(start[key], end[key]), key
+
+
+def test_policy_perceives_once_per_instruction_and_again_after_reset(held, monkeypatch):
+    policy = load_policy(held[0])
+    looks = []
+    perceive = policy.network.perceive
+    monkeypatch.setattr(policy.network, "perceive", lambda *a: looks.append(1) or perceive(*a))
+    first = policy.infer(tiny_observation(TASKS[0])).actions
+    assert len(looks) == 1 and policy.held_referents.shape == (6,)
+    held_now = policy.held_referents
+    moved = tiny_observation(TASKS[0])
+    moved["observation.images.front"] = np.full((32, 32, 3), 200, np.uint8)
+    policy.infer(moved)
+    assert len(looks) == 1 and np.array_equal(policy.held_referents, held_now)  # held: not looked again
+    policy.infer(tiny_observation(TASKS[1]))
+    assert len(looks) == 2  # a new instruction is looked at anew
+    policy.reset()
+    assert policy.held_referents is None
+    np.testing.assert_allclose(policy.infer(tiny_observation(TASKS[0])).actions, first, atol=1e-6)
+    assert len(looks) == 3
+    # Without held referents the network refuses rather than act on none.
+    images, text, state = policy.prepare(tiny_observation(TASKS[0]))
+    with pytest.raises(ValueError, match="held referents"):
+        policy.network(images, text, state)
+
+
+def test_truth_oracle_holds_the_first_frames_referents_and_the_mlp_reads_them(held):
+    policy = load_policy(held[0], referents="truth")
+    a = policy.infer(tiny_observation(TASKS[0], [0.4, 0.1, 0.02, 0.6, -0.1, 0.02])).actions
+    b = policy.infer(tiny_observation(TASKS[0], [0.6, -0.1, 0.02, 0.4, 0.1, 0.02])).actions
+    np.testing.assert_array_equal(a, b)  # the second frame's truth is not read: the first is held
+    policy.reset()
+    c = policy.infer(tiny_observation(TASKS[0], [0.6, -0.1, 0.02, 0.4, 0.1, 0.02])).actions
+    assert not np.allclose(a, c)
+
+
+def test_export_feeds_the_head_graph_the_held_referents(held):
+    report = export_checkpoint(held[0], repeats=1)
+    assert report.actions_max_abs_diff < 1e-4
+    eager, onnx = load_policy(held[0]), load_policy(held[0], runtime="onnx")
+    for task in TASKS:
+        obs = tiny_observation(task)
+        np.testing.assert_allclose(onnx.infer(obs).actions, eager.infer(obs).actions, atol=1e-4)
+        np.testing.assert_allclose(onnx.held_referents, eager.held_referents, atol=1e-6)
+
+
+def test_cli_writes_a_checkpoint_and_refuses_a_model_without_the_pathway(
+    environment_root, base_checkpoint, tmp_path, capsys
+):
+    rc = main([str(base_checkpoint), str(environment_root), "--output", str(tmp_path / "a"), "--epochs", "1",
+               "--batch-size", "16", "--probe-episodes", "1", "--no-progress"])  # fmt: skip
+    assert rc == 0 and "first frame, target" in capsys.readouterr().out
+    plain = train(tiny_cfg(environment_root, tmp_path / "plain", epochs=1)).last
+    rc = main([str(plain), str(environment_root), "--output", str(tmp_path / "b"), "--no-progress"])
+    assert rc == 2 and "referent pathway" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(base_checkpoint), str(environment_root), "--output", str(tmp_path / "c"), "--epochs", "0"])
+
+
+def test_offline_errors_feed_the_first_frames_referents_and_swap_them_with_the_instruction(
+    held, environment_root
+):
+    from vla_policy.evaluate import offline_errors
+
+    policy = load_policy(held[0])
+    refs = [(0, 0), (0, 1), (0, 2)]
+    result = offline_errors(policy, [str(environment_root)], refs, "held", progress=False, ablate=True)
+    assert np.isfinite(result.mean)
+    assert result.ablated["instruction"] != pytest.approx(result.mean, rel=1e-6)

@@ -30,11 +30,13 @@ def test_config_refuses_held_referents_without_the_pathway_over_both_halves():
 
 
 def test_the_questions_name_the_target_and_the_goal_as_pick_does():
-    assert referent_questions(TASKS[0]) == ("pick up the red block", "pick up the blue block")
-    assert referent_questions(TASKS[1]) == ("pick up the red block", TASKS[1])  # its own goal half
+    # Stack's base is where a pick question about it finds the named block: its answer's target half.
+    assert referent_questions(TASKS[0]) == ("pick up the red block", "pick up the blue block", True)
+    assert referent_questions(TASKS[1]) == ("pick up the red block", TASKS[1], False)  # its own goal half
     assert referent_questions("put the green block in the bowl") == (
         "pick up the green block",
         "put the green block in the bowl",
+        False,
     )
     with pytest.raises(DataError, match="referents"):
         referent_questions("dance")
@@ -78,7 +80,7 @@ def test_training_fits_questions_and_action_mlp_and_keeps_perception(held, base_
     assert checkpoint.config.held_referents and checkpoint.config.referent_slots == "all"
     history = checkpoint.info["held_referents"]["history"]
     assert len(history) == 40 and history[-1]["train_l1"] < 0.5 * history[0]["train_l1"], history
-    assert figures["question_cosine"] > 0.99
+    assert figures["question_cosine"] > 0.99 and figures["goal_half_right"] == 1.0
     (probe,) = figures["first_frame_error_cm"].values()
     assert probe["episodes"] == 2 and np.isfinite(probe["target_cm"]) and np.isfinite(probe["goal_cm"])
     assert sorted(checkpoint.info["instructions"]) == sorted(TASKS)

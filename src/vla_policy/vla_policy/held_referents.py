@@ -11,7 +11,8 @@ frozen) with ``held_referents`` on and two parts trained here:
 
 1. the referent questions (:class:`~vla_policy.models.networks.ReferentQuestions`), fitted on the training
    sentences to the embeddings of questions the localization head answers well: "pick up the {block}
-   block" for the target, the instruction itself for the goal, and for stack "pick up the {base} block".
+   block" for the target, the instruction itself for the goal (its answer's goal half), and for stack
+   "pick up the {base} block" (its answer's target half: where the named block is).
    Which block is meant comes from ``vla_sim.tasks.parse_instruction``: the simulator's privilege, used in
    training only, as the referents' ground truth is;
 2. the action MLP, on (normalized state, instruction, the episode's first-frame referents plus
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from vla_policy.data import (
@@ -57,38 +59,45 @@ QUESTION_STEPS = 1500
 TRAINED = ("head.questions.", "head.mlp.", "head.regression.")  # everything else comes from CHECKPOINT
 
 
-def referent_questions(sentence: str) -> tuple[str, str]:
-    """The training sentences whose embeddings the two referent questions of ``sentence`` are fitted to."""
+def referent_questions(sentence: str) -> tuple[str, str, bool]:
+    """The training sentences whose embeddings the two referent questions of ``sentence`` are fitted to, and
+    whether the goal is the second answer's target half (a named block: stack's base)."""
     from vla_sim.tasks import TaskFamily, parse_instruction
 
     try:
         task = parse_instruction(sentence)
     except ValueError as e:
         raise DataError(f"cannot tell the referents of {sentence!r}: {e}") from None
-    goal = sentence
+    target = f"pick up the {task.slots['block']} block"
     if task.family in (TaskFamily.STACK, TaskFamily.STACK_TWO):
-        goal = f"pick up the {task.slots['base']} block"  # pick's goal half is the named block itself
-    return f"pick up the {task.slots['block']} block", goal
+        return target, f"pick up the {task.slots['base']} block", True
+    return target, sentence, False
 
 
 def fit_questions(
     network: VLANetwork, text: InstructionEncoder, sentences: Sequence[str], steps: int = QUESTION_STEPS
-) -> float:
-    """Fit the network's referent questions on ``sentences`` (full batch, Adam); the mean cosine reached."""
+) -> tuple[float, float]:
+    """Fit the network's referent questions on ``sentences`` (full batch, Adam): (the mean cosine reached, the
+    fraction of sentences whose goal half is chosen right)."""
     questions = network.head.questions
     asked = [referent_questions(s) for s in sentences]
     target = torch.stack([text([a[k] for a in asked]).float() for k in range(2)], dim=1)  # [N, 2, D]
+    from_target = torch.tensor([float(a[2]) for a in asked])
     tokens, mask = text.token_batch(list(sentences))
     optimizer = torch.optim.Adam(questions.parameters(), 3e-3)
     questions.train()
     for _ in range(steps):
-        loss = (1 - (questions(tokens, mask) * target).sum(-1)).mean()
+        predicted, logit = questions(tokens, mask)
+        loss = (1 - (predicted * target).sum(-1)).mean()
+        loss = loss + 0.1 * F.binary_cross_entropy_with_logits(logit, from_target)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     questions.eval()
     with torch.no_grad():
-        return float((questions(tokens, mask) * target).sum(-1).mean())
+        predicted, logit = questions(tokens, mask)
+        chosen = float(((logit > 0).float() == from_target).float().mean())
+        return float((predicted * target).sum(-1).mean()), chosen
 
 
 class HeldSamples:
@@ -148,8 +157,8 @@ def first_frame_errors(
     cfg = network.config
     chosen: dict[int, list[int]] = {}
     for d, e in refs:
-        if len(chosen.setdefault(d, [])) < per_dataset:
-            chosen[d].append(e)
+        if len(chosen.get(d, [])) < per_dataset:
+            chosen.setdefault(d, []).append(e)
     network.eval()
     figures = {}
     for d, episodes in tqdm(
@@ -223,8 +232,11 @@ def train_held(
     if network.config.instruction_subspace:  # a wider span leaves the sentences already in it unchanged
         span = sorted(set(training_instructions(start.info) or ()) | set(instructions))
         network.head.set_instruction_span(text(span).float())
-    cosine = fit_questions(network, text, instructions)
-    LOG.info("referent questions fitted on %d sentences: cosine %.4f", len(instructions), cosine)
+    cosine, halves = fit_questions(network, text, instructions)
+    LOG.info(
+        "referent questions fitted on %d sentences: cosine %.4f, goal half right for %.1f %%",
+        len(instructions), cosine, 100 * halves,
+    )  # fmt: skip
     rows = {s: i for i, s in enumerate(instructions)}
     train.index_instructions(rows)
     val.index_instructions(rows)
@@ -266,6 +278,7 @@ def train_held(
     )
     figures = {
         "question_cosine": round(cosine, 4),
+        "goal_half_right": halves,
         "val_l1": round(history[-1]["val_l1"], 5),
         "first_frame_error_cm": errors,
         "seconds": round(time.monotonic() - started),
@@ -276,7 +289,8 @@ def train_held(
         instructions=instructions,
         held_referents={
             "init_from": str(checkpoint), "epochs": epochs, "batch_size": batch_size, "lr": lr,
-            "mlp_layers": mlp_layers, "referent_noise": referent_noise, "seed": seed, "history": history,
+            "mlp_layers": mlp_layers, "referent_noise": referent_noise, "seed": seed,
+            "history": history,
             **figures,
         },
     )  # fmt: skip

@@ -126,11 +126,13 @@ class TokenQueries(nn.Module):
 
 
 class ReferentQuestions(nn.Module):
-    """Instruction tokens [B, L, D] -> [B, 2, D] unit vectors: the questions under which the encoders and the
+    """Instruction tokens [B, L, D] -> the questions [B, 2, D] (unit vectors) under which the encoders and the
     localization head find the instruction's target (the first) and its goal (the second), read in place of
-    the instruction embedding (``held_referents``). ``vla-train-held`` fits them to the embeddings of training
-    sentences under which the localization head already finds each referent: "pick up the {block} block"
-    for the target, the instruction itself for the goal (for stack, the pick question about the base). Under
+    the instruction embedding (``held_referents``), and [B] the weight of the second answer's target half in
+    the goal (1 where the goal is a named block, whose position a pick question's target half gives; 0 where
+    it is the answer's goal half). ``vla-train-held`` fits them to training sentences under which the
+    localization head already finds each referent: "pick up the {block} block" for the target, the
+    instruction itself for the goal, for stack "pick up the {base} block" read at its target half. Under
     stack's own sentence the head misplaces the block by 6.8 cm; under the pick questions it finds the block
     to 0.78 cm and the base to 0.84 cm (``bench/first_frame_referents.py``)."""
 
@@ -138,10 +140,12 @@ class ReferentQuestions(nn.Module):
         super().__init__()
         self.queries = TokenQueries(dim, 2)
         self.out = nn.Linear(dim, dim)
+        self.goal_from_target = nn.Linear(dim, 1)  # a logit
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(questions [B, 2, D], the goal's target-half logit [B])."""
         pooled = self.queries(tokens, mask).view(len(tokens), 2, -1)
-        return F.normalize(self.out(pooled), dim=-1)
+        return F.normalize(self.out(pooled), dim=-1), self.goal_from_target(pooled[:, 1])[:, 0]
 
 
 class GoalLocator(nn.Module):
@@ -266,19 +270,19 @@ class NativeVLA(nn.Module):
 
     def perceive(
         self, images: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, state: torch.Tensor
-    ) -> torch.Tensor:
-        """The referents to hold [B, E] (normalized): the target half of the localization head's estimate
-        under the first referent question, the goal half under the second (``held_referents``)."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The localization head's answers [B, 2, E] (normalized) to the instruction's two referent questions,
+        and [B] the weight of the second answer's target half in the goal (:class:`ReferentQuestions`;
+        ``held_referents``; :meth:`VLANetwork.perceive` composes the referents to hold)."""
         if self.questions is None:
             raise ValueError("this model has no referent questions (held_referents is false)")
-        asked = self.questions(tokens, mask)
-        halves = []
+        asked, goal_logit = self.questions(tokens, mask)
+        answers = []
         for k in range(2):
             text = self.project_instruction(asked[:, k])
             keypoints = self.keypoints(images, text, shift=False)
-            estimate = self.localize(torch.cat([keypoints, state, text], dim=-1))
-            halves.append(estimate.chunk(2, dim=-1)[k])
-        return torch.cat(halves, dim=-1)
+            answers.append(self.localize(torch.cat([keypoints, state, text], dim=-1)))
+        return torch.stack(answers, dim=1), goal_logit.sigmoid()
 
     def forward(
         self,
@@ -455,9 +459,15 @@ class VLANetwork(nn.Module):
         self, images: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor, state: torch.Tensor
     ) -> torch.Tensor:
         """The referents a held-referent model holds [B, E], in dataset units (metres), from pixels
-        [B, n_cam, 3, H, W], the instruction's tokens and the normalized state (:meth:`NativeVLA.perceive`)."""
-        normalized = self.head.perceive(self.encode_images(images), tokens, token_mask, state)
-        return normalized * self.environment_std + self.environment_mean
+        [B, n_cam, 3, H, W], the instruction's tokens and the normalized state: the target half of the first
+        answer; the goal half of the second, or where the goal is a named block its target half (mixed by
+        the questions' weight, in metres: the halves are normalized apart)."""
+        answers, weight = self.head.perceive(self.encode_images(images), tokens, token_mask, state)
+        metres = answers * self.environment_std + self.environment_mean
+        half = self.config.localization_dim // 2
+        w = weight[:, None]
+        goal = w * metres[:, 1, :half] + (1 - w) * metres[:, 1, half:]
+        return torch.cat([metres[:, 0, :half], goal], dim=-1)
 
     def head_forward(
         self,

@@ -120,8 +120,8 @@ def _episode_inputs(
     policy: NativePolicy, ds: LeRobotV3Dataset, e: int, ep: EpisodeArrays
 ) -> list[torch.Tensor]:
     """Every frame of episode ``e`` (``ep``: its arrays) through ``policy.prepare``: [images, text, state],
-    then the instruction's tokens and their mask for a model with a goal locator, or for a held-referent model
-    the referents it perceives at the first frame, repeated (an instruction swap swaps them too)."""
+    then the instruction's tokens and their mask for a model with a goal locator, or where a held-referent
+    model's held pathway acts on the instruction, the referents it perceives at the first frame, repeated."""
     images = {cam: ds.frames(e, cam) for cam in policy.config.camera_names}
     inputs = [
         policy.prepare(
@@ -135,8 +135,8 @@ def _episode_inputs(
     ]
     stacked = [torch.cat([x[i] for x in inputs]) for i in range(3)]
     if policy.config.held_referents:
-        held = policy.perceive(stacked[0][:1], ep.tasks[0], stacked[2][:1])
-        return [*stacked, held.expand(len(ep), -1)]
+        held, acts = policy.perceive(stacked[0][:1], ep.tasks[0], stacked[2][:1])
+        return [*stacked, held.expand(len(ep), -1)] if acts else stacked
     tokens = policy.instruction_tokens([ep.tasks[t] for t in range(len(ep))])
     return stacked + list(tokens or ())
 
@@ -144,7 +144,9 @@ def _episode_inputs(
 def _predict(policy: NativePolicy, inputs: list[torch.Tensor]) -> torch.Tensor:
     """:func:`_episode_inputs` for T frames -> normalized chunks [T, H, A], ENCODE_BATCH frames at a time."""
     images, text, state, *tokens = inputs
-    names = ("environment_state",) if policy.config.held_referents else ("tokens", "token_mask")
+    if policy.config.held_referents and tokens:  # the held pathway acts on this episode's instruction
+        return policy.act_held(state, tokens[0])
+    names = ("tokens", "token_mask")
     return torch.cat(
         [
             policy.predict_normalized(
@@ -182,6 +184,8 @@ def offline_errors(
     )
     if not refs:
         raise ValueError("no episodes to evaluate")
+    if ablate and policy.config.held_referents:
+        raise ValueError("--ablate swaps the per-frame inputs; a held-referent model reads its first look")
     horizon, n_actions = policy.horizon, len(policy.manifest.action_names)
     abs_sum = np.zeros((horizon, n_actions))
     counts = np.zeros(horizon)

@@ -6,8 +6,7 @@
 The native VLA is one graph from pixels (its encoders are conditioned on the instruction). The textbook
 baseline is two, because they run at different moments: its frozen trunk once per camera frame
 (``encoder.onnx``), the head on cached features. The instruction embedding (MiniLM) is cached per
-instruction and stays in PyTorch, and so does a held-referent model's perception, which runs once per
-instruction: its head graph reads the held ``referents`` (metres) as an input. An export is kept
+instruction and stays in PyTorch. An export is kept
 only if onnxruntime reproduces eager outputs within the tolerance on random and real-shaped inputs; otherwise
 the files are removed and :class:`ExportError` says by how much they differed.
 """
@@ -33,7 +32,6 @@ from vla_policy.models.policy import onnx_feed
 
 OPSET = 17
 TOKEN_INPUTS = ("tokens", "token_mask")  # a goal locator's inputs (the instruction's token embeddings)
-REFERENT_INPUT = "referents"  # a held-referent model's input: the held target and goal (metres)
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-3
 
@@ -73,29 +71,16 @@ class _Head(nn.Module):
         self.network = network
 
     def forward(
-        self, features: torch.Tensor, text: torch.Tensor, state: torch.Tensor, *extra
+        self, features: torch.Tensor, text: torch.Tensor, state: torch.Tensor, *tokens
     ) -> torch.Tensor:
-        return head_actions(self.network, features, text, state, *extra)
-
-
-def extra_input_names(network: VLANetwork) -> list[str]:
-    """The head's inputs after (images, text, state): a goal locator's tokens, a held-referent model's
-    referents."""
-    if network.config.held_referents:
-        return [REFERENT_INPUT]
-    return list(TOKEN_INPUTS) if network.locator is not None else []
-
-
-def head_actions(network: VLANetwork, features, text, state, *extra) -> torch.Tensor:
-    """The head's action chunk, given :func:`extra_input_names`' inputs in that order."""
-    named = dict(zip(extra_input_names(network), extra, strict=True))
-    held = named.pop(REFERENT_INPUT, None)
-    return network.head_forward(features, text, state, held, **named)["actions"]
+        return self.network.head_forward(
+            features, text, state, **dict(zip(TOKEN_INPUTS, tokens, strict=False))
+        )["actions"]
 
 
 def example_inputs(network: VLANetwork, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, ...]:
     """(images, text, state), and for a model with a goal locator (tokens, token_mask) of 9 tokens, the last
-    two of the first sentence padding; for a held-referent model, referents about the training mean."""
+    two of the first sentence padding."""
     cfg = network.config
     g = torch.Generator().manual_seed(seed)
     shape = (batch, len(cfg.camera_names), 3, cfg.image_height, cfg.image_width)
@@ -105,9 +90,6 @@ def example_inputs(network: VLANetwork, batch: int = 1, seed: int = 0) -> tuple[
         images = torch.randint(0, 256, shape, generator=g).float()  # the native VLA reads pixel values
     text = torch.nn.functional.normalize(torch.randn(batch, cfg.text_dim, generator=g), dim=-1)
     state = torch.randn(batch, cfg.state_dim, generator=g)
-    if cfg.held_referents:
-        noise = torch.randn(batch, cfg.localization_dim, generator=g)
-        return images, text, state, network.environment_mean + noise * network.environment_std
     if network.locator is None:
         return images, text, state
     tokens = torch.nn.functional.normalize(torch.randn(batch, 9, cfg.text_dim, generator=g), dim=-1)
@@ -138,7 +120,7 @@ def export_checkpoint(
     root = Path(checkpoint_dir)
     network = load_checkpoint(root).network.eval()
     images, text, state, *tokens = example_inputs(network)
-    token_names = extra_input_names(network)
+    token_names = list(TOKEN_INPUTS) if tokens else []
     split = network.caches_features
     encoder_path, head_path = root / ENCODER_ONNX, root / HEAD_ONNX
     encoder_path.unlink(missing_ok=True)  # a stale graph from an earlier export must not be picked up
@@ -154,8 +136,7 @@ def export_checkpoint(
                 opset_version=OPSET, dynamo=False,
             )  # fmt: skip
         dynamic_axes = {n: {0: "batch"} for n in (feature_name, "text", "state", "actions")}
-        dynamic_axes.update({n: {0: "batch", 1: "length"} for n in token_names if n in TOKEN_INPUTS})
-        dynamic_axes.update({n: {0: "batch"} for n in token_names if n == REFERENT_INPUT})
+        dynamic_axes.update({n: {0: "batch", 1: "length"} for n in token_names})
         torch.onnx.export(
             _Head(network).eval(), (features, text, state, *tokens), str(head_path),
             input_names=[feature_name, "text", "state", *token_names], output_names=["actions"],
@@ -187,7 +168,8 @@ def export_checkpoint(
     ) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
             f = network.encode_images(im)
-            return f.numpy(), head_actions(network, f, tx, st, *tk).numpy()
+            outputs = network.head_forward(f, tx, st, **dict(zip(TOKEN_INPUTS, tk, strict=False)))
+            return f.numpy(), outputs["actions"].numpy()
 
     enc_diff, act_diff = 0.0, 0.0
     for batch, seed in ((1, 0), (1, 1), (3, 2)):

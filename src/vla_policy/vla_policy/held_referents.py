@@ -1,28 +1,28 @@
-"""``vla-train-held``: perceive once, hold, act. A held-referent model from a native VLA checkpoint.
+"""``vla-train-held``: perceive once, hold, act. The held pathway, added to a native VLA checkpoint.
 
-    vla-train-held CHECKPOINT DATASET [DATASET ...] --output OUT [--epochs 60]
+    vla-train-held CHECKPOINT DATASET [DATASET ...] --output OUT [--held-families stack] [--epochs 60]
 
 CHECKPOINT's encoders and localization head find a block to under a centimetre when the instruction names
-it as pick does, but not under every family's sentence (stack's block 6.8 cm off, its base 19 cm), and its
-action MLP, which reads the keypoints at every frame, places 43/50 even when it is handed the true
-referents. A state MLP that reads the referents of the episode's first frame, held, places 20/20 and stacks
-18/20 (``bench/referent_oracle.py --held``). OUT is CHECKPOINT (encoders and localization head unchanged,
-frozen) with ``held_referents`` on and two parts trained here:
+it as pick does, but not under stack's sentence (the block 6.8 cm off, the base 19 cm), and its MLP stacks
+0/50. A state MLP that reads the two referents of the episode's first frame, held, stacks 18/20
+(``bench/referent_oracle.py --held``). OUT is CHECKPOINT (everything kept, frozen) with ``held_referents``
+on and two parts trained here:
 
-1. the referent questions (:class:`~vla_policy.models.networks.ReferentQuestions`), fitted on the training
-   sentences to the embeddings of questions the localization head answers well: "pick up the {block}
-   block" for the target, the instruction itself for the goal (its answer's goal half), and for stack
-   "pick up the {base} block" (its answer's target half: where the named block is).
-   Which block is meant comes from ``vla_sim.tasks.parse_instruction``: the simulator's privilege, used in
-   training only, as the referents' ground truth is;
-2. the action MLP, on (normalized state, instruction, the episode's first-frame referents plus
-   ``referent_noise``) -> the chunk of H actions (L1), on every frame of the datasets. No pixels: it
-   trains in minutes on one thread.
+1. the referent questions (:class:`~vla_policy.models.networks.ReferentQuestions`), fitted on the
+   training sentences to the embeddings of questions the localization head answers well: "pick up the
+   {block} block" for the target, the instruction itself for the goal (its answer's goal half), and for
+   stack "pick up the {base} block" (its answer's target half: where the named block is); and to say which
+   instructions the held pathway acts on (those of ``--held-families``). Which block is meant and the family
+   come from ``vla_sim.tasks.parse_instruction``: the simulator's privilege, used in training only, as the
+   referents' ground truth is;
+2. the held actor (:class:`~vla_policy.models.networks.HeldActor`), on (normalized state, the episode's
+   first-frame referents' xy) -> the chunk of H actions, the last action repeated past an episode's end
+   (L1), on every frame of the held families' episodes. No pixels: minutes on one thread.
 
-At run time the policy perceives the referents once per instruction (``NativePolicy`` holds them until
-``reset()`` or a new instruction) and acts on them. The first frames of up to ``--probe-episodes`` held-out
-episodes per dataset measure the perceived referents against the truth; OUT's ``info["held_referents"]``
-keeps those figures.
+At run time the policy looks once per instruction (``NativePolicy`` holds the look until ``reset()`` or a
+new instruction); the held actor acts where the questions say so, CHECKPOINT's MLP everywhere else, exactly
+as before. The first frames of up to ``--probe-episodes`` held-out episodes per dataset measure the perceived
+referents against the truth; OUT's ``info["held_referents"]`` keeps those figures.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from tqdm import tqdm
 from vla_policy.data import (
     DataError,
     chunk_targets,
-    chunk_valid,
     open_datasets,
     preprocess_frames,
     split_episodes,
@@ -56,12 +55,12 @@ from vla_policy.node_core import training_instructions
 
 LOG = logging.getLogger("vla_policy.held_referents")
 QUESTION_STEPS = 1500
-TRAINED = ("head.questions.", "head.mlp.", "head.regression.")  # everything else comes from CHECKPOINT
+TRAINED = ("head.questions.", "head.held_actor.")  # everything else comes from CHECKPOINT
 
 
-def referent_questions(sentence: str) -> tuple[str, str, bool]:
-    """The training sentences whose embeddings the two referent questions of ``sentence`` are fitted to, and
-    whether the goal is the second answer's target half (a named block: stack's base)."""
+def referent_questions(sentence: str) -> tuple[str, str, bool, str]:
+    """The training sentences whose embeddings the two referent questions of ``sentence`` are fitted to,
+    whether the goal is the second answer's target half (a named block: stack's base), and the family."""
     from vla_sim.tasks import TaskFamily, parse_instruction
 
     try:
@@ -70,75 +69,72 @@ def referent_questions(sentence: str) -> tuple[str, str, bool]:
         raise DataError(f"cannot tell the referents of {sentence!r}: {e}") from None
     target = f"pick up the {task.slots['block']} block"
     if task.family in (TaskFamily.STACK, TaskFamily.STACK_TWO):
-        return target, f"pick up the {task.slots['base']} block", True
-    return target, sentence, False
+        return target, f"pick up the {task.slots['base']} block", True, task.family.value
+    return target, sentence, False, task.family.value
 
 
 def fit_questions(
-    network: VLANetwork, text: InstructionEncoder, sentences: Sequence[str], steps: int = QUESTION_STEPS
+    network: VLANetwork,
+    text: InstructionEncoder,
+    sentences: Sequence[str],
+    held_families: Sequence[str],
+    steps: int = QUESTION_STEPS,
 ) -> tuple[float, float]:
-    """Fit the network's referent questions on ``sentences`` (full batch, Adam): (the mean cosine reached, the
-    fraction of sentences whose goal half is chosen right)."""
+    """Fit the network's referent questions on ``sentences`` (full batch, Adam): (the mean cosine reached,
+    the fraction of sentences whose two flags (goal half, held pathway) come out right)."""
     questions = network.head.questions
     asked = [referent_questions(s) for s in sentences]
     target = torch.stack([text([a[k] for a in asked]).float() for k in range(2)], dim=1)  # [N, 2, D]
-    from_target = torch.tensor([float(a[2]) for a in asked])
+    flags = torch.tensor([[float(a[2]), float(a[3] in held_families)] for a in asked])
     tokens, mask = text.token_batch(list(sentences))
     optimizer = torch.optim.Adam(questions.parameters(), 3e-3)
     questions.train()
     for _ in range(steps):
-        predicted, logit = questions(tokens, mask)
+        predicted, logits = questions(tokens, mask)
         loss = (1 - (predicted * target).sum(-1)).mean()
-        loss = loss + 0.1 * F.binary_cross_entropy_with_logits(logit, from_target)
+        loss = loss + 0.1 * F.binary_cross_entropy_with_logits(logits, flags)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     questions.eval()
     with torch.no_grad():
-        predicted, logit = questions(tokens, mask)
-        chosen = float(((logit > 0).float() == from_target).float().mean())
-        return float((predicted * target).sum(-1).mean()), chosen
+        predicted, logits = questions(tokens, mask)
+        right = float(((logits > 0).float() == flags).all(dim=-1).float().mean())
+        return float((predicted * target).sum(-1).mean()), right
 
 
 class HeldSamples:
-    """Every frame of ``refs`` as the action MLP reads it: normalized state, instruction row, the episode's
-    first-frame referents (normalized), the normalized chunk target and its valid steps."""
+    """Every frame of ``refs`` as the held actor reads it (normalized state, the episode's first-frame
+    referents in metres) and its target: the normalized chunk, the last action repeated past the end (the
+    held actor learns to stay where an episode ended, as ``bench/referent_oracle.py`` does)."""
 
     def __init__(self, datasets, refs, network: VLANetwork, normalizer) -> None:
-        cfg = network.config
-        state, referents, target, valid = [], [], [], []
-        self.sentences: list[str] = []  # per frame
+        horizon = network.config.horizon
+        state, referents, target = [], [], []
         for d, e in refs:
             ep = datasets[d].episode(e)
             if ep.environment_state is None:
                 raise DataError(f"{datasets[d].root} episode {e} has no observation.environment_state")
-            n = len(ep)
             state.append(ep.state)
-            self.sentences += ep.tasks
-            referents.append(np.repeat(ep.environment_state[:1], n, axis=0))
-            target.append(chunk_targets(ep.action, ep.state, cfg.horizon, cfg.relative_actions))
-            valid.append(chunk_valid(n, cfg.horizon))
-        raw_state = torch.from_numpy(np.concatenate(state).astype(np.float32))
-        self.state = normalizer.normalize_state(raw_state).float()
-        self.row = torch.zeros(len(self.sentences), dtype=torch.long)  # set by index_instructions
-        first = torch.from_numpy(np.concatenate(referents).astype(np.float32))
-        self.referents = network.normalize_environment(first)
+            referents.append(np.repeat(ep.environment_state[:1], len(ep), axis=0))
+            target.append(chunk_targets(ep.action, ep.state, horizon, network.config.relative_actions))
+        self.state = normalizer.normalize_state(torch.from_numpy(np.concatenate(state).astype(np.float32)))
+        self.referents = torch.from_numpy(np.concatenate(referents).astype(np.float32))
         self.target = normalizer.normalize_action(torch.from_numpy(np.concatenate(target))).float()
-        self.valid = torch.from_numpy(np.concatenate(valid)).float()
-
-    def index_instructions(self, rows: dict[str, int]) -> None:
-        """Point every frame at its instruction's row of the embedding table."""
-        self.row = torch.tensor([rows[s] for s in self.sentences])
 
     def __len__(self) -> int:
         return len(self.state)
 
-    def loss(self, network: VLANetwork, text: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """The masked L1 of the chunk on samples ``index`` (``text`` [U, D]: the instruction table)."""
-        outputs = network.head(None, text[self.row[index]], self.state[index], self.referents[index])
-        weight = self.valid[index]
-        l1 = (outputs["actions"] - self.target[index]).abs().mean(-1)
-        return (l1 * weight).sum() / weight.sum().clamp(min=1.0)
+    def loss(self, network: VLANetwork, index: torch.Tensor) -> torch.Tensor:
+        predicted = network.head.held_actor(self.state[index], self.referents[index])
+        return (predicted - self.target[index]).abs().mean()
+
+
+def held_episodes(datasets, refs, held_families: Sequence[str]) -> list[tuple[int, int]]:
+    """The episodes of ``refs`` whose instruction belongs to one of ``held_families``."""
+    return [
+        (d, e) for d, e in refs if referent_questions(datasets[d].episode(e).tasks[0])[3] in held_families
+    ]
 
 
 @torch.no_grad()
@@ -175,7 +171,7 @@ def first_frame_errors(
             images = torch.from_numpy(np.stack(pixels, axis=1))  # [1, n_cam, 3, H, W]
             tokens, mask = text.token_batch([ep.tasks[0]])
             state = normalizer.normalize_state(torch.from_numpy(ep.state[:1].astype(np.float32))).float()
-            held = network.perceive(images, tokens, mask, state)[0].numpy()
+            held = network.perceive(images, tokens, mask, state)[0][0].numpy()
             truth = ep.environment_state[0]
             errors.append([100 * float(np.linalg.norm(held[k : k + 2] - truth[k : k + 2])) for k in (0, 3)])
         mean = np.mean(errors, axis=0)
@@ -185,12 +181,10 @@ def first_frame_errors(
     return figures
 
 
-def held_model(start: Checkpoint, **overrides) -> VLANetwork:
+def held_model(start: Checkpoint) -> VLANetwork:
     """CHECKPOINT's network with ``held_referents`` on and the parts trained here fresh (``TRAINED``)."""
-    config = start.config.with_updates(held_referents=True, referent_slots="all", **overrides)
-    network = VLANetwork(config, load_pretrained=False)
-    kept = {k: v for k, v in start.network.state_dict().items() if not k.startswith(TRAINED)}
-    result = network.load_state_dict(kept, strict=False)
+    network = VLANetwork(start.config.with_updates(held_referents=True), load_pretrained=False)
+    result = network.load_state_dict(start.network.state_dict(), strict=False)
     fresh = [k for k in result.missing_keys if not k.startswith(TRAINED)]
     if fresh or result.unexpected_keys:
         raise ValueError(
@@ -206,68 +200,67 @@ def train_held(
     dataset_roots: Sequence[str],
     output: str,
     *,
+    held_families: Sequence[str] = ("stack",),
     epochs: int = 60,
     batch_size: int = 256,
     lr: float = 1e-3,
-    mlp_layers: int = 3,
-    referent_noise: float = 0.1,
     val_fraction: float = 0.05,
     probe_episodes: int = 10,
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, object]:
-    """Fit the questions and the action MLP (see the module's doc); write OUT; return its figures."""
+    """Fit the questions and the held actor (see the module's doc); write OUT; return its figures."""
     started = time.monotonic()
     torch.manual_seed(seed)
     start = load_checkpoint(checkpoint)
     if start.config.kind is not PolicyKind.NATIVE_VLA or not start.config.referent_input:
         raise ValueError(f"{checkpoint} is not a native VLA with the referent pathway (referent_input)")
-    network = held_model(start, mlp_layers=mlp_layers, referent_noise=referent_noise)
+    if start.config.held_referents:
+        raise ValueError(
+            f"{checkpoint} has a held pathway already: start from the checkpoint it was added to"
+        )
+    network = held_model(start)
     datasets, _ = open_datasets(dataset_roots)
     train_refs, val_refs = split_episodes(datasets, val_fraction, seed)
+    train_refs, val_refs = (held_episodes(datasets, r, held_families) for r in (train_refs, val_refs))
+    if not train_refs:
+        raise DataError(f"the datasets hold no episode of {list(held_families)}")
     text = InstructionEncoder(network.config)
-    train, val = (HeldSamples(datasets, r, network, start.normalizer) for r in (train_refs, val_refs))
-    LOG.info("%d training frames, %d validation frames", len(train), len(val))
-    instructions = sorted(set(train.sentences) | set(val.sentences))
-    if network.config.instruction_subspace:  # a wider span leaves the sentences already in it unchanged
-        span = sorted(set(training_instructions(start.info) or ()) | set(instructions))
-        network.head.set_instruction_span(text(span).float())
-    cosine, halves = fit_questions(network, text, instructions)
+    # CHECKPOINT's sentences (the MLP's; the questions learn to leave them to it) and the held episodes'.
+    known = set(training_instructions(start.info) or ())
+    sentences = {t for d, e in train_refs + val_refs for t in datasets[d].episode(e).tasks}
+    instructions = sorted(known | sentences)
+    if network.config.instruction_subspace and not sentences <= known:  # else the MLP's inputs stay exact
+        network.head.set_instruction_span(text(instructions).float())
+    cosine, right = fit_questions(network, text, instructions, held_families)
     LOG.info(
-        "referent questions fitted on %d sentences: cosine %.4f, goal half right for %.1f %%",
-        len(instructions), cosine, 100 * halves,
+        "referent questions fitted on %d sentences: cosine %.4f, flags right for %.1f %%",
+        len(instructions), cosine, 100 * right,
     )  # fmt: skip
-    rows = {s: i for i, s in enumerate(instructions)}
-    train.index_instructions(rows)
-    val.index_instructions(rows)
-    table = text(instructions).float()
-    trainable = [p for p in network.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=1e-4)
+    train, val = (HeldSamples(datasets, r, network, start.normalizer) for r in (train_refs, val_refs))
+    LOG.info("held actor: %d training frames, %d validation frames", len(train), len(val))
+    actor = network.head.held_actor
+    actor.set_input_stats(actor.inputs(train.state, train.referents))
+    optimizer = torch.optim.AdamW(actor.parameters(), lr=lr, weight_decay=1e-4)
     per_epoch = max(1, math.ceil(len(train) / batch_size))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * per_epoch)
     history = []
-    bar = tqdm(total=epochs * per_epoch, desc="train held-referent MLP", unit="step", disable=not progress)
+    bar = tqdm(total=epochs * per_epoch, desc="train the held actor", unit="step", disable=not progress)
     for epoch in range(epochs):
-        network.head.train()
+        actor.train()
         total = 0.0
         for index in torch.randperm(len(train)).split(batch_size):
-            loss = train.loss(network, table, index)
+            loss = train.loss(network, index)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             schedule.step()
             total += float(loss.detach()) * len(index)
             bar.update()
-        network.head.eval()
+        actor.eval()
         with torch.no_grad():
-            val_l1 = (
-                float(
-                    np.mean([float(val.loss(network, table, i)) for i in torch.arange(len(val)).split(4096)])
-                )
-                if len(val)
-                else float("nan")
-            )
-        history.append({"epoch": epoch, "train_l1": total / len(train), "val_l1": val_l1})
+            val_l1 = float(val.loss(network, torch.arange(len(val)))) if len(val) else float("nan")
+        history.append({"epoch": epoch, "train_l1": round(total / len(train), 5), "val_l1": round(val_l1, 5)})
         bar.set_postfix(train=f"{total / len(train):.4f}", val=f"{val_l1:.4f}")
         if not progress:
             LOG.info("epoch %d: train L1 %.4f, validation L1 %.4f", epoch, total / len(train), val_l1)
@@ -278,32 +271,20 @@ def train_held(
     )
     figures = {
         "question_cosine": round(cosine, 4),
-        "goal_half_right": halves,
-        "val_l1": round(history[-1]["val_l1"], 5),
+        "flags_right": right,
+        "val_l1": history[-1]["val_l1"],
         "first_frame_error_cm": errors,
         "seconds": round(time.monotonic() - started),
     }
     info = dict(start.info)
     info.update(
-        datasets=[str(Path(r).resolve()) for r in dataset_roots],
         instructions=instructions,
         held_referents={
-            "init_from": str(checkpoint), "epochs": epochs, "batch_size": batch_size, "lr": lr,
-            "mlp_layers": mlp_layers, "referent_noise": referent_noise, "seed": seed,
-            "history": history,
-            **figures,
+            "init_from": str(checkpoint), "datasets": [str(Path(r).resolve()) for r in dataset_roots],
+            "held_families": list(held_families), "epochs": epochs, "batch_size": batch_size, "lr": lr,
+            "seed": seed, "history": history, **figures,
         },
     )  # fmt: skip
-    for stale in (
-        "train_episodes",
-        "val_episodes",
-        "train_config",
-        "epoch",
-        "step",
-        "val_loss",
-        "train_loss",
-    ):
-        info.pop(stale, None)  # CHECKPOINT's run, not this one
     save_checkpoint(Checkpoint(network, start.normalizer, start.manifest, info), output)
     return figures
 
@@ -316,10 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--mlp-layers", type=int, default=3, help="hidden layers of the action MLP")
-    p.add_argument(
-        "--referent-noise", type=float, default=0.1, help="Gaussian noise on the normalized referents"
-    )
+    p.add_argument("--held-families", nargs="+", default=["stack"],
+                   help="the task families the held pathway acts on (default: stack)")  # fmt: skip
     p.add_argument("--val-fraction", type=float, default=0.05, help="held-out episodes (seeded)")
     p.add_argument("--probe-episodes", type=int, default=10, help="per dataset, for the first-frame error")
     p.add_argument("--seed", type=int, default=0)
@@ -327,15 +306,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="print one line per epoch instead of a bar")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if a.epochs < 1 or a.batch_size < 1 or a.mlp_layers < 1 or a.probe_episodes < 0:
-        p.error("--epochs, --batch-size and --mlp-layers must be positive, --probe-episodes >= 0")
+    if a.epochs < 1 or a.batch_size < 1 or a.probe_episodes < 0:
+        p.error("--epochs and --batch-size must be positive, --probe-episodes >= 0")
     if a.threads:
         torch.set_num_threads(a.threads)
     try:
         figures = train_held(
-            a.checkpoint, a.datasets, a.output, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-            mlp_layers=a.mlp_layers, referent_noise=a.referent_noise, val_fraction=a.val_fraction,
-            probe_episodes=a.probe_episodes, seed=a.seed, progress=not a.no_progress,
+            a.checkpoint, a.datasets, a.output, held_families=a.held_families, epochs=a.epochs,
+            batch_size=a.batch_size, lr=a.lr, val_fraction=a.val_fraction, probe_episodes=a.probe_episodes,
+            seed=a.seed, progress=not a.no_progress,
         )  # fmt: skip
     except (DataError, ValueError, FileNotFoundError) as e:
         print(f"vla-train-held: {e}", file=sys.stderr)

@@ -115,12 +115,13 @@ class ModelConfig:
     locator_camera: str = ""
     locator_queries: int = 2
     locator_keypoints: int = 16
-    # Perceive once, hold, act (``vla-train-held``): at an instruction's first frame two learned referent
-    # questions over its token embeddings (:class:`~vla_policy.models.networks.ReferentQuestions`) are read by
-    # the encoders and the localization head in place of the instruction: where the target is, where the goal
-    # is. Those positions are held until the next instruction, and the action MLP reads them with the state
-    # and the instruction, not the keypoints. Needs the referent pathway over both halves (referent_slots
-    # "all") of a (target, goal) xyz environment_state.
+    # Perceive once, hold, act (``vla-train-held``): a second pathway beside the MLP. At an instruction's
+    # first frame two learned referent questions over its token embeddings
+    # (:class:`~vla_policy.models.networks.ReferentQuestions`) are read by the encoders and the localization
+    # head in place of the instruction: where the target is, where the goal is. For the instructions the
+    # questions assign to it (stack's), those positions are held until the next instruction and
+    # :class:`~vla_policy.models.networks.HeldActor` acts on them and the state; the MLP acts on the rest.
+    # Needs the localization head of a (target, goal) xyz environment_state.
     held_referents: bool = False
     # --- textbook baseline
     image_encoder: ImageEncoderKind = ImageEncoderKind.EFFICIENTNET_LITE0
@@ -174,14 +175,11 @@ class ModelConfig:
                     "the goal locator feeds the referent pathway: referent_input, (target, goal) xyz"
                 )
         if self.held_referents and not (
-            self.referent_input
-            and self.localization_dim == 6
-            and self.referent_slots == "all"
-            and not self.locator_camera
+            self.referent_input and self.localization_dim == 6 and not self.locator_camera
         ):
             raise ValueError(
                 "held_referents needs the referent pathway over (target, goal) xyz: referent_input, "
-                "localization_dim 6, referent_slots 'all', no goal locator"
+                "localization_dim 6, no goal locator"
             )
         if self.locator_queries <= 0 or self.locator_keypoints <= 0:
             raise ValueError("locator_queries and locator_keypoints must be positive")

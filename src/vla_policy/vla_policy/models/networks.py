@@ -128,24 +128,57 @@ class TokenQueries(nn.Module):
 class ReferentQuestions(nn.Module):
     """Instruction tokens [B, L, D] -> the questions [B, 2, D] (unit vectors) under which the encoders and the
     localization head find the instruction's target (the first) and its goal (the second), read in place of
-    the instruction embedding (``held_referents``), and [B] the weight of the second answer's target half in
-    the goal (1 where the goal is a named block, whose position a pick question's target half gives; 0 where
-    it is the answer's goal half). ``vla-train-held`` fits them to training sentences under which the
-    localization head already finds each referent: "pick up the {block} block" for the target, the
-    instruction itself for the goal, for stack "pick up the {base} block" read at its target half. Under
-    stack's own sentence the head misplaces the block by 6.8 cm; under the pick questions it finds the block
-    to 0.78 cm and the base to 0.84 cm (``bench/first_frame_referents.py``)."""
+    the instruction embedding, and two logits [B, 2]: whether the goal is the second answer's target half (a
+    named block, whose position a pick question's target half gives) rather than its goal half, and whether
+    the held pathway acts on the instruction (``held_referents``). ``vla-train-held`` fits them to training
+    sentences under which the localization head already finds each referent: "pick up the {block} block"
+    for the target, the instruction itself for the goal, for stack "pick up the {base} block" read at its
+    target half. Under stack's own sentence the head misplaces the block by 6.8 cm; under the pick questions
+    it finds the block to 0.78 cm and the base to 0.84 cm (``bench/first_frame_referents.py``)."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.queries = TokenQueries(dim, 2)
         self.out = nn.Linear(dim, dim)
-        self.goal_from_target = nn.Linear(dim, 1)  # a logit
+        self.flags = nn.Linear(2 * dim, 2)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(questions [B, 2, D], the goal's target-half logit [B])."""
-        pooled = self.queries(tokens, mask).view(len(tokens), 2, -1)
-        return F.normalize(self.out(pooled), dim=-1), self.goal_from_target(pooled[:, 1])[:, 0]
+        """(questions [B, 2, D], logits [B, 2]: goal from the target half, held pathway)."""
+        pooled = self.queries(tokens, mask)
+        questions = F.normalize(self.out(pooled.view(len(tokens), 2, -1)), dim=-1)
+        return questions, self.flags(pooled)
+
+
+class HeldActor(nn.Module):
+    """The held pathway's policy: the normalized state and the held referents' xy (target, goal; metres) ->
+    a chunk of H normalized actions. Its inputs are standardized with its own training statistics (buffers
+    set by ``vla-train-held``; the referents' heights are left out: at the first frame they are the table's,
+    a constant, and a constant's spread is no scale). GELU MLP of ``mlp_layers`` + 1 hidden layers, the
+    recipe of ``bench/referent_oracle.py --held``, which stacks 18/20 given the true first-frame referents."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        n_in = config.state_dim + 4
+        self.register_buffer("input_mean", torch.zeros(n_in))
+        self.register_buffer("input_std", torch.ones(n_in))
+        width, layers = config.hidden_dim, []
+        for i in range(config.mlp_layers + 1):
+            layers += [nn.Linear(n_in if i == 0 else width, width), nn.GELU()]
+        self.mlp = nn.Sequential(*layers, nn.Linear(width, config.horizon * config.action_dim))
+
+    @staticmethod
+    def inputs(state: torch.Tensor, referents: torch.Tensor) -> torch.Tensor:
+        """[B, S + 4]: the normalized state and the referents' xy (``referents`` [B, 6], metres)."""
+        return torch.cat([state, referents[:, [0, 1, 3, 4]].to(state.dtype)], dim=-1)
+
+    def set_input_stats(self, inputs: torch.Tensor) -> None:
+        self.input_mean.copy_(inputs.mean(0))
+        self.input_std.copy_(inputs.std(0).clamp(min=1e-3))
+
+    def forward(self, state: torch.Tensor, referents: torch.Tensor) -> torch.Tensor:
+        x = (self.inputs(state, referents) - self.input_mean) / self.input_std
+        return self.mlp(x).view(len(x), self.config.horizon, self.config.action_dim)
 
 
 class GoalLocator(nn.Module):
@@ -189,8 +222,6 @@ class NativeVLA(nn.Module):
         width = config.hidden_dim
         n_keypoints = len(config.camera_names) * config.keypoints * 2
         n_in = n_keypoints + config.state_dim + config.text_dim
-        if config.held_referents:
-            n_in = config.state_dim + config.text_dim  # what the held positions say, the keypoints need not
         if config.referent_input:
             n_in += config.localization_dim  # last, so that a checkpoint without them can be widened
         layers: list[nn.Module] = []
@@ -218,7 +249,10 @@ class NativeVLA(nn.Module):
         if config.instruction_subspace:  # the identity until training sets the training instructions' span
             self.register_buffer("instruction_projection", torch.eye(config.text_dim))
         self.locator = GoalLocator(config) if config.locator_camera else None
+        # The held pathway (held_referents): questions asked at an instruction's first frame, an actor on
+        # the held answers; the instructions it serves are the questions' to say.
         self.questions = ReferentQuestions(config.text_dim) if config.held_referents else None
+        self.held_actor = HeldActor(config) if config.held_referents else None
         if config.referent_input:  # 1 where the MLP reads a referent coordinate (referent_slots), else 0
             mask = torch.ones(config.localization_dim)
             if config.referent_slots == "goal":
@@ -270,19 +304,20 @@ class NativeVLA(nn.Module):
 
     def perceive(
         self, images: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, state: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The localization head's answers [B, 2, E] (normalized) to the instruction's two referent questions,
-        and [B] the weight of the second answer's target half in the goal (:class:`ReferentQuestions`;
-        ``held_referents``; :meth:`VLANetwork.perceive` composes the referents to hold)."""
+        the weight [B] of the second answer's target half in the goal, and the probability [B] that the held
+        pathway acts (:class:`ReferentQuestions`; :meth:`VLANetwork.perceive` composes the referents)."""
         if self.questions is None:
             raise ValueError("this model has no referent questions (held_referents is false)")
-        asked, goal_logit = self.questions(tokens, mask)
+        asked, logits = self.questions(tokens, mask)
         answers = []
         for k in range(2):
             text = self.project_instruction(asked[:, k])
             keypoints = self.keypoints(images, text, shift=False)
             answers.append(self.localize(torch.cat([keypoints, state, text], dim=-1)))
-        return torch.stack(answers, dim=1), goal_logit.sigmoid()
+        flags = logits.sigmoid()
+        return torch.stack(answers, dim=1), flags[:, 0], flags[:, 1]
 
     def forward(
         self,
@@ -300,9 +335,7 @@ class NativeVLA(nn.Module):
         that says what the estimate's error costs, ``vla-eval --referents truth``). Ignored without the pathway.
         ``keypoints`` [B, n_cam * K * 2]: already encoded (training with frozen encoders caches them;
         :meth:`encode_keypoints`); ``images`` is then unused. ``goal`` [B, E/2]: the goal locator's estimate
-        (normalized), which the referent pathway reads in place of the localization head's goal half.
-        With ``held_referents`` the MLP reads ``referents`` (required: the held ones, :meth:`perceive`, or in
-        training the episode's first frame's truth plus ``referent_noise``) and no keypoints."""
+        (normalized), which the referent pathway reads in place of the localization head's goal half."""
         b = state.shape[0]
         if self.config.state_dropout >= 1.0:
             state = torch.zeros_like(state)  # never trained with a state: the mean pose, always
@@ -313,16 +346,10 @@ class NativeVLA(nn.Module):
         if self.training and self.config.instruction_noise > 0.0:
             noise = F.normalize(torch.randn_like(text), dim=-1) * self.config.instruction_noise
             text = F.normalize(text + noise, dim=-1)
-        result: dict[str, torch.Tensor] = {}
-        if self.config.held_referents:
-            if referents is None:
-                raise ValueError("a held-referent model acts on held referents: perceive() them first")
-            if self.training:
-                referents = referents + torch.randn_like(referents) * self.config.referent_noise
-            return self._act([state, text, referents.to(state.dtype)], result)
         if keypoints is None:
             keypoints = self.keypoints(images, text)
         features = [keypoints, state, text]
+        result = {}
         if self.config.referent_input:
             estimate = self.localize(torch.cat(features, dim=-1))
             result["environment_state"] = estimate
@@ -338,12 +365,8 @@ class NativeVLA(nn.Module):
                 features.append(referents.to(estimate.dtype) * self.referent_mask)
         elif self.localize is not None:  # normalized environment_state, read straight off the keypoints
             result["environment_state"] = self.localize(keypoints)
-        return self._act(features, result)
-
-    def _act(self, features: list[torch.Tensor], result: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The MLP over ``features`` -> ``result`` with the action chunk (and the bins' logits)."""
         hidden = self.mlp(torch.cat(features, dim=-1))
-        b, h, a = hidden.shape[0], self.config.horizon, self.config.action_dim
+        h, a = self.config.horizon, self.config.action_dim
         result["actions"] = self.regression(hidden).view(b, h, a)
         if self.bins is not None:
             result["logits"] = self.bins(hidden).view(b, h, a, self.config.n_bins)
@@ -457,17 +480,18 @@ class VLANetwork(nn.Module):
 
     def perceive(
         self, images: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor, state: torch.Tensor
-    ) -> torch.Tensor:
-        """The referents a held-referent model holds [B, E], in dataset units (metres), from pixels
-        [B, n_cam, 3, H, W], the instruction's tokens and the normalized state: the target half of the first
-        answer; the goal half of the second, or where the goal is a named block its target half (mixed by
-        the questions' weight, in metres: the halves are normalized apart)."""
-        answers, weight = self.head.perceive(self.encode_images(images), tokens, token_mask, state)
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A held-referent model's look, from pixels [B, n_cam, 3, H, W], the instruction's tokens and the
+        normalized state: (the referents to hold [B, E] in dataset units (metres), whether the held pathway
+        acts [B] bool). The target is the first answer's target half; the goal the second answer's goal half,
+        or where the goal is a named block its target half (mixed by the questions' weight, in metres: the
+        halves are normalized apart)."""
+        answers, weight, held = self.head.perceive(self.encode_images(images), tokens, token_mask, state)
         metres = answers * self.environment_std + self.environment_mean
         half = self.config.localization_dim // 2
         w = weight[:, None]
         goal = w * metres[:, 1, :half] + (1 - w) * metres[:, 1, half:]
-        return torch.cat([metres[:, 0, :half], goal], dim=-1)
+        return torch.cat([metres[:, 0, :half], goal], dim=-1), held > 0.5
 
     def head_forward(
         self,

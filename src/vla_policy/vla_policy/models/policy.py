@@ -89,9 +89,9 @@ class NativePolicy:
                     "instruction_nearest needs the checkpoint's info['instructions'] (vla-train)"
                 )
             self._grounding = InstructionGrounding(texts, self._text.tokens)  # policy_node reports the same
-        # A held-referent model's (grounded instruction, referents [1, E] in metres), perceived at the
-        # instruction's first frame and held until the next instruction or reset().
-        self._held: tuple[str, torch.Tensor] | None = None
+        # A held-referent model's look at the instruction's first frame, kept until the next instruction or
+        # reset(): (grounded instruction, referents [1, E] in metres, whether the held pathway acts).
+        self._held: tuple[str, torch.Tensor, bool] | None = None
         self._sessions: tuple[Any, Any] | None = None
         if self.runtime is Runtime.ONNX:
             if checkpoint_dir is None:
@@ -120,36 +120,49 @@ class NativePolicy:
         return task if self._grounding is None else self._grounding(task)
 
     def reset(self) -> None:
-        """A new episode: a held-referent model perceives its referents again at the next frame. Otherwise
+        """A new episode: a held-referent model looks at the scene again at the next frame. Otherwise
         stateless; the instruction embeddings' cache stays valid across episodes."""
         self._held = None
 
     @property
     def held_referents(self) -> np.ndarray | None:
-        """What a held-referent model acts on now (target xyz, goal xyz in metres), None before it looked."""
-        return None if self._held is None else self._held[1][0].numpy().astype(np.float64)
+        """The referents a held-referent model holds for the current instruction (target xyz, goal xyz in
+        metres), None before it looked or where its held pathway does not act on the instruction."""
+        if self._held is None or not self._held[2]:
+            return None
+        return self._held[1][0].numpy().astype(np.float64)
 
-    def perceive(self, images: torch.Tensor, task: str, state: torch.Tensor) -> torch.Tensor:
-        """A held-referent model's look: the referents [1, E] (metres) in ``images`` [1, n_cam, 3, H, W] under
-        ``task``'s referent questions, at the normalized ``state`` [1, S] (:meth:`prepare`'s tensors)."""
+    def perceive(self, images: torch.Tensor, task: str, state: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """A held-referent model's look: (the referents [1, E] (metres) in ``images`` [1, n_cam, 3, H, W]
+        under ``task``'s referent questions at the normalized ``state`` [1, S] (:meth:`prepare`'s tensors),
+        whether its held pathway acts on ``task``)."""
         tokens, mask = self._text.token_batch([self.grounded_instruction(task)])
         device = self.network.action_low.device
         with torch.inference_mode():
-            return self.network.perceive(
+            referents, held = self.network.perceive(
                 images.to(device), tokens.to(device), mask.to(device), state.to(device)
-            ).cpu()
+            )
+        return referents.cpu(), bool(held[0])
 
-    def _hold(self, observation: Observation, images: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """The referents of the observation's instruction: perceived now if it is new since the last reset
-        (with ``Referents.TRUTH``, this frame's environment_state: the oracle of a perfect first look)."""
+    def act_held(self, state: torch.Tensor, referents: torch.Tensor) -> torch.Tensor:
+        """The held pathway's normalized actions [B, H, A] for normalized ``state`` [B, S] and held
+        ``referents`` [B, E] (metres)."""
+        device = self.network.action_low.device
+        with torch.inference_mode():
+            return self.network.head.held_actor(state.to(device), referents.to(device)).cpu()
+
+    def _hold(
+        self, observation: Observation, images: torch.Tensor, state: torch.Tensor
+    ) -> tuple[torch.Tensor, bool]:
+        """The instruction's look (:meth:`perceive`), taken at its first frame since the last reset (with
+        ``Referents.TRUTH`` the referents are that frame's environment_state: a perfect first look)."""
         instruction = self.grounded_instruction(observation["task"])
         if self._held is None or self._held[0] != instruction:
+            referents, acts = self.perceive(images, observation["task"], state)
             if self.referents is Referents.TRUTH:
-                held = _truth(observation)
-            else:
-                held = self.perceive(images, observation["task"], state)
-            self._held = (instruction, held)
-        return self._held[1]
+                referents = _truth(observation)
+            self._held = (instruction, referents, acts)
+        return self._held[1], self._held[2]
 
     def prepare(self, observation: Observation) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Observation -> (images [1, n_cam, 3, H, W], text [1, text_dim], normalized state [1, S])."""
@@ -207,8 +220,6 @@ class NativePolicy:
             arrays = {"features": features, "images": features, "text": text.numpy(), "state": state.numpy()}
             if tokens is not None and token_mask is not None:
                 arrays.update(tokens=tokens.numpy(), token_mask=token_mask.numpy())
-            if environment_state is not None:  # a held-referent model's held referents
-                arrays.update(referents=environment_state.numpy().astype(np.float32))
             (actions,) = head.run(None, onnx_feed(head, **arrays))
             return torch.from_numpy(actions)
         device = self.network.action_low.device
@@ -230,10 +241,15 @@ class NativePolicy:
         stamp = time.time() if stamp is None else float(stamp)
         images, text, state = self.prepare(observation)
         raw_state = np.asarray(observation[STATE_KEY], dtype=np.float64).reshape(-1)
-        truth = None
         if self.config.held_referents:
-            truth = self._hold(observation, images, state)
-        elif self.referents is Referents.TRUTH:
+            held, acts = self._hold(observation, images, state)
+            if acts:  # the held pathway's actor, in PyTorch under either runtime (a small MLP)
+                actions = self.to_actions(self.act_held(state, held)[0], raw_state)
+                return ActionChunk(
+                    actions=actions.numpy(), names=self.manifest.action_names, stamp=stamp, dt=self.dt
+                )
+        truth = None
+        if self.referents is Referents.TRUTH:
             truth = _truth(observation)
         tokens, token_mask = self.instruction_tokens([observation["task"]]) or (None, None)
         normalized = self.predict_normalized(images, text, state, truth, tokens=tokens, token_mask=token_mask)

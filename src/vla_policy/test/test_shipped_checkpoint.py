@@ -51,6 +51,10 @@ def test_the_shipped_checkpoint_loads_and_its_manifest_matches_the_simulator():
     chunk = policy.infer(obs)
     assert chunk.actions.shape == (policy.horizon, len(PANDA_COMMAND_JOINTS))
     assert np.all(np.isfinite(chunk.actions))
+    assert policy.held_referents is None  # pick is the MLP's
+    # Stack is the held pathway's: it looks once and holds the block's and the base's positions.
+    chunk = policy.infer({**obs, "task": "stack the red block on the blue block"})
+    assert np.all(np.isfinite(chunk.actions)) and policy.held_referents.shape == (6,)
 
 
 @pytest.mark.heavy

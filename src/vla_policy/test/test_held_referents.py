@@ -161,3 +161,25 @@ def test_cli_writes_a_checkpoint_and_refuses_bad_starts(
     assert rc == 2 and "no episode" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([str(base_checkpoint), str(environment_root), "--output", str(tmp_path / "e"), "--epochs", "0"])
+
+
+def test_one_held_actor_reads_the_instruction_for_several_families(
+    environment_root, base_checkpoint, tmp_path
+):
+    out = tmp_path / "both"
+    figures = train_held(
+        str(base_checkpoint), [str(environment_root)], str(out), held_families=("stack", "push"),
+        instruction=True, epochs=2, batch_size=8, probe_episodes=0, progress=False,
+    )  # fmt: skip
+    assert figures["flags_right"] == 1.0
+    policy = load_policy(out)
+    assert policy.config.held_instruction
+    for task in TASKS:  # both are the held pathway's now
+        policy.infer(tiny_observation(task))
+        assert policy.held_referents is not None
+    # The actor reads the instruction: another sentence, the same held look, other actions.
+    a = policy.network.head.held_actor
+    state, referents = torch.zeros(1, 8), torch.tensor([[0.5, 0.1, 0.02, 0.6, -0.1, 0.02]])
+    text = policy.network.head.project_instruction(policy._text(list(TASKS)).float())
+    with torch.no_grad():
+        assert not torch.allclose(a(state, referents, text[:1]), a(state, referents, text[1:]))

@@ -145,7 +145,7 @@ def _predict(policy: NativePolicy, inputs: list[torch.Tensor]) -> torch.Tensor:
     """:func:`_episode_inputs` for T frames -> normalized chunks [T, H, A], ENCODE_BATCH frames at a time."""
     images, text, state, *tokens = inputs
     if policy.config.held_referents and tokens:  # the held pathway acts on this episode's instruction
-        return policy.act_held(state, tokens[0])
+        return policy.act_held(state, tokens[0], text)
     names = ("tokens", "token_mask")
     return torch.cat(
         [

@@ -111,22 +111,33 @@ class HeldSamples:
     def __init__(self, datasets, refs, network: VLANetwork, normalizer) -> None:
         horizon = network.config.horizon
         state, referents, target = [], [], []
+        self.sentences: list[str] = []  # per frame
         for d, e in refs:
             ep = datasets[d].episode(e)
             if ep.environment_state is None:
                 raise DataError(f"{datasets[d].root} episode {e} has no observation.environment_state")
             state.append(ep.state)
+            self.sentences += ep.tasks
             referents.append(np.repeat(ep.environment_state[:1], len(ep), axis=0))
             target.append(chunk_targets(ep.action, ep.state, horizon, network.config.relative_actions))
         self.state = normalizer.normalize_state(torch.from_numpy(np.concatenate(state).astype(np.float32)))
         self.referents = torch.from_numpy(np.concatenate(referents).astype(np.float32))
         self.target = normalizer.normalize_action(torch.from_numpy(np.concatenate(target))).float()
+        self.text = torch.zeros(len(self.state), 0)  # set by embed_instructions
+
+    def embed_instructions(self, network: VLANetwork, text: InstructionEncoder) -> None:
+        """Each frame's (projected) instruction embedding, as the held actor reads it."""
+        distinct = sorted(set(self.sentences))
+        with torch.no_grad():
+            table = network.head.project_instruction(text(distinct).float())
+        row = {s: i for i, s in enumerate(distinct)}
+        self.text = table[torch.tensor([row[s] for s in self.sentences], dtype=torch.long)]
 
     def __len__(self) -> int:
         return len(self.state)
 
     def loss(self, network: VLANetwork, index: torch.Tensor) -> torch.Tensor:
-        predicted = network.head.held_actor(self.state[index], self.referents[index])
+        predicted = network.head.held_actor(self.state[index], self.referents[index], self.text[index])
         return (predicted - self.target[index]).abs().mean()
 
 
@@ -181,9 +192,10 @@ def first_frame_errors(
     return figures
 
 
-def held_model(start: Checkpoint) -> VLANetwork:
+def held_model(start: Checkpoint, instruction: bool = False) -> VLANetwork:
     """CHECKPOINT's network with ``held_referents`` on and the parts trained here fresh (``TRAINED``)."""
-    network = VLANetwork(start.config.with_updates(held_referents=True), load_pretrained=False)
+    config = start.config.with_updates(held_referents=True, held_instruction=instruction)
+    network = VLANetwork(config, load_pretrained=False)
     result = network.load_state_dict(start.network.state_dict(), strict=False)
     fresh = [k for k in result.missing_keys if not k.startswith(TRAINED)]
     if fresh or result.unexpected_keys:
@@ -201,6 +213,7 @@ def train_held(
     output: str,
     *,
     held_families: Sequence[str] = ("stack",),
+    instruction: bool = False,
     epochs: int = 60,
     batch_size: int = 256,
     lr: float = 1e-3,
@@ -219,7 +232,7 @@ def train_held(
         raise ValueError(
             f"{checkpoint} has a held pathway already: start from the checkpoint it was added to"
         )
-    network = held_model(start)
+    network = held_model(start, instruction)
     datasets, _ = open_datasets(dataset_roots)
     train_refs, val_refs = split_episodes(datasets, val_fraction, seed)
     train_refs, val_refs = (held_episodes(datasets, r, held_families) for r in (train_refs, val_refs))
@@ -239,8 +252,10 @@ def train_held(
     )  # fmt: skip
     train, val = (HeldSamples(datasets, r, network, start.normalizer) for r in (train_refs, val_refs))
     LOG.info("held actor: %d training frames, %d validation frames", len(train), len(val))
+    for samples in (train, val):
+        samples.embed_instructions(network, text)
     actor = network.head.held_actor
-    actor.set_input_stats(actor.inputs(train.state, train.referents))
+    actor.set_input_stats(actor.inputs(train.state, train.referents, train.text))
     optimizer = torch.optim.AdamW(actor.parameters(), lr=lr, weight_decay=1e-4)
     per_epoch = max(1, math.ceil(len(train) / batch_size))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * per_epoch)
@@ -281,8 +296,8 @@ def train_held(
         instructions=instructions,
         held_referents={
             "init_from": str(checkpoint), "datasets": [str(Path(r).resolve()) for r in dataset_roots],
-            "held_families": list(held_families), "epochs": epochs, "batch_size": batch_size, "lr": lr,
-            "seed": seed, "history": history, **figures,
+            "held_families": list(held_families), "instruction": instruction, "epochs": epochs,
+            "batch_size": batch_size, "lr": lr, "seed": seed, "history": history, **figures,
         },
     )  # fmt: skip
     save_checkpoint(Checkpoint(network, start.normalizer, start.manifest, info), output)
@@ -299,6 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--held-families", nargs="+", default=["stack"],
                    help="the task families the held pathway acts on (default: stack)")  # fmt: skip
+    p.add_argument("--instruction", action="store_true",
+                   help="the held actor also reads the instruction (one actor for several families)")  # fmt: skip
     p.add_argument("--val-fraction", type=float, default=0.05, help="held-out episodes (seeded)")
     p.add_argument("--probe-episodes", type=int, default=10, help="per dataset, for the first-frame error")
     p.add_argument("--seed", type=int, default=0)
@@ -312,9 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
     try:
         figures = train_held(
-            a.checkpoint, a.datasets, a.output, held_families=a.held_families, epochs=a.epochs,
-            batch_size=a.batch_size, lr=a.lr, val_fraction=a.val_fraction, probe_episodes=a.probe_episodes,
-            seed=a.seed, progress=not a.no_progress,
+            a.checkpoint, a.datasets, a.output, held_families=a.held_families, instruction=a.instruction,
+            epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, val_fraction=a.val_fraction,
+            probe_episodes=a.probe_episodes, seed=a.seed, progress=not a.no_progress,
         )  # fmt: skip
     except (DataError, ValueError, FileNotFoundError) as e:
         print(f"vla-train-held: {e}", file=sys.stderr)

@@ -150,16 +150,17 @@ class ReferentQuestions(nn.Module):
 
 
 class HeldActor(nn.Module):
-    """The held pathway's policy: the normalized state and the held referents' xy (target, goal; metres) ->
-    a chunk of H normalized actions. Its inputs are standardized with its own training statistics (buffers
-    set by ``vla-train-held``; the referents' heights are left out: at the first frame they are the table's,
-    a constant, and a constant's spread is no scale). GELU MLP of ``mlp_layers`` + 1 hidden layers, the
-    recipe of ``bench/referent_oracle.py --held``, which stacks 18/20 given the true first-frame referents."""
+    """The held pathway's policy: the normalized state and the held referents' xy (target, goal; metres), and
+    with ``held_instruction`` the instruction embedding -> a chunk of H normalized actions. Its inputs are
+    standardized with its own training statistics (buffers set by ``vla-train-held``; the referents' heights
+    are left out: at the first frame they are the table's, a constant, and a constant's spread is no scale).
+    GELU MLP of ``mlp_layers`` + 1 hidden layers, the recipe of ``bench/referent_oracle.py --held``, which
+    stacks 18/20 given the true first-frame referents."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        n_in = config.state_dim + 4
+        n_in = config.state_dim + 4 + (config.text_dim if config.held_instruction else 0)
         self.register_buffer("input_mean", torch.zeros(n_in))
         self.register_buffer("input_std", torch.ones(n_in))
         width, layers = config.hidden_dim, []
@@ -167,17 +168,20 @@ class HeldActor(nn.Module):
             layers += [nn.Linear(n_in if i == 0 else width, width), nn.GELU()]
         self.mlp = nn.Sequential(*layers, nn.Linear(width, config.horizon * config.action_dim))
 
-    @staticmethod
-    def inputs(state: torch.Tensor, referents: torch.Tensor) -> torch.Tensor:
-        """[B, S + 4]: the normalized state and the referents' xy (``referents`` [B, 6], metres)."""
-        return torch.cat([state, referents[:, [0, 1, 3, 4]].to(state.dtype)], dim=-1)
+    def inputs(self, state: torch.Tensor, referents: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """[B, n_in]: the normalized state, the referents' xy (``referents`` [B, 6], metres) and, with
+        ``held_instruction``, the (projected) instruction embedding ``text``."""
+        parts = [state, referents[:, [0, 1, 3, 4]].to(state.dtype)]
+        if self.config.held_instruction:
+            parts.append(text.to(state.dtype))
+        return torch.cat(parts, dim=-1)
 
     def set_input_stats(self, inputs: torch.Tensor) -> None:
         self.input_mean.copy_(inputs.mean(0))
         self.input_std.copy_(inputs.std(0).clamp(min=1e-3))
 
-    def forward(self, state: torch.Tensor, referents: torch.Tensor) -> torch.Tensor:
-        x = (self.inputs(state, referents) - self.input_mean) / self.input_std
+    def forward(self, state: torch.Tensor, referents: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        x = (self.inputs(state, referents, text) - self.input_mean) / self.input_std
         return self.mlp(x).view(len(x), self.config.horizon, self.config.action_dim)
 
 

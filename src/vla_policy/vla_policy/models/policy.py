@@ -144,12 +144,14 @@ class NativePolicy:
             )
         return referents.cpu(), bool(held[0])
 
-    def act_held(self, state: torch.Tensor, referents: torch.Tensor) -> torch.Tensor:
-        """The held pathway's normalized actions [B, H, A] for normalized ``state`` [B, S] and held
-        ``referents`` [B, E] (metres)."""
+    def act_held(self, state: torch.Tensor, referents: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """The held pathway's normalized actions [B, H, A] for normalized ``state`` [B, S], held ``referents``
+        [B, E] (metres) and the instruction embedding ``text`` [B, D] (:meth:`prepare`'s)."""
         device = self.network.action_low.device
+        head = self.network.head
         with torch.inference_mode():
-            return self.network.head.held_actor(state.to(device), referents.to(device)).cpu()
+            text = head.project_instruction(text.to(device))
+            return head.held_actor(state.to(device), referents.to(device), text).cpu()
 
     def _hold(
         self, observation: Observation, images: torch.Tensor, state: torch.Tensor
@@ -244,7 +246,7 @@ class NativePolicy:
         if self.config.held_referents:
             held, acts = self._hold(observation, images, state)
             if acts:  # the held pathway's actor, in PyTorch under either runtime (a small MLP)
-                actions = self.to_actions(self.act_held(state, held)[0], raw_state)
+                actions = self.to_actions(self.act_held(state, held, text)[0], raw_state)
                 return ActionChunk(
                     actions=actions.numpy(), names=self.manifest.action_names, stamp=stamp, dt=self.dt
                 )

@@ -10,8 +10,8 @@
 #      two epochs end to end, the heads on every demonstration (vla-train --freeze-encoders), two rounds of
 #      push DAgger, then the heads again on everything; then (2j) place and push DAgger driven by that model and
 #      the heads on more place and push demonstrations and that round; (2k) one more push round driven by
-#      that model and the heads again; (2l) the held pathway for stack (vla-train-held): referent questions
-#      asked once at the first frame, an actor on the held answers
+#      that model and the heads again; (2l) the held pathway for stack and place (vla-train-held): referent
+#      questions asked once at the first frame, an actor on the held answers
 #   3. DAGGER_ROUNDS rounds of DAgger: the policy drives (DAGGER_MAX_STEPS per episode), the expert labels,
 #      fine-tune on everything (off by default: on pick it bought nothing, see the README)
 #   4. vla-eval: localization probe, offline error and closed-loop success per family, seen and held-out
@@ -252,10 +252,11 @@ if [ "$multi" = 1 ]; then
     "${stack_sets[@]}" "${round3[@]}" "$out/dagger4_push_$dseed" --output "$out/fz_all4" \
     --init-from "$out/fz_all3/best" $frozen --threads "$threads" --seed "$seed" $heads \
     --model instruction_nearest=true $FINAL_HEAD_ARGS
-  step "2l. the held pathway for stack: questions asked once, an actor on the held answers (vla-train-held)"
+  step "2l. the held pathway for stack and place: questions asked once, an actor on the held answers"
   read -r -a held_stack <<<"$(settled stack $STACK_HELD_DEMOS)"
-  vla-train-held "$out/fz_all4/best" "${stack_sets[@]}" "${more_stack[@]}" "${held_stack[@]}" --output "$out/held" \
-    --held-families stack --threads "$threads" --seed "$seed" --no-progress
+  vla-train-held "$out/fz_all4/best" "${stack_sets[@]}" "${more_stack[@]}" "${held_stack[@]}" "${place_sets[@]}" \
+    "${place_more[@]}" --output "$out/held" --held-families stack place --instruction --threads "$threads" \
+    --seed "$seed" --no-progress
   model="$out/held"
   families="pick place push stack"
 fi

@@ -119,7 +119,7 @@ class ModelConfig:
     # first frame two learned referent questions over its token embeddings
     # (:class:`~vla_policy.models.networks.ReferentQuestions`) are read by the encoders and the localization
     # head in place of the instruction: where the target is, where the goal is. For the instructions the
-    # questions assign to it (stack's), those positions are held until the next instruction and
+    # questions assign to it (`--held-families`), those positions are held until the next instruction and
     # :class:`~vla_policy.models.networks.HeldActor` acts on them and the state; the MLP acts on the rest.
     # Needs the localization head of a (target, goal) xyz environment_state.
     held_referents: bool = False

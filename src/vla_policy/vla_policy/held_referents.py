@@ -238,10 +238,12 @@ def train_held(
     train_refs, val_refs = (held_episodes(datasets, r, held_families) for r in (train_refs, val_refs))
     if not train_refs:
         raise DataError(f"the datasets hold no episode of {list(held_families)}")
+    train, val = (HeldSamples(datasets, r, network, start.normalizer) for r in (train_refs, val_refs))
+    LOG.info("held actor: %d training frames, %d validation frames", len(train), len(val))
     text = InstructionEncoder(network.config)
     # CHECKPOINT's sentences (the MLP's; the questions learn to leave them to it) and the held episodes'.
     known = set(training_instructions(start.info) or ())
-    sentences = {t for d, e in train_refs + val_refs for t in datasets[d].episode(e).tasks}
+    sentences = set(train.sentences) | set(val.sentences)
     instructions = sorted(known | sentences)
     if network.config.instruction_subspace and not sentences <= known:  # else the MLP's inputs stay exact
         network.head.set_instruction_span(text(instructions).float())
@@ -250,9 +252,7 @@ def train_held(
         "referent questions fitted on %d sentences: cosine %.4f, flags right for %.1f %%",
         len(instructions), cosine, 100 * right,
     )  # fmt: skip
-    train, val = (HeldSamples(datasets, r, network, start.normalizer) for r in (train_refs, val_refs))
-    LOG.info("held actor: %d training frames, %d validation frames", len(train), len(val))
-    for samples in (train, val):
+    for samples in (train, val):  # after the span is set: the actor reads projected embeddings
         samples.embed_instructions(network, text)
     actor = network.head.held_actor
     actor.set_input_stats(actor.inputs(train.state, train.referents, train.text))

@@ -183,3 +183,35 @@ def test_one_held_actor_reads_the_instruction_for_several_families(
     text = policy.network.head.project_instruction(policy._text(list(TASKS)).float())
     with torch.no_grad():
         assert not torch.allclose(a(state, referents, text[:1]), a(state, referents, text[1:]))
+
+
+def test_the_look_is_tuned_on_first_frames_and_the_mlp_keeps_its_encoders(
+    environment_root, base_checkpoint, tmp_path
+):
+    out = tmp_path / "look"
+    figures = train_held(
+        str(base_checkpoint), [str(environment_root)], str(out), epochs=1, batch_size=8,
+        look_epochs=3, look_lr=3e-3, probe_episodes=1, progress=False,
+    )  # fmt: skip
+    info = load_checkpoint(out).info["held_referents"]
+    history = info["look_history"]
+    assert len(history) == 3 and history[-1]["train_l1"] < history[0]["train_l1"], history
+    start, end = (
+        load_file(str(base_checkpoint / "model.safetensors")),
+        load_file(str(out / "model.safetensors")),
+    )
+    assert all(torch.equal(start[k], end[k]) for k in start)  # the MLP's encoders and head: bit for bit
+    tuned = {k[len("head.look_") :]: v for k, v in end.items() if k.startswith("head.look_")}
+    assert tuned and any(not torch.equal(v, start["head." + k]) for k, v in tuned.items())
+    # The held look reads the tuned copies: another look than the base encoders give.
+    policy = load_policy(out)
+    assert policy.config.held_look
+    policy.infer(tiny_observation(TASKS[0]))
+    tuned_look = policy.held_referents
+    policy.network.head.look_encoders.load_state_dict(policy.network.head.encoders.state_dict())
+    policy.network.head.look_localize.load_state_dict(policy.network.head.localize.state_dict())
+    policy.reset()
+    policy.infer(tiny_observation(TASKS[0]))
+    assert not np.allclose(policy.held_referents, tuned_look)
+    ((_, probe),) = figures["first_frame_error_cm"].items()
+    assert np.isfinite(probe["goal_cm"])

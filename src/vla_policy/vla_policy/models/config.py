@@ -125,6 +125,9 @@ class ModelConfig:
     held_referents: bool = False
     # The held actor also reads the instruction embedding (one actor for several families).
     held_instruction: bool = False
+    # The held pathway looks with its own copy of the encoders and the localization head, fine-tuned on
+    # first frames (`vla-train-held --look-epochs`); the MLP keeps the originals, bit for bit.
+    held_look: bool = False
     # --- textbook baseline
     image_encoder: ImageEncoderKind = ImageEncoderKind.EFFICIENTNET_LITE0
     trunk_blocks: int = 11  # frozen EfficientNet blocks: 11 ends at stride 16 with 112 channels
@@ -183,8 +186,8 @@ class ModelConfig:
                 "held_referents needs the referent pathway over (target, goal) xyz: referent_input, "
                 "localization_dim 6, no goal locator"
             )
-        if self.held_instruction and not self.held_referents:
-            raise ValueError("held_instruction is an option of held_referents")
+        if (self.held_instruction or self.held_look) and not self.held_referents:
+            raise ValueError("held_instruction and held_look are options of held_referents")
         if self.locator_queries <= 0 or self.locator_keypoints <= 0:
             raise ValueError("locator_queries and locator_keypoints must be positive")
         if self.shift_pixels < 0:

@@ -213,6 +213,15 @@ class GoalLocator(nn.Module):
         return self.normalized(images, tokens, mask) * self.goal_std + self.goal_mean
 
 
+def _referent_head(config: ModelConfig, n_keypoints: int) -> nn.Module:
+    """The referent pathway's localization head: keypoints, state and instruction -> environment_state."""
+    return nn.Sequential(
+        nn.Linear(n_keypoints + config.state_dim + config.text_dim, config.hidden_dim),
+        nn.ReLU(),
+        nn.Linear(config.hidden_dim, config.localization_dim),
+    )
+
+
 class NativeVLA(nn.Module):
     """Per-camera keypoint encoders + an MLP over keypoints, state and instruction -> a chunk of H actions.
 
@@ -238,11 +247,7 @@ class NativeVLA(nn.Module):
         self.localize: nn.Module | None = None
         if config.referent_input:
             # Where a held block is depends on the arm's pose, and which block is meant on the instruction.
-            self.localize = nn.Sequential(
-                nn.Linear(n_keypoints + config.state_dim + config.text_dim, width),
-                nn.ReLU(),
-                nn.Linear(width, config.localization_dim),
-            )
+            self.localize = _referent_head(config, n_keypoints)
         elif config.localization_dim:
             self.localize = nn.Linear(n_keypoints, config.localization_dim)
         self.bins = (
@@ -257,6 +262,13 @@ class NativeVLA(nn.Module):
         # the held answers; the instructions it serves are the questions' to say.
         self.questions = ReferentQuestions(config.text_dim) if config.held_referents else None
         self.held_actor = HeldActor(config) if config.held_referents else None
+        # held_look: the look's own encoders and localization head (copies, fine-tuned on first frames).
+        self.look_encoders = (
+            nn.ModuleList([KeypointEncoder(config) for _ in config.camera_names])
+            if config.held_look
+            else None
+        )
+        self.look_localize = _referent_head(config, n_keypoints) if config.held_look else None
         if config.referent_input:  # 1 where the MLP reads a referent coordinate (referent_slots), else 0
             mask = torch.ones(config.localization_dim)
             if config.referent_slots == "goal":
@@ -292,12 +304,14 @@ class NativeVLA(nn.Module):
         text: torch.Tensor,
         shift: bool | None = None,
         offsets: torch.Tensor | None = None,
+        encoders: nn.ModuleList | None = None,
     ) -> torch.Tensor:
         """[B, n_cam * K * 2]: every camera's keypoint coordinates (what the localization probe reads);
-        shifted by ``offsets`` when given, else randomly when ``shift`` is true (None: in training only)."""
+        shifted by ``offsets`` when given, else randomly when ``shift`` is true (None: in training only).
+        ``encoders``: other encoders of the same design (the held look's), else the model's."""
         shift = self.training if shift is None else shift
         per_camera = []
-        for cam, encoder in enumerate(self.encoders):
+        for cam, encoder in enumerate(self.encoders if encoders is None else encoders):
             x = images[:, cam]
             if offsets is not None:
                 x = shift_images(x.float(), self.config.shift_pixels, offsets[:, cam])
@@ -315,13 +329,22 @@ class NativeVLA(nn.Module):
         if self.questions is None:
             raise ValueError("this model has no referent questions (held_referents is false)")
         asked, logits = self.questions(tokens, mask)
-        answers = []
-        for k in range(2):
-            text = self.project_instruction(asked[:, k])
-            keypoints = self.keypoints(images, text, shift=False)
-            answers.append(self.localize(torch.cat([keypoints, state, text], dim=-1)))
+        answers = torch.stack([self.look(images, asked[:, k], state, shift=False) for k in range(2)], dim=1)
         flags = logits.sigmoid()
-        return torch.stack(answers, dim=1), flags[:, 0], flags[:, 1]
+        return answers, flags[:, 0], flags[:, 1]
+
+    def look(
+        self, images: torch.Tensor, question: torch.Tensor, state: torch.Tensor, shift: bool | None = None
+    ) -> torch.Tensor:
+        """The localization answer [B, E] (normalized) to a question embedding [B, text_dim] (unprojected):
+        through the held look's own encoders and head where the model has them (``held_look``), else the
+        MLP's. ``shift``: as :meth:`keypoints`."""
+        text = self.project_instruction(question)
+        if self.look_encoders is None:
+            keypoints = self.keypoints(images, text, shift=shift)
+            return self.localize(torch.cat([keypoints, state, text], dim=-1))
+        keypoints = self.keypoints(images, text, shift=shift, encoders=self.look_encoders)
+        return self.look_localize(torch.cat([keypoints, state, text], dim=-1))
 
     def forward(
         self,

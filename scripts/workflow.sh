@@ -10,8 +10,8 @@
 #      two epochs end to end, the heads on every demonstration (vla-train --freeze-encoders), two rounds of
 #      push DAgger, then the heads again on everything; then (2j) place and push DAgger driven by that model and
 #      the heads on more place and push demonstrations and that round; (2k) one more push round driven by
-#      that model and the heads again; (2l) the held pathway for stack and place (vla-train-held): referent
-#      questions asked once at the first frame, an actor on the held answers
+#      that model and the heads again; (2l) the held pathway for stack, place and push (vla-train-held):
+#      referent questions asked once at the first frame of a look tuned on first frames, an actor on the answers
 #   3. DAGGER_ROUNDS rounds of DAgger: the policy drives (DAGGER_MAX_STEPS per episode), the expert labels,
 #      fine-tune on everything (off by default: on pick it bought nothing, see the README)
 #   4. vla-eval: localization probe, offline error and closed-loop success per family, seen and held-out
@@ -77,7 +77,7 @@ PUSH_MORE_DEMOS="${PUSH_MORE_DEMOS:-800:300}"  # for the last two stages only (2
 DAGGER3_DEMOS="${DAGGER3_DEMOS:-place:6000:200:80 place:6200:200:80 push:5400:200:60 push:5600:400:60}"
 DAGGER4_PUSH="${DAGGER4_PUSH:-6400:400}"  # SEED:EPISODES of the push round driven by stage 2j (2k)
 FINAL_HEAD_ARGS="${FINAL_HEAD_ARGS:-}"  # extra vla-train arguments of the last heads stage (2k)
-STACK_HELD_DEMOS="${STACK_HELD_DEMOS:-450:300}"  # with stack 0-449 above: the held pathway's 750 (2l)
+STACK_HELD_DEMOS="${STACK_HELD_DEMOS:-450:300 750:300}"  # with stack 0-449 above: the held pathway's 1,050 (2l)
 export ROS_LOG_DIR="${ROS_LOG_DIR:-$root/$out/ros_log}"
 mkdir -p "$out"
 step() { printf '\n=== %s [%s]\n' "$*" "$(date +%H:%M:%S)"; }
@@ -252,11 +252,12 @@ if [ "$multi" = 1 ]; then
     "${stack_sets[@]}" "${round3[@]}" "$out/dagger4_push_$dseed" --output "$out/fz_all4" \
     --init-from "$out/fz_all3/best" $frozen --threads "$threads" --seed "$seed" $heads \
     --model instruction_nearest=true $FINAL_HEAD_ARGS
-  step "2l. the held pathway for stack and place: questions asked once, an actor on the held answers"
+  step "2l. the held pathway for stack, place and push: a look tuned on first frames, held, an actor on it"
+  # shellcheck disable=SC2086
   read -r -a held_stack <<<"$(settled stack $STACK_HELD_DEMOS)"
-  vla-train-held "$out/fz_all4/best" "${stack_sets[@]}" "${more_stack[@]}" "${held_stack[@]}" "${place_sets[@]}" \
-    "${place_more[@]}" --output "$out/held" --held-families stack place --instruction --threads "$threads" \
-    --seed "$seed" --no-progress
+  vla-train-held "$out/fz_all4/best" "${pick_sets[@]}" "${place_sets[@]}" "${place_more[@]}" "${push_sets[@]}" \
+    "${push_more[@]}" "${stack_sets[@]}" "${more_stack[@]}" "${held_stack[@]}" --output "$out/held" \
+    --held-families stack place push --instruction --look-epochs 6 --threads "$threads" --seed "$seed" --no-progress
   model="$out/held"
   families="pick place push stack"
 fi

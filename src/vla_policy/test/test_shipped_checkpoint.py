@@ -52,9 +52,17 @@ def test_the_shipped_checkpoint_loads_and_its_manifest_matches_the_simulator():
     assert chunk.actions.shape == (policy.horizon, len(PANDA_COMMAND_JOINTS))
     assert np.all(np.isfinite(chunk.actions))
     assert policy.held_referents is None  # pick is the MLP's
-    # Stack is the held pathway's: it looks once and holds the block's and the base's positions.
-    chunk = policy.infer({**obs, "task": "stack the red block on the blue block"})
-    assert np.all(np.isfinite(chunk.actions)) and policy.held_referents.shape == (6,)
+    # Stack, place and push are the held pathway's: it looks once (its own tuned look) and holds the block's
+    # and the goal's positions.
+    assert policy.config.held_look
+    for task in (
+        "stack the red block on the blue block",
+        "put the red block in the bowl",
+        "push the red block to the left",
+    ):
+        policy.reset()
+        chunk = policy.infer({**obs, "task": task})
+        assert np.all(np.isfinite(chunk.actions)) and policy.held_referents.shape == (6,), task
 
 
 @pytest.mark.heavy

@@ -11,7 +11,8 @@
 #      push DAgger, then the heads again on everything; then (2j) place and push DAgger driven by that model and
 #      the heads on more place and push demonstrations and that round; (2k) one more push round driven by
 #      that model and the heads again; (2l) the held pathway for stack, place and push (vla-train-held):
-#      referent questions asked once at the first frame of a look tuned on first frames, an actor on the answers
+#      referent questions asked once at the first frame of a look tuned on first frames, an actor on the
+#      answers; (2m) a stack DAgger round driven by it, and the held pathway again with that round
 #   3. DAGGER_ROUNDS rounds of DAgger: the policy drives (DAGGER_MAX_STEPS per episode), the expert labels,
 #      fine-tune on everything (off by default: on pick it bought nothing, see the README)
 #   4. vla-eval: localization probe, offline error and closed-loop success per family, seen and held-out
@@ -23,7 +24,7 @@
 # FINETUNE_ARGS (extra arguments of the fine-tuning stages), DAGGER_ROUNDS, DAGGER_EPISODES, DAGGER_MAX_STEPS,
 # DAGGER_EPOCHS, EVAL_EPISODES, EVAL_SEED, MULTI, PLACE_DEMOS, PUSH_DEMOS, PICK_DEMOS, STACK_DEMOS,
 # STACK_MORE_DEMOS, PLACE_MORE_DEMOS, PUSH_MORE_DEMOS, DAGGER3_DEMOS, DAGGER4_PUSH, FINAL_HEAD_ARGS, STACK_HELD_DEMOS,
-# ROS_EPISODES,
+# HELD_DAGGER_STACK, ROS_EPISODES,
 # BASELINE, SEED.
 # Deterministic given SEED (scene seeds, split, initialisation, batches).
 set -euo pipefail
@@ -78,6 +79,7 @@ DAGGER3_DEMOS="${DAGGER3_DEMOS:-place:6000:200:80 place:6200:200:80 push:5400:20
 DAGGER4_PUSH="${DAGGER4_PUSH:-6400:400}"  # SEED:EPISODES of the push round driven by stage 2j (2k)
 FINAL_HEAD_ARGS="${FINAL_HEAD_ARGS:-}"  # extra vla-train arguments of the last heads stage (2k)
 STACK_HELD_DEMOS="${STACK_HELD_DEMOS:-450:300 750:300}"  # with stack 0-449 above: the held pathway's 1,050 (2l)
+HELD_DAGGER_STACK="${HELD_DAGGER_STACK:-8000:200:100}"  # SEED:EPISODES:MAX_STEPS of the stack round of 2m
 export ROS_LOG_DIR="${ROS_LOG_DIR:-$root/$out/ros_log}"
 mkdir -p "$out"
 step() { printf '\n=== %s [%s]\n' "$*" "$(date +%H:%M:%S)"; }
@@ -255,9 +257,20 @@ if [ "$multi" = 1 ]; then
   step "2l. the held pathway for stack, place and push: a look tuned on first frames, held, an actor on it"
   # shellcheck disable=SC2086
   read -r -a held_stack <<<"$(settled stack $STACK_HELD_DEMOS)"
-  vla-train-held "$out/fz_all4/best" "${pick_sets[@]}" "${place_sets[@]}" "${place_more[@]}" "${push_sets[@]}" \
-    "${push_more[@]}" "${stack_sets[@]}" "${more_stack[@]}" "${held_stack[@]}" --output "$out/held" \
-    --held-families stack place push --instruction --look-epochs 6 --threads "$threads" --seed "$seed" --no-progress
+  all_sets=("${pick_sets[@]}" "${place_sets[@]}" "${place_more[@]}" "${push_sets[@]}" "${push_more[@]}"
+    "${stack_sets[@]}" "${more_stack[@]}" "${held_stack[@]}")
+  held() {  # held OUT LOOK_EPOCHS [DATASET...]: vla-train-held on stage 2k's model and every settled set
+    local dir="$1" look="$2"
+    shift 2
+    vla-train-held "$out/fz_all4/best" "${all_sets[@]}" "$@" --output "$dir" --held-families stack place push \
+      --instruction --look-epochs "$look" --threads "$threads" --seed "$seed" --no-progress
+  }
+  held "$out/held1" 6
+  step "2m. stack DAgger driven by the held pathway; the held pathway again on everything and that round"
+  IFS=: read -r dseed n max_steps <<<"$HELD_DAGGER_STACK"
+  collect "$out/held1" "$out/dagger_held_stack_$dseed" stack "$dseed" "$n" "$max_steps"
+  tail -n 3 "$out/dagger_held_stack_$dseed.log"
+  held "$out/held" 10 "$out/dagger_held_stack_$dseed"
   model="$out/held"
   families="pick place push stack"
 fi

@@ -23,7 +23,7 @@ never orange or yellow beyond y = -0.245.
 
 A checkpoint with the held pathway adds a third column, ``held``: the held look's target (the answer the held
 actor acts on; ``vla-train-held --look-epochs`` tunes a copy of the encoders for it). On the shipped checkpoint
-(stage 15), push, the same seeds: held 0.34 cm on all 50 scenes (largest 0.83), 0.44 cm on the 18 edge
+(stage 15), push, the same seeds: held 0.31 cm on all 50 scenes (largest 0.79), 0.40 cm on the 18 edge
 scenes, where ``own`` and ``pick?``, stage 13's encoders as above, miss 4 of them by 10-22 cm.
 
 Usage: python bench/first_frame_referents.py CHECKPOINT --family push [--seed 2000] [--episodes 50]

@@ -148,6 +148,18 @@ class HeldSamples:
         return (predicted - self.target[index]).abs().mean()
 
 
+def first_frame_pixels(dataset, episode: int, cfg) -> np.ndarray:
+    """[n_cam, 3, H, W]: an episode's first frame of every camera, preprocessed as the look sees it."""
+    return np.concatenate(
+        [
+            preprocess_frames(
+                next(iter(dataset.iter_frames(episode, cam)))[None], cfg, augment=False, rng=None
+            )
+            for cam in cfg.camera_names
+        ]
+    )
+
+
 class LookFrames:
     """The first frame of every episode of ``refs`` as the look sees it (pixels, normalized state, the
     instruction's two referent questions) and what its answers must say there: the target (the first
@@ -161,8 +173,7 @@ class LookFrames:
             ds, ep = datasets[d], datasets[d].episode(e)
             if ep.environment_state is None:
                 raise DataError(f"{ds.root} episode {e} has no observation.environment_state")
-            first = [next(iter(ds.iter_frames(e, cam)))[None] for cam in cfg.camera_names]
-            pixels.append(np.concatenate([preprocess_frames(f, cfg, augment=False, rng=None) for f in first]))
+            pixels.append(first_frame_pixels(ds, e, cfg))
             state.append(ep.state[0])
             truth.append(ep.environment_state[0])
             sentences.append(ep.tasks[0])
@@ -285,11 +296,7 @@ def first_frame_errors(
         errors = []
         for e in episodes:
             ep = ds.episode(e)
-            pixels = [
-                preprocess_frames(next(iter(ds.iter_frames(e, cam)))[None], cfg, augment=False, rng=None)
-                for cam in cfg.camera_names
-            ]
-            images = torch.from_numpy(np.stack(pixels, axis=1))  # [1, n_cam, 3, H, W]
+            images = torch.from_numpy(first_frame_pixels(ds, e, cfg)[None])  # [1, n_cam, 3, H, W]
             tokens, mask = text.token_batch([ep.tasks[0]])
             state = normalizer.normalize_state(torch.from_numpy(ep.state[:1].astype(np.float32))).float()
             held = network.perceive(images, tokens, mask, state)[0][0].numpy()

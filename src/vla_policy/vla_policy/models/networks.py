@@ -340,11 +340,9 @@ class NativeVLA(nn.Module):
         through the held look's own encoders and head where the model has them (``held_look``), else the
         MLP's. ``shift``: as :meth:`keypoints`."""
         text = self.project_instruction(question)
-        if self.look_encoders is None:
-            keypoints = self.keypoints(images, text, shift=shift)
-            return self.localize(torch.cat([keypoints, state, text], dim=-1))
-        keypoints = self.keypoints(images, text, shift=shift, encoders=self.look_encoders)
-        return self.look_localize(torch.cat([keypoints, state, text], dim=-1))
+        keypoints = self.keypoints(images, text, shift=shift, encoders=self.look_encoders)  # None: the MLP's
+        localize = self.localize if self.look_localize is None else self.look_localize
+        return localize(torch.cat([keypoints, state, text], dim=-1))
 
     def forward(
         self,
